@@ -1,0 +1,1 @@
+"""I/O edge: Kafka source/sink, embedded broker, replay producer, federated transport."""

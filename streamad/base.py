@@ -1,0 +1,274 @@
+"""Core contracts: the Detector and Threshold protocols and the exception hierarchy.
+
+Score direction everywhere in streamad: a higher score is more anomalous.
+
+Exceptions
+----------
+Every error streamad raises on purpose is a :class:`StreamadError`, so callers can catch
+one type. Subclasses say what went wrong::
+
+    StreamadError
+    ├── DecodeError        a telemetry message cannot be turned into a Record
+    ├── DimensionError     a detector got a feature vector of the wrong shape or names
+    ├── StateError         a state dict / checkpoint cannot be loaded
+    ├── NotFittedError     a model was asked to score before it learned anything it needs
+    ├── ConfigError        a bad parameter, config file or CLI argument
+    ├── DataError          a dataset file is missing or malformed
+    └── NotBuiltError      a subcommand or feature that does not exist yet
+
+>>> issubclass(DecodeError, StreamadError) and issubclass(DecodeError, ValueError)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "BaseDetector",
+    "ConfigError",
+    "DataError",
+    "Decision",
+    "DecodeError",
+    "Detector",
+    "DimensionError",
+    "NotBuiltError",
+    "NotFittedError",
+    "StateError",
+    "StreamadError",
+    "Threshold",
+]
+
+
+class StreamadError(Exception):
+    """Root of every error streamad raises on purpose."""
+
+
+class DecodeError(StreamadError, ValueError):
+    """A message is not a valid telemetry record; ``reason`` says why in plain words."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DimensionError(StreamadError, ValueError):
+    """A detector got input of the wrong dimension or with unexpected feature names."""
+
+
+class StateError(StreamadError):
+    """A state dict or checkpoint is malformed or belongs to another kind of object."""
+
+
+class NotFittedError(StreamadError):
+    """A model must learn before it can score."""
+
+
+class ConfigError(StreamadError, ValueError):
+    """A parameter, config file or command-line argument is invalid."""
+
+
+class DataError(StreamadError):
+    """A dataset file or directory is missing or malformed."""
+
+
+class NotBuiltError(StreamadError):
+    """A feature that is planned but not built yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a streaming threshold decided about one score."""
+
+    is_anomaly: bool
+    threshold: float
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """River-compatible online detector. Higher score = more anomalous.
+
+    ``x`` is a mapping of feature name to float; ``X`` is an array of shape (n, d) whose
+    columns follow ``features_`` (sorted feature names).
+    """
+
+    def learn_one(self, x: Mapping[str, float]) -> None: ...
+
+    def score_one(self, x: Mapping[str, float]) -> float: ...
+
+    def learn_many(self, X: np.ndarray) -> None: ...
+
+    def score_many(self, X: np.ndarray) -> np.ndarray: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Threshold(Protocol):
+    """Streaming threshold over a score stream (higher score = more anomalous)."""
+
+    def update(self, score: float) -> Decision: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+class BaseDetector:
+    """Shared plumbing for detectors: feature naming, input checks, batch loops, state.
+
+    Subclasses implement ``_learn(v)``, ``_score(v)`` on 1-D float vectors, and
+    ``_get_state()`` / ``_set_state(state)`` for their learned attributes. They may override
+    the ``*_many`` methods with vectorised versions that give the same results.
+
+    Semantics (the conformance suite in :mod:`streamad.checks` enforces them):
+
+    - ``score_one(x)`` scores ``x`` as the next point of the stream and changes nothing.
+    - ``learn_one(x)`` takes ``x`` into the model (and into the window, for window detectors).
+    - ``learn_many(X)`` equals ``learn_one`` over the rows of ``X``;
+      ``score_many(X)`` equals ``score_one`` over the rows (no learning in between).
+    - ``process_many(X, learn=True)`` is the streaming (prequential) loop: score each row,
+      then learn it; with ``learn=False`` the model is frozen and only the context window
+      advances (``observe_one``), which is how a fitted model detects over a test series.
+    """
+
+    #: Name used in the registry, configs and result files.
+    name: str = "base"
+
+    features_: list[str] | None = None
+
+    # -- input handling -------------------------------------------------------------
+    def _vec(self, x: Mapping[str, float]) -> np.ndarray:
+        if not isinstance(x, Mapping):
+            raise DimensionError(f"{type(self).__name__} expects a mapping of feature -> float, got {type(x).__name__}")
+        if self.features_ is None:
+            self._set_features(sorted(x))
+        feats = self.features_
+        if len(x) != len(feats):
+            raise DimensionError(
+                f"{type(self).__name__} expects {len(feats)} features {feats}, got {len(x)}: {sorted(x)}"
+            )
+        try:
+            return np.fromiter((float(x[f]) for f in feats), dtype=np.float64, count=len(feats))
+        except KeyError as e:
+            raise DimensionError(
+                f"{type(self).__name__} expects features {feats}, got {sorted(x)}"
+            ) from e
+
+    def _mat(self, X: Any) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[:, None]
+        if X.ndim != 2:
+            raise DimensionError(f"{type(self).__name__} expects a 2-D array (n, d), got shape {X.shape}")
+        if self.features_ is None:
+            self._set_features([f"x{i}" for i in range(X.shape[1])] if X.shape[1] > 1 else ["value"])
+        if X.shape[1] != len(self.features_):
+            raise DimensionError(
+                f"{type(self).__name__} expects {len(self.features_)} features, got an array with {X.shape[1]} columns"
+            )
+        return X
+
+    def _set_features(self, names: list[str]) -> None:
+        if not names:
+            raise DimensionError(f"{type(self).__name__} needs at least one feature")
+        self.features_ = list(names)
+        self._on_features(len(names))
+
+    def _on_features(self, d: int) -> None:
+        """Hook: allocate buffers once the dimension is known."""
+
+    # -- the protocol -----------------------------------------------------------------
+    def learn_one(self, x: Mapping[str, float]) -> None:
+        self._learn(self._vec(x))
+
+    def score_one(self, x: Mapping[str, float]) -> float:
+        return float(self._score(self._vec(x)))
+
+    def learn_many(self, X: np.ndarray) -> None:
+        for v in self._mat(X):
+            self._learn(v)
+
+    def score_many(self, X: np.ndarray) -> np.ndarray:
+        X = self._mat(X)
+        return np.array([self._score(v) for v in X], dtype=np.float64)
+
+    def observe_one(self, x: Mapping[str, float]) -> None:
+        """Advance the context window without updating the model (no-op for point detectors)."""
+        self._observe(self._vec(x))
+
+    def process_many(self, X: np.ndarray, learn: bool = True) -> np.ndarray:
+        """Score each row as it arrives, then learn it (or only observe it when frozen)."""
+        X = self._mat(X)
+        out = np.empty(len(X), dtype=np.float64)
+        step = self._learn if learn else self._observe
+        for i, v in enumerate(X):
+            out[i] = self._score(v)
+            step(v)
+        return out
+
+    # -- hooks for subclasses ----------------------------------------------------------
+    def _learn(self, v: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _score(self, v: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def _observe(self, v: np.ndarray) -> None:
+        pass
+
+    # -- state ----------------------------------------------------------------------
+    def _params(self) -> dict[str, Any]:
+        """Constructor parameters, stored unchanged on self (River/sklearn style)."""
+        import inspect
+
+        sig = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in sig.parameters if p != "self" and hasattr(self, p)}
+
+    def _get_state(self) -> dict[str, Any]:
+        return {}
+
+    def _set_state(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        """Learned state as JSON-compatible values and numpy arrays (no pickle)."""
+        return {
+            "detector": self.name,
+            "params": self._params(),
+            "features_": None if self.features_ is None else list(self.features_),
+            "state": self._get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not isinstance(state, Mapping) or state.get("detector") != self.name:
+            got = state.get("detector") if isinstance(state, Mapping) else type(state).__name__
+            raise StateError(f"state is for detector {got!r}, not {self.name!r}")
+        if state.get("params") != self._params():
+            raise StateError(
+                f"state was saved with parameters {state.get('params')}, this {self.name} has {self._params()}"
+            )
+        feats = state.get("features_")
+        self.features_ = None
+        if feats is not None:
+            self._set_features(list(feats))
+        try:
+            self._set_state(state.get("state", {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise StateError(f"malformed {self.name} state: {e}") from e
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]):
+        obj = cls(**state["params"])
+        obj.load_state_dict(state)
+        return obj
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{type(self).__name__}({args})"

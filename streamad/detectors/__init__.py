@@ -1,0 +1,80 @@
+"""Detectors. Each lives in a private module and is re-exported here.
+
+Imports are lazy so that ``import streamad.detectors`` does not pull in torch for the
+lightweight baselines. ``make(name, **params)`` builds a detector from its registry name
+(as used in configs, ``--detector`` flags and result files).
+
+>>> make("zscore").name
+'zscore'
+>>> make("nope")
+Traceback (most recent call last):
+...
+streamad.base.ConfigError: unknown detector 'nope'; choose one of: ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..base import ConfigError
+
+# class name -> private module
+_CLASSES = {
+    "FedPCA": "._fedpca",
+    "Gaussian": "._gaussian",
+    "HypAD": "._hypad",
+    "NodeAutoencoder": "._node_ae",
+    "PCAResidual": "._pca",
+    "RiverDetector": "._river",
+    "TadGAN": "._hypad",
+    "ZScore": "._zscore",
+}
+
+# registry name -> (class name, default params)
+REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
+    "fedpca": ("FedPCA", {}),
+    "gaussian": ("Gaussian", {}),
+    "hst": ("RiverDetector", {}),
+    "hypad": ("HypAD", {}),
+    "node-ae": ("NodeAutoencoder", {}),
+    "pca": ("PCAResidual", {}),
+    "tadgan": ("TadGAN", {}),
+    "zscore": ("ZScore", {}),
+}
+
+__all__ = sorted([*_CLASSES, "REGISTRY", "make", "available"])
+
+
+def __getattr__(name: str):
+    if name in _CLASSES:
+        mod = importlib.import_module(_CLASSES[name], __name__)
+        return getattr(mod, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def available() -> list[str]:
+    """Registry names whose implementation is importable."""
+    names = []
+    for n, (cls, _) in sorted(REGISTRY.items()):
+        try:
+            importlib.import_module(_CLASSES[cls], __name__)
+        except ModuleNotFoundError:
+            continue
+        names.append(n)
+    return names
+
+
+def make(name: str, **params: Any):
+    """Build the detector registered as ``name`` with ``params`` over its defaults."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown detector {name!r}; choose one of: {', '.join(sorted(REGISTRY))}")
+    cls_name, defaults = REGISTRY[name]
+    try:
+        cls = __getattr__(cls_name)
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"detector {name!r} is not available: {e}") from e
+    try:
+        return cls(**{**defaults, **params})
+    except TypeError as e:
+        raise ConfigError(f"bad parameters for detector {name!r}: {e}") from e

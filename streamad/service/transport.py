@@ -1,0 +1,177 @@
+"""Transport contracts between the streaming pipeline and a message system.
+
+The pipeline (``streamad.service``) only sees these protocols; ``connectors.kafka``
+implements them for Kafka, and :class:`MemoryBroker` implements them in memory for unit
+tests. Offsets follow Kafka's convention: a committed offset is the *next* offset to read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["MemoryBroker", "MemorySink", "MemorySource", "Message", "Sink", "Source", "TopicPartition"]
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None = None
+
+
+AssignCallback = Callable[[list[TopicPartition]], None]
+
+
+@runtime_checkable
+class Source(Protocol):
+    def subscribe(self, topics: list[str], on_assign: AssignCallback | None = None,
+                  on_revoke: AssignCallback | None = None) -> None: ...
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]: ...
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+
+    def committed(self, tp: TopicPartition) -> int | None: ...
+
+    def seek(self, tp: TopicPartition, offset: int) -> None: ...
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def lag(self) -> dict[TopicPartition, int]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Block until every message sent so far is acknowledged; raise on delivery failure."""
+
+    def close(self) -> None: ...
+
+
+class MemoryBroker:
+    """A tiny in-process log: topics of partitions of messages, and committed offsets.
+
+    >>> b = MemoryBroker()
+    >>> b.create_topic("t", partitions=2)
+    >>> b.produce("t", b"k", b"v", partition=1).offset
+    0
+    >>> [m.value for m in b.read("t", 1)]
+    [b'v']
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.topics: dict[str, list[list[Message]]] = {}
+        self.committed: dict[tuple[str, TopicPartition], int] = {}
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        with self._lock:
+            self.topics.setdefault(name, [[] for _ in range(partitions)])
+
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None) -> Message:
+        with self._lock:
+            parts = self.topics.setdefault(topic, [[]])
+            if partition is None:
+                partition = (hash(key) % len(parts)) if key is not None else 0
+            log = parts[partition]
+            msg = Message(topic, partition, len(log), key, value)
+            log.append(msg)
+            return msg
+
+    def read(self, topic: str, partition: int, start: int = 0, limit: int | None = None) -> list[Message]:
+        with self._lock:
+            log = self.topics.get(topic, [[]])[partition]
+            return log[start: None if limit is None else start + limit]
+
+    def all(self, topic: str) -> list[Message]:
+        with self._lock:
+            return [m for p in self.topics.get(topic, []) for m in p]
+
+
+class MemorySource:
+    """Single-member consumer group over a :class:`MemoryBroker` (all partitions assigned)."""
+
+    def __init__(self, broker: MemoryBroker, group_id: str = "streamad") -> None:
+        self.broker, self.group_id = broker, group_id
+        self._pos: dict[TopicPartition, int] = {}
+        self._paused = False
+        self._closed = False
+
+    def subscribe(self, topics, on_assign=None, on_revoke=None) -> None:
+        tps = [(t, p) for t in topics for p in range(len(self.broker.topics.get(t, [[]])))]
+        for tp in tps:
+            self._pos[tp] = self.committed(tp) or 0
+        if on_assign:
+            on_assign(tps)
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        if self._paused:
+            return []
+        out: list[Message] = []
+        for tp, pos in sorted(self._pos.items()):
+            msgs = self.broker.read(tp[0], tp[1], pos, max_records - len(out))
+            out.extend(msgs)
+            self._pos[tp] = pos + len(msgs)
+            if len(out) >= max_records:
+                break
+        return out
+
+    def commit(self, offsets) -> None:
+        for tp, off in offsets.items():
+            self.broker.committed[(self.group_id, tp)] = off
+
+    def committed(self, tp) -> int | None:
+        return self.broker.committed.get((self.group_id, tp))
+
+    def seek(self, tp, offset: int) -> None:
+        self._pos[tp] = offset
+
+    def assignment(self):
+        return set(self._pos)
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    def lag(self):
+        return {tp: len(self.broker.read(*tp)) - pos for tp, pos in self._pos.items()}
+
+    def close(self) -> None:
+        self._closed = True
+
+
+class MemorySink:
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self._pending: list[tuple[str, bytes | None, bytes]] = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._pending.append((topic, key, value))
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        pending, self._pending = self._pending, []
+        for topic, key, value in pending:
+            self.broker.produce(topic, key, value)
+
+    def close(self) -> None:
+        self.flush()
+
+

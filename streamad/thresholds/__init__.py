@@ -1,0 +1,38 @@
+"""Streaming thresholds and Orion's batch ``find_anomalies``. Higher score = more anomalous.
+
+``make(name, **params)`` builds a streaming threshold from its registry name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ..base import ConfigError
+
+_CLASSES = {
+    "DSPOT": "._spot",
+    "Fixed": "._simple",
+    "Quantile": "._simple",
+    "SPOT": "._spot",
+    "find_anomalies": "._orion",
+}
+
+REGISTRY: dict[str, str] = {"dspot": "DSPOT", "fixed": "Fixed", "quantile": "Quantile", "spot": "SPOT"}
+
+__all__ = sorted([*_CLASSES, "REGISTRY", "make"])
+
+
+def __getattr__(name: str):
+    if name in _CLASSES:
+        return getattr(importlib.import_module(_CLASSES[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make(name: str, **params: Any):
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown threshold {name!r}; choose one of: {', '.join(sorted(REGISTRY))}")
+    try:
+        return __getattr__(REGISTRY[name])(**params)
+    except TypeError as e:
+        raise ConfigError(f"bad parameters for threshold {name!r}: {e}") from e
