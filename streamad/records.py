@@ -1,0 +1,230 @@
+"""Telemetry records and the decoding of telemetry messages.
+
+A message is a UTF-8 JSON object::
+
+    {"key": "pump-7", "ts": 1700000000.0, "values": {"temp": 41.2, "rpm": 1210}}
+
+``key`` may be left out when the Kafka message key carries it; ``ts`` may be a number
+(seconds since the epoch; numbers above 1e11 are taken as milliseconds, which is what
+Kafka producers usually send) or an ISO-8601 string (naive times are UTC). A plain
+``{"timestamp": ..., "value": ...}`` is a one-feature record named ``value``, so NAB-style
+rows can be published as they are.
+
+:func:`decode` never raises anything but a :class:`~streamad.base.DecodeError` subclass, whose
+``reason`` says in plain words what is wrong; the service sends such messages to the
+dead-letter topic and keeps going.
+
+>>> r = decode(b'{"key": "a", "ts": "2024-01-01T00:00:00Z", "values": {"x": 1, "y": 2.5}}')
+>>> r.key, r.ts, r.values
+('a', 1704067200.0, {'x': 1.0, 'y': 2.5})
+>>> decode(b'{"timestamp": 5, "value": 3}', key=b"k1")
+Record(key='k1', ts=5.0, values={'value': 3.0})
+>>> decode(b'{"ts": 1, "values": {"x": "hot"}}')
+Traceback (most recent call last):
+...
+streamad.records.NonNumericValue: value of feature 'x' is not a number: 'hot'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .base import DecodeError
+
+__all__ = [
+    "BadKey",
+    "BadTimestamp",
+    "MessageTooLarge",
+    "NoValues",
+    "NonFiniteValue",
+    "NonNumericValue",
+    "NotAnObject",
+    "NotJson",
+    "NotUtf8",
+    "Record",
+    "TooManyFeatures",
+    "decode",
+    "encode",
+]
+
+MAX_BYTES = 1 << 20
+MAX_FEATURES = 1000
+DEFAULT_KEY = "default"
+_MS_CUTOFF = 1e11  # seconds since 1970 pass 1e11 only in the year 5138
+
+
+class MessageTooLarge(DecodeError):
+    """The message is bigger than the allowed size."""
+
+
+class NotUtf8(DecodeError):
+    """The message bytes are not UTF-8 text."""
+
+
+class NotJson(DecodeError):
+    """The message text is not JSON."""
+
+
+class NotAnObject(DecodeError):
+    """The JSON is not an object (a list, a number, ...)."""
+
+
+class NoValues(DecodeError):
+    """The object has no feature values."""
+
+
+class NonNumericValue(DecodeError):
+    """A feature value is not a number."""
+
+
+class NonFiniteValue(DecodeError):
+    """A feature value is NaN or infinite."""
+
+
+class BadTimestamp(DecodeError):
+    """The timestamp is missing or cannot be read."""
+
+
+class BadKey(DecodeError):
+    """The record key is not a string."""
+
+
+class TooManyFeatures(DecodeError):
+    """The record has more features than allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One telemetry observation: which series (``key``), when (``ts``, epoch seconds), what."""
+
+    key: str
+    ts: float
+    values: dict[str, float]
+
+
+def _reject_constant(name: str) -> float:
+    raise NonFiniteValue(f"JSON contains {name}, which is not a finite number")
+
+
+def _number(name: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise NonNumericValue(f"value of feature {name!r} is not a number: {_short(v)}")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise NonFiniteValue(f"value of feature {name!r} is too large for a float") from None
+    if not math.isfinite(f):
+        raise NonFiniteValue(f"value of feature {name!r} is not finite")
+    return f
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def _timestamp(v: Any) -> float:
+    if isinstance(v, bool):
+        raise BadTimestamp(f"timestamp is a boolean: {v}")
+    if isinstance(v, int | float):
+        try:
+            t = float(v)
+        except OverflowError:
+            raise BadTimestamp("timestamp is too large") from None
+        if not math.isfinite(t):
+            raise BadTimestamp("timestamp is not finite")
+        return t / 1000.0 if abs(t) > _MS_CUTOFF else t
+    if isinstance(v, str):
+        s = v.strip()
+        if s.endswith(("Z", "z")):
+            s = s[:-1] + "+00:00"
+        try:
+            d = datetime.fromisoformat(s)
+        except ValueError:
+            raise BadTimestamp(f"timestamp is not ISO-8601: {_short(v)}") from None
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=UTC)
+        try:
+            return d.timestamp()
+        except (OverflowError, OSError, ValueError):
+            raise BadTimestamp(f"timestamp is out of range: {_short(v)}") from None
+    raise BadTimestamp(f"timestamp must be a number or an ISO-8601 string, got {_short(v)}")
+
+
+def decode(data: bytes, *, key: str | bytes | None = None, default_ts: float | None = None,
+           max_bytes: int = MAX_BYTES, max_features: int = MAX_FEATURES) -> Record:
+    """Turn one message into a :class:`Record`, or raise a :class:`DecodeError` saying why.
+
+    ``key`` is the Kafka message key, used when the object has no ``key``; ``default_ts``
+    (e.g. the Kafka message timestamp) is used when it has no ``ts``/``timestamp``.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise NotJson(f"message is {type(data).__name__}, not bytes")
+    if len(data) > max_bytes:
+        raise MessageTooLarge(f"message is {len(data)} bytes, over the {max_bytes}-byte limit")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NotUtf8(f"message is not UTF-8 (byte {e.start})") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except DecodeError:
+        raise
+    except RecursionError:
+        raise NotJson("message JSON is nested too deeply") from None
+    except ValueError as e:
+        raise NotJson(f"message is not JSON: {e.msg} at character {e.pos}") from None
+    if not isinstance(obj, dict):
+        raise NotAnObject(f"message is a JSON {type(obj).__name__}, not an object")
+
+    if "values" in obj:
+        raw = obj["values"]
+        if not isinstance(raw, dict):
+            raise NoValues(f"'values' must be an object of feature -> number, got {type(raw).__name__}")
+        if not raw:
+            raise NoValues("'values' is empty")
+        if len(raw) > max_features:
+            raise TooManyFeatures(f"record has {len(raw)} features, over the limit of {max_features}")
+        values = {name: _number(name, v) for name, v in raw.items()}
+    elif "value" in obj:
+        values = {"value": _number("value", obj["value"])}
+    else:
+        raise NoValues("message has neither 'values' nor 'value'")
+
+    if "ts" in obj:
+        ts = _timestamp(obj["ts"])
+    elif "timestamp" in obj:
+        ts = _timestamp(obj["timestamp"])
+    elif default_ts is not None:
+        ts = float(default_ts)
+    else:
+        raise BadTimestamp("message has no 'ts' or 'timestamp'")
+
+    k = obj.get("key")
+    if k is None:
+        if isinstance(key, bytes | bytearray):
+            try:
+                k = bytes(key).decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadKey("Kafka message key is not UTF-8") from None
+        else:
+            k = key if key is not None else DEFAULT_KEY
+    elif isinstance(k, int | float) and not isinstance(k, bool):
+        k = str(k)
+    elif not isinstance(k, str):
+        raise BadKey(f"'key' must be a string, got {type(k).__name__}")
+    return Record(k, ts, values)
+
+
+def encode(record: Record) -> bytes:
+    """The message for ``record`` (the inverse of :func:`decode`).
+
+    >>> decode(encode(Record("a", 1.5, {"x": 2.0})))
+    Record(key='a', ts=1.5, values={'x': 2.0})
+    """
+    return json.dumps({"key": record.key, "ts": record.ts, "values": record.values},
+                      separators=(",", ":")).encode()

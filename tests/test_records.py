@@ -1,0 +1,107 @@
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamad import records
+from streamad.base import DecodeError
+from streamad.records import Record, decode, encode
+
+
+def test_full_record():
+    r = decode(b'{"key": "k", "ts": 10, "values": {"b": 2, "a": 1.5}}')
+    assert r == Record("k", 10.0, {"b": 2.0, "a": 1.5})
+
+
+def test_plain_value_record_with_kafka_key_and_iso_time():
+    r = decode(b'{"timestamp": "2014-07-01 00:30:00", "value": 10844}', key=b"nyc")
+    assert r.key == "nyc" and r.values == {"value": 10844.0}
+    assert r.ts == 1404174600.0
+
+
+def test_milliseconds_are_recognised():
+    assert decode(b'{"ts": 1700000000123, "value": 1}').ts == pytest.approx(1700000000.123)
+
+
+def test_default_ts_and_default_key():
+    r = decode(b'{"values": {"x": 1}}', default_ts=7.0)
+    assert r.ts == 7.0 and r.key == records.DEFAULT_KEY
+
+
+@pytest.mark.parametrize("data, cls, words", [
+    (b"\xff\xfe", records.NotUtf8, "UTF-8"),
+    (b"{not json", records.NotJson, "not JSON"),
+    (b"[1, 2]", records.NotAnObject, "list"),
+    (b'{"ts": 1}', records.NoValues, "neither"),
+    (b'{"ts": 1, "values": {}}', records.NoValues, "empty"),
+    (b'{"ts": 1, "values": [1]}', records.NoValues, "object"),
+    (b'{"ts": 1, "values": {"x": "1"}}', records.NonNumericValue, "'x'"),
+    (b'{"ts": 1, "values": {"x": true}}', records.NonNumericValue, "'x'"),
+    (b'{"ts": 1, "values": {"x": null}}', records.NonNumericValue, "'x'"),
+    (b'{"ts": 1, "values": {"x": NaN}}', records.NonFiniteValue, "NaN"),
+    (b'{"ts": 1, "values": {"x": -Infinity}}', records.NonFiniteValue, "Infinity"),
+    (b'{"ts": 1, "values": {"x": 1e999}}', records.NonFiniteValue, "finite"),
+    (b'{"ts": "yesterday", "value": 1}', records.BadTimestamp, "ISO-8601"),
+    (b'{"ts": [1], "value": 1}', records.BadTimestamp, "number"),
+    (b'{"value": 1}', records.BadTimestamp, "no 'ts'"),
+    (b'{"key": [1], "ts": 1, "value": 1}', records.BadKey, "string"),
+    (b"[" * 100000, records.NotJson, ""),
+])
+def test_malformed_inputs_have_reasons(data, cls, words):
+    with pytest.raises(cls) as e:
+        decode(data)
+    assert isinstance(e.value, DecodeError)
+    assert words in e.value.reason and "\n" not in e.value.reason
+
+
+def test_size_and_feature_limits():
+    with pytest.raises(records.MessageTooLarge, match="limit"):
+        decode(b" " * 100 + b'{"ts": 1, "value": 1}', max_bytes=50)
+    msg = json.dumps({"ts": 1, "values": {f"f{i}": i for i in range(11)}}).encode()
+    with pytest.raises(records.TooManyFeatures, match="11 features"):
+        decode(msg, max_features=10)
+    assert len(decode(msg, max_features=11).values) == 11
+
+
+def test_over_one_mebibyte_by_default():
+    with pytest.raises(records.MessageTooLarge):
+        decode(b" " * (1 << 20) + b"{}")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_decode_never_raises_anything_else_on_bytes(data):
+    try:
+        r = decode(data)
+    except DecodeError as e:
+        assert e.reason
+    else:
+        assert all(math.isfinite(v) for v in r.values.values())
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=5),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=10)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["key", "ts", "timestamp", "values", "value", "x"]),
+                       json_values | st.dictionaries(st.text(max_size=3), json_values, max_size=3)))
+def test_decode_never_raises_anything_else_on_json_objects(obj):
+    try:
+        r = decode(json.dumps(obj).encode())
+    except DecodeError as e:
+        assert e.reason
+    else:
+        assert isinstance(r.key, str) and math.isfinite(r.ts) and r.values
+
+
+@given(st.text(max_size=10), st.floats(-1e10, 1e10),
+       st.dictionaries(st.text(max_size=5), st.floats(allow_nan=False, allow_infinity=False),
+                       min_size=1, max_size=5))
+def test_encode_decode_round_trip(key, ts, values):
+    r = Record(key, ts, values)
+    assert decode(encode(r)) == r
