@@ -1,0 +1,142 @@
+"""The conformance suite every detector must pass.
+
+Each check takes a zero-argument factory that builds a fresh detector (same parameters, same
+seed every time) and raises ``AssertionError`` with a sentence when the detector breaks the
+contract of :class:`streamad.base.BaseDetector`. :func:`check_detector` runs them all;
+``tests/test_conformance.py`` runs each check for every registered detector, with the
+small parameters its class returns from ``_unit_test_params()``.
+
+>>> from streamad.detectors import ZScore
+>>> check_detector(lambda: ZScore(window=10))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import _state
+from .base import StreamadError
+
+__all__ = ["CHECKS", "check_detector", "sample_stream"]
+
+Factory = Callable[[], Any]
+
+
+def sample_stream(n: int = 240, d: int = 3, seed: int = 7) -> np.ndarray:
+    """A small multivariate stream: correlated seasonal features, noise, a flat stretch, a spike."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    base = np.sin(2 * np.pi * t / 24)
+    X = np.stack([base * (1 + j) + 0.1 * j * t / n for j in range(d)], axis=1)
+    X += 0.1 * rng.normal(size=X.shape)
+    X[n // 2:n // 2 + 10] = X[n // 2]  # flatline
+    X[3 * n // 4] += 6.0               # spike
+    return X
+
+
+def _rows(X: np.ndarray, names: list[str]) -> list[dict[str, float]]:
+    return [dict(zip(names, map(float, r), strict=True)) for r in X]
+
+
+def _names(d: int) -> list[str]:
+    return [f"x{i}" for i in range(d)] if d > 1 else ["value"]
+
+
+def _learned(factory: Factory, X: np.ndarray):
+    det = factory()
+    det.learn_many(X)
+    return det
+
+
+def check_state_round_trip(factory: Factory) -> None:
+    """A detector rebuilt from its saved state scores (and goes on learning) identically."""
+    X = sample_stream()
+    train, test = X[:160], X[160:]
+    det = _learned(factory, train)
+    blob = _state.dumps(det.state_dict())  # must be storable without pickle
+    twin = factory()
+    twin.load_state_dict(_state.loads(blob))
+    a, b = det.score_many(test), twin.score_many(test)
+    assert np.array_equal(a, b), f"scores differ after a state round trip: {a[:5]} vs {b[:5]}"
+    det.learn_many(test[:40])
+    twin.learn_many(test[:40])
+    a, b = det.score_many(test), twin.score_many(test)
+    assert np.array_equal(a, b), "scores differ after learning more on a restored detector"
+
+
+def check_score_does_not_learn(factory: Factory) -> None:
+    """``score_one`` and ``score_many`` leave the state untouched."""
+    X = sample_stream()
+    det = _learned(factory, X[:160])
+    before = det.state_dict()
+    det.score_one(_rows(X[160:161], det.features_)[0])
+    det.score_many(X[160:])
+    assert _state.trees_equal(before, det.state_dict()), "scoring changed the detector's state"
+
+
+def check_same_seed_same_scores(factory: Factory) -> None:
+    """Two detectors built with the same parameters give the same scores."""
+    X = sample_stream()
+    a = _learned(factory, X[:160]).score_many(X[160:])
+    b = _learned(factory, X[:160]).score_many(X[160:])
+    assert np.array_equal(a, b), "two identically built detectors give different scores"
+
+
+def check_finite_scores(factory: Factory) -> None:
+    """Scores are finite floats, also on constant stretches, spikes and at the very start."""
+    X = sample_stream()
+    det = factory()
+    s = det.process_many(X, learn=True)
+    assert s.shape == (len(X),), f"process_many returned shape {s.shape}, expected ({len(X)},)"
+    assert np.all(np.isfinite(s)), f"non-finite scores at rows {np.flatnonzero(~np.isfinite(s))[:5]}"
+    one = det.score_one(_rows(X[:1], det.features_)[0])
+    assert isinstance(one, float) and np.isfinite(one), f"score_one returned {one!r}"
+
+
+def check_many_equals_one(factory: Factory) -> None:
+    """``learn_many``/``score_many`` match ``learn_one``/``score_one`` over the rows."""
+    X = sample_stream()
+    names = _names(X.shape[1])
+    batch = factory()
+    batch.learn_one(_rows(X[:1], names)[0])  # fix feature names the same way for both
+    batch.learn_many(X[1:160])
+    single = factory()
+    for x in _rows(X[:160], names):
+        single.learn_one(x)
+    a = batch.score_many(X[160:])
+    b = np.array([single.score_one(x) for x in _rows(X[160:], names)])
+    assert np.allclose(a, b, rtol=1e-5, atol=1e-8), f"score_many {a[:4]} != score_one {b[:4]}"
+    c = batch.process_many(X[160:], learn=True)
+    d = []
+    for x in _rows(X[160:], names):
+        d.append(single.score_one(x))
+        single.learn_one(x)
+    assert np.allclose(c, d, rtol=1e-5, atol=1e-8), "process_many differs from score_one + learn_one"
+
+
+def check_wrong_dimension(factory: Factory) -> None:
+    """Input of another dimension than the one learned raises a StreamadError."""
+    X = sample_stream()
+    det = _learned(factory, X[:100])
+    bad = {f"x{i}": 0.0 for i in range(X.shape[1] + 1)}
+    for call in (lambda: det.score_one(bad), lambda: det.learn_one(bad),
+                 lambda: det.score_many(np.zeros((3, X.shape[1] + 1)))):
+        try:
+            call()
+        except StreamadError as e:
+            assert str(e), "the error has no message"
+        else:
+            raise AssertionError("input with one feature too many was accepted")
+
+
+CHECKS = [check_state_round_trip, check_score_does_not_learn, check_same_seed_same_scores,
+          check_finite_scores, check_many_equals_one, check_wrong_dimension]
+
+
+def check_detector(factory: Factory) -> None:
+    """Run every check in :data:`CHECKS`."""
+    for check in CHECKS:
+        check(factory)

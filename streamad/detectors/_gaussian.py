@@ -1,0 +1,209 @@
+"""Gaussian anomaly detection on windows of a stream: Mahalanobis distance with shrinkage."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from scipy import linalg
+
+from ..base import BaseDetector, ConfigError
+from ..windows import RingBuffer
+
+__all__ = ["Gaussian"]
+
+
+class Gaussian(BaseDetector):
+    """Mahalanobis distance of the newest window to one Gaussian fitted online to normal data.
+
+    "Gaussian AD" (Rippel et al., 2020-21) models normal data with a single multivariate
+    Gaussian whose covariance is shrunk towards a scaled identity, and scores by Mahalanobis
+    distance. Here the feature vector is the window of the last ``window`` records (each
+    with ``d`` features), so the Gaussian lives in ``window * d`` dimensions.
+
+    Two adaptations make this a streaming detector that costs O(window * d^2) memory per
+    key instead of O((window * d)^2):
+
+    - The series is taken as (locally) stationary, so the window's covariance is block
+      Toeplitz: it is fixed by the ``window`` lagged covariances ``Gamma(k)`` (``d x d`` each),
+      accumulated online with optional exponential forgetting (``halflife``).
+    - The score is the part of the window's squared Mahalanobis distance that the newest
+      record adds: the Mahalanobis norm of its innovation, ``x_t`` minus its conditional
+      mean given the previous ``window - 1`` records. An anomaly is flagged when it arrives
+      instead of for the ``window`` steps it stays inside the window. With ``window=1``
+      this is the plain Mahalanobis distance of the record's values.
+
+    The covariance is shrunk towards ``(tr S / p) I`` with the oracle-approximating shrinkage
+    intensity (Chen et al., 2010), a refinement of Ledoit-Wolf's that needs only ``S`` and
+    the sample count, so it is available online. The conditional model is refitted after
+    1, 2, 4, ... records and then every ``refit_every`` records.
+
+    >>> import numpy as np
+    >>> t = np.arange(600)
+    >>> x = np.sin(2 * np.pi * t / 25) + 0.05 * np.random.default_rng(0).normal(size=600)
+    >>> det = Gaussian(window=30)
+    >>> det.learn_many(x[:, None])
+    >>> normal = det.score_one({"value": float(np.sin(2 * np.pi * 600 / 25))})
+    >>> spike = det.score_one({"value": 3.0})
+    >>> normal < 4 < spike
+    True
+    """
+
+    name = "gaussian"
+
+    def __init__(self, window: int = 32, halflife: float | None = None, refit_every: int = 100,
+                 max_dim: int = 2000):
+        if int(window) < 1:
+            raise ConfigError(f"gaussian window must be at least 1, got {window}")
+        if halflife is not None and float(halflife) <= 0:
+            raise ConfigError(f"gaussian halflife must be positive, got {halflife}")
+        if int(refit_every) < 1:
+            raise ConfigError(f"gaussian refit_every must be at least 1, got {refit_every}")
+        self.window = window
+        self.halflife = halflife
+        self.refit_every = refit_every
+        self.max_dim = max_dim
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"window": 8, "refit_every": 16}
+
+    # -- allocation ------------------------------------------------------------------
+    def _on_features(self, d: int) -> None:
+        w = int(self.window)
+        if (w - 1) * d > int(self.max_dim):
+            raise ConfigError(f"gaussian window={w} with {d} features needs a {(w - 1) * d}-dim "
+                              f"conditional model, over max_dim={self.max_dim}; use a shorter window")
+        self._d = d
+        self._decay = 1.0 if self.halflife is None else 0.5 ** (1.0 / float(self.halflife))
+        self._lags = RingBuffer(w - 1, d) if w > 1 else None
+        self._shift: np.ndarray | None = None
+        self._n = 0.0                      # (discounted) number of records learned
+        self._sum = np.zeros(d)            # sum of shifted records
+        self._cross = np.zeros((w, d, d))  # cross[k] = sum_t x_t x_{t-k}^T
+        self._count = 0
+        self._mu = np.zeros(d)
+        self._coef = np.zeros((w - 1, d, d))  # conditional mean: sum_k coef[k] @ lag_k
+        self._prec = np.eye(d)                # inverse innovation covariance
+        self._fitted = False
+
+    # -- learning --------------------------------------------------------------------
+    def _learn(self, v: np.ndarray) -> None:
+        if self._shift is None:
+            self._shift = v.copy()
+        x = v - self._shift
+        if self._decay != 1.0:
+            self._n *= self._decay
+            self._sum *= self._decay
+            self._cross *= self._decay
+        self._n += 1.0
+        self._sum += x
+        self._cross[0] += np.outer(x, x)
+        if self._lags is not None and self._lags.size:
+            lagged = self._lags.values()[::-1]  # lag 1 first
+            m = len(lagged)
+            if self._d == 1:
+                self._cross[1:m + 1, 0, 0] += x[0] * lagged[:, 0]
+            else:
+                self._cross[1:m + 1] += x[None, :, None] * lagged[:, None, :]
+        if self._lags is not None:
+            self._lags.push(x)
+        self._count += 1
+        c = self._count
+        if c % int(self.refit_every) == 0 or (c < int(self.refit_every) and c & (c - 1) == 0):
+            self._refit()
+
+    def _refit(self) -> None:
+        if self._n < 2:
+            return
+        d, w = self._d, int(self.window)
+        mu = self._sum / self._n
+        gam = self._cross / self._n - np.outer(mu, mu)[None]  # biased lag covariances
+        gam[0] = 0.5 * (gam[0] + gam[0].T)
+        p = w * d
+        tr_s = w * np.trace(gam[0])
+        tr_s2 = w * np.sum(gam[0] ** 2) + 2.0 * sum((w - k) * np.sum(gam[k] ** 2) for k in range(1, w))
+        num = (1.0 - 2.0 / p) * tr_s2 + tr_s ** 2
+        den = (self._n + 1.0 - 2.0 / p) * (tr_s2 - tr_s ** 2 / p)
+        rho = 1.0 if den <= 0 else float(min(1.0, max(0.0, num / den)))
+        scale = max(tr_s / p, 1e-12)
+        gam *= 1.0 - rho
+        gam[0] += rho * scale * np.eye(d)
+        if w > 1:
+            coef = self._solve(gam, d, w)
+        else:
+            coef = np.zeros((0, d, d))
+        innov = gam[0] - sum(coef[k - 1] @ gam[k].T for k in range(1, w)) if w > 1 else gam[0]
+        innov = 0.5 * (innov + innov.T) + 1e-9 * scale * np.eye(d)
+        try:
+            prec = linalg.inv(innov)
+        except linalg.LinAlgError:
+            prec = np.linalg.pinv(innov)
+        if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(prec))):
+            return
+        # contiguous copies: a restored state must give bit-identical products
+        self._mu, self._fitted = mu, True
+        self._coef, self._prec = np.ascontiguousarray(coef), np.ascontiguousarray(prec)
+
+    @staticmethod
+    def _solve(gam: np.ndarray, d: int, w: int) -> np.ndarray:
+        """Coefficients of the best linear predictor of x_t from its w-1 predecessors."""
+        try:
+            if d == 1:
+                c = gam[:w - 1, 0, 0]
+                phi = linalg.solve_toeplitz(c, gam[1:w, 0, 0], check_finite=False)
+                return phi.reshape(w - 1, 1, 1)
+            m = w - 1
+            blocks = np.empty((m, m, d, d))
+            for i in range(m):
+                for j in range(m):
+                    blocks[i, j] = gam[j - i] if j >= i else gam[i - j].T
+            big = blocks.transpose(0, 2, 1, 3).reshape(m * d, m * d)
+            rhs = np.concatenate([gam[k].T for k in range(1, w)], axis=0)
+            sol = linalg.solve(big, rhs, assume_a="sym", check_finite=False)
+            return sol.reshape(m, d, d).transpose(0, 2, 1)
+        except (linalg.LinAlgError, ValueError):
+            return np.zeros((w - 1, d, d))
+
+    # -- scoring ---------------------------------------------------------------------
+    def _score(self, v: np.ndarray) -> float:
+        if not self._fitted:
+            return 0.0
+        e = v - self._shift - self._mu
+        if self._lags is not None and self._lags.size:
+            lagged = self._lags.values()[::-1] - self._mu
+            m = len(lagged)
+            if self._d == 1:
+                e = e - self._coef[:m, 0, 0] @ lagged[:, 0]
+            else:
+                e = e - np.einsum("kij,kj->i", self._coef[:m], lagged)
+        return float(np.sqrt(max(float(e @ self._prec @ e), 0.0)))
+
+    # -- state -----------------------------------------------------------------------
+    def _get_state(self) -> dict[str, Any]:
+        if self.features_ is None:
+            return {}
+        return {
+            "lags": None if self._lags is None else self._lags.values().copy(),
+            "shift": self._shift, "n": self._n, "sum": self._sum.copy(), "cross": self._cross.copy(),
+            "count": self._count, "mu": self._mu.copy(), "coef": self._coef.copy(),
+            "prec": self._prec.copy(), "fitted": self._fitted,
+        }
+
+    def _set_state(self, state: Mapping[str, Any]) -> None:
+        if self.features_ is None:
+            return
+        d = self._d
+        if self._lags is not None:
+            for row in np.asarray(state["lags"], dtype=np.float64).reshape(-1, d):
+                self._lags.push(row)
+        self._shift = None if state["shift"] is None else np.asarray(state["shift"], dtype=np.float64)
+        self._n = float(state["n"])
+        self._sum = np.asarray(state["sum"], dtype=np.float64).copy()
+        self._cross = np.asarray(state["cross"], dtype=np.float64).copy()
+        self._count = int(state["count"])
+        self._mu = np.asarray(state["mu"], dtype=np.float64).copy()
+        self._coef = np.asarray(state["coef"], dtype=np.float64).copy()
+        self._prec = np.asarray(state["prec"], dtype=np.float64).copy()
+        self._fitted = bool(state["fitted"])

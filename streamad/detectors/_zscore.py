@@ -1,0 +1,99 @@
+"""Rolling z-score of the newest point."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..base import BaseDetector, ConfigError
+from ..windows import RingBuffer
+
+__all__ = ["ZScore"]
+
+
+class ZScore(BaseDetector):
+    """How many rolling standard deviations the newest point lies from the rolling mean.
+
+    The mean and standard deviation are those of the previous ``window`` points (the point
+    being scored is not part of them, so a spike cannot hide itself). With several features
+    the score is the largest absolute z-score among them.
+
+    Parameters
+    ----------
+    window
+        Number of past points in the rolling statistics.
+    min_std
+        Floor of the standard deviation relative to ``1 + |mean|``, so a flat signal that moves
+        gives a large but finite score.
+
+    >>> det = ZScore(window=5)
+    >>> for v in [1.0, 2.0, 1.0, 2.0, 1.0, 2.0]:
+    ...     det.learn_one({"x": v})
+    >>> round(det.score_one({"x": 1.5}), 3), det.score_one({"x": 10.0}) > 10
+    (0.183, True)
+    """
+
+    name = "zscore"
+
+    def __init__(self, window: int = 100, min_std: float = 1e-6):
+        if int(window) < 2:
+            raise ConfigError(f"zscore window must be at least 2, got {window}")
+        self.window = window
+        self.min_std = min_std
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"window": 20}
+
+    def _on_features(self, d: int) -> None:
+        self._buf = RingBuffer(int(self.window), d)
+        self._sum = np.zeros(d)
+        self._sumsq = np.zeros(d)
+        self._shift: np.ndarray | None = None
+        self._pushes = 0
+
+    def _learn(self, v: np.ndarray) -> None:
+        if self._shift is None:
+            self._shift = v.copy()  # sums of values near zero do not lose precision
+        x = v - self._shift
+        old = self._buf.push(x)
+        self._sum += x
+        self._sumsq += x * x
+        if old is not None:
+            self._sum -= old
+            self._sumsq -= old * old
+        self._pushes += 1
+        if self._pushes % int(self.window) == 0:  # wipe accumulated rounding error
+            w = self._buf.values()
+            self._sum = w.sum(axis=0)
+            self._sumsq = (w * w).sum(axis=0)
+
+    def _score(self, v: np.ndarray) -> float:
+        n = self._buf.size
+        if n < 2:
+            return 0.0
+        mean = self._sum / n
+        var = np.maximum((self._sumsq - n * mean * mean) / (n - 1), 0.0)
+        shifted_mean = mean + self._shift
+        std = np.maximum(np.sqrt(var), self.min_std * (1.0 + np.abs(shifted_mean)))
+        return float(np.max(np.abs(v - shifted_mean) / std))
+
+    def _get_state(self) -> dict[str, Any]:
+        if self.features_ is None:
+            return {}
+        return {"window": self._buf.values().copy(), "shift": self._shift,
+                "sum": self._sum.copy(), "sumsq": self._sumsq.copy(), "pushes": self._pushes}
+
+    def _set_state(self, state: Mapping[str, Any]) -> None:
+        if self.features_ is None:
+            return
+        self._buf = RingBuffer(int(self.window), len(self.features_))
+        for row in np.asarray(state["window"], dtype=np.float64).reshape(-1, len(self.features_)):
+            self._buf.push(row)
+        shift = state["shift"]
+        self._shift = None if shift is None else np.asarray(shift, dtype=np.float64)
+        self._sum = np.asarray(state["sum"], dtype=np.float64).copy()
+        self._sumsq = np.asarray(state["sumsq"], dtype=np.float64).copy()
+        self._pushes = int(state["pushes"])
