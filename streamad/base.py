@@ -145,21 +145,26 @@ class BaseDetector:
 
     # -- input handling -------------------------------------------------------------
     def _vec(self, x: Mapping[str, float]) -> np.ndarray:
-        if not isinstance(x, Mapping):
+        if type(x) is not dict and not isinstance(x, Mapping):
             raise DimensionError(f"{type(self).__name__} expects a mapping of feature -> float, got {type(x).__name__}")
-        if self.features_ is None:
-            self._set_features(sorted(x))
         feats = self.features_
+        if feats is None:
+            self._set_features(sorted(x))
+            feats = self.features_
         if len(x) != len(feats):
             raise DimensionError(
                 f"{type(self).__name__} expects {len(feats)} features {feats}, got {len(x)}: {sorted(x)}"
             )
         try:
-            return np.fromiter((float(x[f]) for f in feats), dtype=np.float64, count=len(feats))
+            if len(feats) == 1:
+                return np.array((float(x[feats[0]]),))
+            return np.array([float(x[f]) for f in feats])
         except KeyError as e:
             raise DimensionError(
                 f"{type(self).__name__} expects features {feats}, got {sorted(x)}"
             ) from e
+        except (TypeError, ValueError) as e:
+            raise DimensionError(f"{type(self).__name__} expects numeric feature values: {e}") from e
 
     def _mat(self, X: Any) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)

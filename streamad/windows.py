@@ -61,6 +61,18 @@ class RingBuffer:
         self._head = self._head + 1 if self._head + 1 < c else 0
         return old
 
+    def extend(self, rows: Any) -> None:
+        """Push each row of ``rows`` (faster than a loop of :meth:`push` for long blocks)."""
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, self.dim)
+        c = self.capacity
+        if len(rows) >= c:
+            self._data[:c] = rows[-c:]
+            self._data[c:] = rows[-c:]
+            self._head, self.size = 0, c
+            return
+        for row in rows:
+            self.push(row)
+
     def values(self) -> np.ndarray:
         """The window, oldest row first, shape ``(size, dim)`` (a view; do not modify)."""
         return self._data[self._head:self._head + self.size]

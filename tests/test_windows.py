@@ -65,3 +65,18 @@ def test_keyed_windows_are_independent():
     assert kw.get("a").values().ravel().tolist() == [2, 3, 4]
     assert kw.get("b").values().ravel().tolist() == [100]
     assert sorted(kw) == ["a", "b"] and "c" not in kw
+
+
+def test_ring_buffer_extend_equals_pushes():
+    data = np.arange(40.0).reshape(20, 2)
+    for n in (3, 10, 20):
+        a, b = RingBuffer(7, 2), RingBuffer(7, 2)
+        a.push([-1, -1])
+        b.push([-1, -1])
+        a.extend(data[:n])
+        for r in data[:n]:
+            b.push(r)
+        np.testing.assert_array_equal(a.values(), b.values())
+        a.push([99, 99])
+        b.push([99, 99])
+        np.testing.assert_array_equal(a.values(), b.values())

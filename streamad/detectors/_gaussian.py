@@ -77,21 +77,25 @@ class Gaussian(BaseDetector):
                               f"conditional model, over max_dim={self.max_dim}; use a shorter window")
         self._d = d
         self._decay = 1.0 if self.halflife is None else 0.5 ** (1.0 / float(self.halflife))
-        self._lags = RingBuffer(w - 1, d) if w > 1 else None
+        self._hist = RingBuffer(w, d)      # the last w shifted records, current one included
         self._shift: np.ndarray | None = None
         self._n = 0.0                      # (discounted) number of records learned
         self._sum = np.zeros(d)            # sum of shifted records
         self._cross = np.zeros((w, d, d))  # cross[k] = sum_t x_t x_{t-k}^T
         self._count = 0
         self._mu = np.zeros(d)
-        self._coef = np.zeros((w - 1, d, d))  # conditional mean: sum_k coef[k] @ lag_k
+        self._coef = np.zeros((w - 1, d, d))  # conditional mean: sum_k coef[k-1] @ lag_k
         self._prec = np.eye(d)                # inverse innovation covariance
         self._fitted = False
+
+    def _refit_due(self, c: int) -> bool:
+        r = int(self.refit_every)
+        return c % r == 0 or (c < r and c & (c - 1) == 0)
 
     # -- learning --------------------------------------------------------------------
     def _learn(self, v: np.ndarray) -> None:
         if self._shift is None:
-            self._shift = v.copy()
+            self._shift = v.copy()  # sums of values near zero do not lose precision
         x = v - self._shift
         if self._decay != 1.0:
             self._n *= self._decay
@@ -99,20 +103,95 @@ class Gaussian(BaseDetector):
             self._cross *= self._decay
         self._n += 1.0
         self._sum += x
-        self._cross[0] += np.outer(x, x)
-        if self._lags is not None and self._lags.size:
-            lagged = self._lags.values()[::-1]  # lag 1 first
-            m = len(lagged)
-            if self._d == 1:
-                self._cross[1:m + 1, 0, 0] += x[0] * lagged[:, 0]
-            else:
-                self._cross[1:m + 1] += x[None, :, None] * lagged[:, None, :]
-        if self._lags is not None:
-            self._lags.push(x)
+        self._hist.push(x)
+        recent = self._hist.values()[::-1]  # lag 0 (this record) first
+        m = len(recent)
+        if self._d == 1:
+            self._cross[:m, 0, 0] += x[0] * recent[:, 0]
+        else:
+            self._cross[:m] += x[None, :, None] * recent[:, None, :]
         self._count += 1
-        c = self._count
-        if c % int(self.refit_every) == 0 or (c < int(self.refit_every) and c & (c - 1) == 0):
+        if self._refit_due(self._count):
             self._refit()
+
+    def learn_many(self, X: np.ndarray) -> None:
+        self._run(self._mat(X), score=False)
+
+    def process_many(self, X: np.ndarray, learn: bool = True) -> np.ndarray:
+        X = self._mat(X)
+        if not learn:
+            out = np.empty(len(X))
+            for i, v in enumerate(X):
+                out[i] = self._score(v)
+                self._observe(v)
+            return out
+        return self._run(X, score=True)
+
+    def _run(self, X: np.ndarray, score: bool) -> np.ndarray:
+        """Score-then-learn over the rows of X, vectorised between refits.
+
+        Between two refits the conditional model is fixed, so a stretch of records can be
+        scored and folded into the lag sums with a few array operations instead of a
+        Python loop; the results equal the record-by-record path up to rounding.
+        """
+        out = np.empty(len(X))
+        w, i, n = int(self.window), 0, len(X)
+        while i < n:
+            if self._shift is None or self._hist.size < w or self._decay != 1.0:
+                if score:
+                    out[i] = self._score(X[i])
+                self._learn(X[i])
+                i += 1
+                continue
+            c, r = self._count, int(self.refit_every)
+            nxt = c + 1
+            while not self._refit_due(nxt):  # the next refit point
+                nxt = (nxt // r + 1) * r if nxt >= r else nxt + 1
+            j = min(n, i + (nxt - c))
+            seg = X[i:j] - self._shift
+            hist = np.concatenate([self._hist.values()[1:], seg])  # w-1 lags, then the stretch
+            L = j - i
+            lagview = np.lib.stride_tricks.sliding_window_view(hist, L, axis=0)  # (w, d, L)
+            if score:
+                out[i:j] = self._score_stretch(hist, lagview, L)
+            self._n += L
+            self._sum += seg.sum(axis=0)
+            # cross[k] += sum_t x_t x_{t-k}^T; lag k of the stretch is lagview[w-1-k]
+            self._cross += np.einsum("ti,kjt->kij", seg, lagview[::-1])
+            self._hist.extend(seg[-w:])
+            self._count += L
+            i = j
+            if self._refit_due(self._count):
+                self._refit()
+        return out
+
+    def _score_stretch(self, hist: np.ndarray, lagview: np.ndarray, L: int) -> np.ndarray:
+        if not self._fitted:
+            return np.zeros(L)
+        w = int(self.window)
+        mu = self._mu
+        e = hist[w - 1:] - mu
+        if w > 1:
+            pred = np.einsum("kij,kjt->ti", self._coef, lagview[w - 2::-1]) - self._coef.sum(axis=0) @ mu
+            e = e - pred
+        return np.sqrt(np.maximum(np.einsum("ti,ij,tj->t", e, self._prec, e), 0.0))
+
+    def score_many(self, X: np.ndarray) -> np.ndarray:
+        X = self._mat(X)
+        if not self._fitted:
+            return np.zeros(len(X))
+        e = X - self._shift - self._mu - self._context()
+        return np.sqrt(np.maximum(np.einsum("ti,ij,tj->t", e, self._prec, e), 0.0))
+
+    def _context(self) -> np.ndarray:
+        """Conditional mean of the next record given the window, minus mu (shifted units)."""
+        lags = self._hist.values()[::-1][:int(self.window) - 1] - self._mu  # lag 1 first
+        m = len(lags)
+        if m == 0:
+            return np.zeros(self._d)
+        if self._d == 1:
+            return self._coef[:m, 0, 0] @ lags[:, 0:1]
+        return np.einsum("kij,kj->i", self._coef[:m], lags)
 
     def _refit(self) -> None:
         if self._n < 2:
@@ -123,7 +202,9 @@ class Gaussian(BaseDetector):
         gam[0] = 0.5 * (gam[0] + gam[0].T)
         p = w * d
         tr_s = w * np.trace(gam[0])
-        tr_s2 = w * np.sum(gam[0] ** 2) + 2.0 * sum((w - k) * np.sum(gam[k] ** 2) for k in range(1, w))
+        weights = 2.0 * (w - np.arange(w, dtype=np.float64))
+        weights[0] = w
+        tr_s2 = float(weights @ np.einsum("kij,kij->k", gam, gam))
         num = (1.0 - 2.0 / p) * tr_s2 + tr_s ** 2
         den = (self._n + 1.0 - 2.0 / p) * (tr_s2 - tr_s ** 2 / p)
         rho = 1.0 if den <= 0 else float(min(1.0, max(0.0, num / den)))
@@ -134,7 +215,7 @@ class Gaussian(BaseDetector):
             coef = self._solve(gam, d, w)
         else:
             coef = np.zeros((0, d, d))
-        innov = gam[0] - sum(coef[k - 1] @ gam[k].T for k in range(1, w)) if w > 1 else gam[0]
+        innov = gam[0] - np.einsum("kij,klj->il", coef, gam[1:]) if w > 1 else gam[0]
         innov = 0.5 * (innov + innov.T) + 1e-9 * scale * np.eye(d)
         try:
             prec = linalg.inv(innov)
@@ -145,6 +226,16 @@ class Gaussian(BaseDetector):
         # contiguous copies: a restored state must give bit-identical products
         self._mu, self._fitted = mu, True
         self._coef, self._prec = np.ascontiguousarray(coef), np.ascontiguousarray(prec)
+        self._univariate_cache()
+
+    def _univariate_cache(self) -> None:
+        if self._d != 1 or not self._fitted:
+            return
+        self._coef1 = np.ascontiguousarray(self._coef[:, 0, 0])
+        self._mu0 = float(self._mu[0])
+        self._shift0 = float(self._shift[0])
+        self._coef_mu = float(self._coef1.sum()) * self._mu0
+        self._prec_sqrt = float(np.sqrt(max(self._prec[0, 0], 0.0)))
 
     @staticmethod
     def _solve(gam: np.ndarray, d: int, w: int) -> np.ndarray:
@@ -170,14 +261,11 @@ class Gaussian(BaseDetector):
     def _score(self, v: np.ndarray) -> float:
         if not self._fitted:
             return 0.0
-        e = v - self._shift - self._mu
-        if self._lags is not None and self._lags.size:
-            lagged = self._lags.values()[::-1] - self._mu
-            m = len(lagged)
-            if self._d == 1:
-                e = e - self._coef[:m, 0, 0] @ lagged[:, 0]
-            else:
-                e = e - np.einsum("kij,kj->i", self._coef[:m], lagged)
+        if self._d == 1 and self._hist.size == self._hist.capacity:  # the hot univariate path
+            lags = self._hist.values()[:0:-1, 0]  # lag 1 first
+            e = float(v[0]) - self._shift0 - self._mu0 - (float(self._coef1 @ lags) - self._coef_mu)
+            return abs(e) * self._prec_sqrt
+        e = v - self._shift - self._mu - self._context()
         return float(np.sqrt(max(float(e @ self._prec @ e), 0.0)))
 
     # -- state -----------------------------------------------------------------------
@@ -185,7 +273,7 @@ class Gaussian(BaseDetector):
         if self.features_ is None:
             return {}
         return {
-            "lags": None if self._lags is None else self._lags.values().copy(),
+            "history": self._hist.values().copy(),
             "shift": self._shift, "n": self._n, "sum": self._sum.copy(), "cross": self._cross.copy(),
             "count": self._count, "mu": self._mu.copy(), "coef": self._coef.copy(),
             "prec": self._prec.copy(), "fitted": self._fitted,
@@ -195,9 +283,8 @@ class Gaussian(BaseDetector):
         if self.features_ is None:
             return
         d = self._d
-        if self._lags is not None:
-            for row in np.asarray(state["lags"], dtype=np.float64).reshape(-1, d):
-                self._lags.push(row)
+        for row in np.asarray(state["history"], dtype=np.float64).reshape(-1, d):
+            self._hist.push(row)
         self._shift = None if state["shift"] is None else np.asarray(state["shift"], dtype=np.float64)
         self._n = float(state["n"])
         self._sum = np.asarray(state["sum"], dtype=np.float64).copy()
@@ -207,3 +294,4 @@ class Gaussian(BaseDetector):
         self._coef = np.asarray(state["coef"], dtype=np.float64).copy()
         self._prec = np.asarray(state["prec"], dtype=np.float64).copy()
         self._fitted = bool(state["fitted"])
+        self._univariate_cache()

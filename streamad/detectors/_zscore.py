@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,11 +75,56 @@ class ZScore(BaseDetector):
         n = self._buf.size
         if n < 2:
             return 0.0
+        if len(v) == 1:  # the common univariate case, in plain floats: 3x faster
+            mean = float(self._sum[0]) / n
+            var = max((float(self._sumsq[0]) - n * mean * mean) / (n - 1), 0.0)
+            sm = mean + float(self._shift[0])
+            std = max(math.sqrt(var), self.min_std * (1.0 + abs(sm)))
+            return abs(float(v[0]) - sm) / std
         mean = self._sum / n
         var = np.maximum((self._sumsq - n * mean * mean) / (n - 1), 0.0)
         shifted_mean = mean + self._shift
         std = np.maximum(np.sqrt(var), self.min_std * (1.0 + np.abs(shifted_mean)))
         return float(np.max(np.abs(v - shifted_mean) / std))
+
+    def process_many(self, X: np.ndarray, learn: bool = True) -> np.ndarray:
+        X = self._mat(X)
+        if not learn or len(X) == 0:
+            return super().process_many(X, learn=learn)
+        if self._shift is None:
+            self._shift = X[0].copy()
+        w = int(self.window)
+        out = np.empty(len(X))
+        for lo in range(0, len(X), 8192):  # bounded blocks keep the running sums exact enough
+            out[lo:lo + 8192] = self._process_block(X[lo:lo + 8192] - self._shift, w)
+        return out
+
+    def _process_block(self, xs: np.ndarray, w: int) -> np.ndarray:
+        past = self._buf.values()
+        b, n = len(past), len(xs)
+        series = np.concatenate([past, xs])
+        zero = np.zeros((1, series.shape[1]))
+        cs = np.concatenate([zero, np.cumsum(series, axis=0)])
+        cs2 = np.concatenate([zero, np.cumsum(series * series, axis=0)])
+        pos = np.arange(b, b + n)
+        cnt = np.minimum(pos, w)
+        lo = pos - cnt
+        k = cnt[:, None].astype(np.float64)
+        s1 = cs[pos] - cs[lo]
+        s2 = cs2[pos] - cs2[lo]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = s1 / k
+            var = np.maximum((s2 - k * mean * mean) / (k - 1), 0.0)
+        shifted_mean = mean + self._shift
+        std = np.maximum(np.sqrt(var), self.min_std * (1.0 + np.abs(shifted_mean)))
+        z = np.max(np.abs(xs - mean) / std, axis=1)
+        z[cnt < 2] = 0.0
+        self._buf.extend(series[-w:])
+        tail = self._buf.values()
+        self._sum = tail.sum(axis=0)
+        self._sumsq = (tail * tail).sum(axis=0)
+        self._pushes += n
+        return z
 
     def _get_state(self) -> dict[str, Any]:
         if self.features_ is None:
