@@ -1,0 +1,569 @@
+"""HypAD and TadGAN: LSTM-GAN window reconstruction, with hyperbolic certainty for HypAD.
+
+TadGAN (Geiger et al., IEEE BigData 2020) learns to encode a window of the series into a
+small latent and decode it back, with two Wasserstein critics (one on windows, one on
+latents) that keep reconstructions realistic and latents Gaussian. A window that reconstructs
+badly, or that the window critic finds unrealistic, is anomalous.
+
+HypAD (Flaborea et al., CVPR 2023 VAND workshop) measures the reconstruction error in the
+Poincare ball: a Mobius linear map ``h`` sends the input window and its reconstruction into
+the ball, the error is their hyperbolic distance, and the norm of ``h(reconstruction)`` is the
+model's certainty (near the border = certain). The anomaly score is
+``critic score * reconstruction error * certainty``, so errors the model is unsure about raise
+fewer false alarms.
+
+Two ways to score:
+
+- Streaming (``score_one``, ``score_many``, ``process_many``): a rolling window of the last
+  ``window`` points; a point is scored by the window it completes, with the critic and error
+  normalised by their statistics on the training windows.
+- Whole series (:meth:`HypAD.score_series`, Orion's protocol): every window of the series
+  is scored and each point aggregates the windows that cover it (critic: KDE mode;
+  reconstruction: median of the covering reconstructions; HypAD's distance and certainty:
+  mean over covering windows), normalised over the series and smoothed as Orion does.
+
+Training is lazy: ``learn_one``/``learn_many`` collect points; once ``warmup`` points are in,
+the model trains (on every window of the last ``history`` points) the first time it is needed
+— scoring or ``state_dict()``. With ``refit_every`` it trains again, warm-started, on recent
+data every ``refit_every`` points, leaving out windows that scored above the 99th percentile
+of the training windows so anomalies are not learned as normal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import geoopt
+import numpy as np
+import torch
+from torch import nn
+
+from ..base import BaseDetector, ConfigError, StateError
+from . import _hypad_scores as sc
+
+__all__ = ["HypAD", "TadGAN"]
+
+_SCORINGS_HYP = ("uncertainty", "hyperbolic", "mult", "sum")
+_REC_ERRORS = ("point", "area", "dtw")
+
+
+# -- the networks ----------------------------------------------------------------------
+class _Encoder(nn.Module):
+    """BiLSTM over the window's steps; its final states -> dense -> latent."""
+
+    def __init__(self, d: int, hidden: int, latent: int):
+        super().__init__()
+        self.lstm = nn.LSTM(d, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, latent)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h, _) = self.lstm(x)
+        return self.out(torch.cat([h[0], h[1]], dim=1))
+
+
+class _Decoder(nn.Module):
+    """Dense -> window/2 steps -> BiLSTM -> upsample x2 -> BiLSTM -> per-step dense -> tanh."""
+
+    def __init__(self, d: int, hidden: int, latent: int, window: int):
+        super().__init__()
+        self.d, self.window, self.half = d, window, (window + 1) // 2
+        self.inp = nn.Linear(latent, self.half * d)
+        self.lstm1 = nn.LSTM(d, hidden, batch_first=True, bidirectional=True)
+        self.lstm2 = nn.LSTM(2 * hidden, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, d)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.inp(z).view(-1, self.half, self.d)
+        h, _ = self.lstm1(h)
+        h = h.repeat_interleave(2, dim=1)[:, :self.window]
+        h, _ = self.lstm2(h)
+        return torch.tanh(self.out(h))
+
+
+class _CriticX(nn.Module):
+    """Conv1D stack over the window -> one realism value."""
+
+    def __init__(self, d: int, channels: int, window: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, length = d, window
+        for _ in range(3):
+            layers += [nn.Conv1d(c_in, channels, 5, stride=2, padding=2), nn.LeakyReLU(0.2)]
+            c_in, length = channels, (length + 1) // 2
+        self.conv = nn.Sequential(*layers)
+        self.out = nn.Linear(channels * length, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.conv(x.transpose(1, 2)).flatten(1)).squeeze(1)
+
+
+class _CriticZ(nn.Module):
+    def __init__(self, latent: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(latent, hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).squeeze(1)
+
+
+class _MobiusLinear(nn.Module):
+    """h(v) = proj(expmap0(W v) (+) b) on the Poincare ball (c = 1), W starting very small."""
+
+    def __init__(self, n_in: int, n_out: int, init_scale: float = 1e-3):
+        super().__init__()
+        self.ball = geoopt.PoincareBall(c=1.0)
+        self.weight = nn.Parameter(torch.randn(n_out, n_in) * init_scale)
+        self.bias = geoopt.ManifoldParameter(torch.randn(n_out) * init_scale, manifold=self.ball)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        u = self.ball.expmap0(v.flatten(1) @ self.weight.t())
+        return self.ball.projx(self.ball.mobius_add(u, self.bias))
+
+
+def _gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1))
+    mix = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    if n is None:
+        yield
+        return
+    prev = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+# -- the detector ----------------------------------------------------------------------
+class HypAD(BaseDetector):
+    """TadGAN's LSTM-GAN with a hyperbolic reconstruction error and certainty.
+
+    Parameters
+    ----------
+    window
+        Points per window (step 1).
+    latent_dim, encoder_hidden, decoder_hidden, critic_size, hyperbolic_dim
+        Network sizes: latent width, LSTM units per direction in encoder and decoder, width
+        of both critics, dimension of the Poincare ball. Orion uses 20 / 100 / 64 / 64; the
+        smaller defaults score >5,000 windows/s on 2 CPU cores (benchmarks/hypad_speed.py).
+    epochs, windows_per_epoch, critic_iterations, batch_size
+        Training budget: each epoch visits at most ``windows_per_epoch`` windows (a random
+        subset, so long series cost the same as short ones), and the critics take
+        ``critic_iterations`` steps per encoder/decoder step (Orion: all windows, 5 steps).
+    lr, weight_decay
+        RiemannianAdam for encoder, decoder and ``h``; Adam (lr, betas 0.5/0.9) for critics.
+    scoring
+        ``"uncertainty"`` (HypAD: critic * hyperbolic error * certainty), ``"hyperbolic"`` (the
+        same without certainty), ``"mult"`` / ``"sum"`` (TadGAN's rules with ``rec_error``).
+    rec_error
+        TadGAN's reconstruction error for "mult"/"sum": "point", "area" or "dtw" (the streaming
+        path uses the newest point's error for all three).
+    warmup, history, refit_every
+        Points before the first training, points kept to train on, and points between refits
+        (None: train once).
+    threads
+        torch threads while training/scoring (None: leave torch's setting alone).
+    seed
+        Everything random (initialisation, batches, latent samples) derives from it.
+
+    >>> import numpy as np
+    >>> x = np.sin(np.arange(400) * 2 * np.pi / 40)[:, None]
+    >>> det = HypAD(**HypAD._unit_test_params())
+    >>> det.learn_many(x)
+    >>> s = det.score_series(x)
+    >>> s.shape, bool(np.all(np.isfinite(s)))
+    ((400,), True)
+    """
+
+    name = "hypad"
+    _hyperbolic_loss = True
+
+    def __init__(self, window: int = 100, latent_dim: int = 20, encoder_hidden: int = 24,
+                 decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int = 20,
+                 epochs: int = 20, windows_per_epoch: int = 2048, critic_iterations: int = 1,
+                 batch_size: int = 64, lr: float = 5e-4, weight_decay: float = 1e-5,
+                 scoring: str = "uncertainty", rec_error: str = "dtw", warmup: int = 1000,
+                 history: int = 25000, refit_every: int | None = None, threads: int | None = None,
+                 seed: int = 0):
+        self.window = window
+        self.latent_dim = latent_dim
+        self.encoder_hidden = encoder_hidden
+        self.decoder_hidden = decoder_hidden
+        self.critic_size = critic_size
+        self.hyperbolic_dim = hyperbolic_dim
+        self.epochs = epochs
+        self.windows_per_epoch = windows_per_epoch
+        self.critic_iterations = critic_iterations
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.scoring = scoring
+        self.rec_error = rec_error
+        self.warmup = warmup
+        self.history = history
+        self.refit_every = refit_every
+        self.threads = threads
+        self.seed = seed
+        self._validate()
+
+    def _validate(self) -> None:
+        name = type(self).__name__
+        for p in ("window", "latent_dim", "encoder_hidden", "decoder_hidden", "critic_size",
+                  "hyperbolic_dim", "windows_per_epoch", "batch_size"):
+            if int(getattr(self, p)) < 1:
+                raise ConfigError(f"{name} {p} must be at least 1, got {getattr(self, p)}")
+        if int(self.window) < 4:
+            raise ConfigError(f"{name} window must be at least 4, got {self.window}")
+        if int(self.epochs) < 0 or int(self.critic_iterations) < 0:
+            raise ConfigError(f"{name} epochs and critic_iterations must be >= 0")
+        allowed = _SCORINGS_HYP if self._hyperbolic_loss else ("mult", "sum")
+        if self.scoring not in allowed:
+            raise ConfigError(f"{name} scoring must be one of {allowed}, got {self.scoring!r}")
+        if self.rec_error not in _REC_ERRORS:
+            raise ConfigError(f"{name} rec_error must be one of {_REC_ERRORS}, got {self.rec_error!r}")
+        if int(self.warmup) < int(self.window):
+            raise ConfigError(f"{name} warmup ({self.warmup}) must be at least window ({self.window})")
+        if int(self.history) < int(self.warmup):
+            raise ConfigError(f"{name} history ({self.history}) must be at least warmup ({self.warmup})")
+        if self.refit_every is not None and int(self.refit_every) < 1:
+            raise ConfigError(f"{name} refit_every must be at least 1 or None, got {self.refit_every}")
+        if self.threads is not None and int(self.threads) < 1:
+            raise ConfigError(f"{name} threads must be at least 1 or None, got {self.threads}")
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"window": 16, "latent_dim": 4, "encoder_hidden": 8, "decoder_hidden": 8,
+                "critic_size": 8, "hyperbolic_dim": 4, "epochs": 2, "windows_per_epoch": 64,
+                "batch_size": 32, "warmup": 100, "history": 200, "refit_every": 64,
+                "threads": 1, "rec_error": "point"}
+
+    # -- buffers -------------------------------------------------------------------
+    def _on_features(self, d: int) -> None:
+        self._d = d
+        self._ctx = np.zeros((0, d))       # the last window - 1 points, raw
+        self._hist = np.zeros((0, d))      # points kept to train on, raw
+        self._n = 0                        # points learned
+        self._n_fit = -1                   # self._n at the last training
+        self._fits = 0
+        self._nets: dict[str, nn.Module] | None = None
+        self._lo = np.zeros(d)
+        self._span = np.ones(d)
+        self._stats: dict[str, float] = {}
+
+    @property
+    def fitted_(self) -> bool:
+        return self._nets is not None
+
+    def _keep_history(self) -> bool:
+        return self._nets is None or self.refit_every is not None
+
+    def _push(self, X: np.ndarray, learn: bool) -> None:
+        w = int(self.window)
+        self._ctx = np.concatenate([self._ctx, X])[-(w - 1):]
+        if learn:
+            self._n += len(X)
+            if self._keep_history():
+                self._hist = np.concatenate([self._hist, X])[-int(self.history):]
+
+    def _learn(self, v: np.ndarray) -> None:
+        self._push(v[None, :], learn=True)
+
+    def _observe(self, v: np.ndarray) -> None:
+        self._push(v[None, :], learn=False)
+
+    def learn_many(self, X: np.ndarray) -> None:
+        self._push(self._mat(X), learn=True)
+
+    # -- when to train -------------------------------------------------------------
+    def _due(self) -> bool:
+        if self._nets is None:
+            return self._n >= int(self.warmup)
+        return self.refit_every is not None and self._n - self._n_fit >= int(self.refit_every)
+
+    def _until_due(self) -> int | None:
+        """Points still to learn before training is due (None: never again)."""
+        if self._nets is None:
+            return int(self.warmup) - self._n
+        if self.refit_every is None:
+            return None
+        return self._n_fit + int(self.refit_every) - self._n
+
+    def _ensure_model(self) -> None:
+        if self.features_ is not None and self._due():
+            self._fit()
+
+    # -- training ------------------------------------------------------------------
+    def _build(self) -> dict[str, nn.Module]:
+        d, w = self._d, int(self.window)
+        nets: dict[str, nn.Module] = {
+            "encoder": _Encoder(d, int(self.encoder_hidden), int(self.latent_dim)),
+            "decoder": _Decoder(d, int(self.decoder_hidden), int(self.latent_dim), w),
+            "critic_x": _CriticX(d, int(self.critic_size), w),
+            "critic_z": _CriticZ(int(self.latent_dim), int(self.critic_size)),
+        }
+        if self._hyperbolic_loss:
+            nets["h"] = _MobiusLinear(w * d, int(self.hyperbolic_dim))
+        return nets
+
+    def _scale(self, X: np.ndarray) -> np.ndarray:
+        return 2.0 * (X - self._lo) / self._span - 1.0
+
+    def _windows(self, X: np.ndarray) -> np.ndarray:
+        """(m, window, d) float32 scaled windows of step 1 over X (n >= window)."""
+        v = np.lib.stride_tricks.sliding_window_view(self._scale(X), int(self.window), axis=0)
+        return np.ascontiguousarray(v.transpose(0, 2, 1), dtype=np.float32)
+
+    def _fit(self) -> None:
+        with _torch_threads(self.threads), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.seed) * 1_000_003 + self._fits)
+            rng = np.random.default_rng([int(self.seed), self._fits])
+            hist = self._hist
+            first = self._nets is None
+            if first:
+                self._lo = hist.min(axis=0)
+                span = hist.max(axis=0) - self._lo
+                self._span = np.where(span > 0, span, 1.0)
+                self._nets = self._build()
+            wins = self._windows(hist)
+            if not first and "cap" in self._stats:
+                # refit: leave out windows the current model finds anomalous
+                keep = self._stream_scores(self._forward(wins)) <= self._stats["cap"]
+                if keep.sum() >= max(1, len(wins) // 2):
+                    wins = wins[keep]
+            self._train(wins, rng)
+            self._calibrate(self._windows(hist))
+        self._n_fit = self._n
+        self._fits += 1
+        if not self._keep_history():
+            self._hist = self._hist[:0]
+
+    def _train(self, wins: np.ndarray, rng: np.random.Generator) -> None:
+        nets = self._nets
+        enc, dec, cx, cz = nets["encoder"], nets["decoder"], nets["critic_x"], nets["critic_z"]
+        gen_params = list(enc.parameters()) + list(dec.parameters())
+        if "h" in nets:
+            gen_params += list(nets["h"].parameters())
+        opt_g = geoopt.optim.RiemannianAdam(gen_params, lr=float(self.lr),
+                                            weight_decay=float(self.weight_decay))
+        opt_c = torch.optim.Adam(list(cx.parameters()) + list(cz.parameters()),
+                                 lr=float(self.lr), betas=(0.5, 0.9))
+        data = torch.from_numpy(wins)
+        per_epoch = min(len(wins), int(self.windows_per_epoch))
+        bs, latent = int(self.batch_size), int(self.latent_dim)
+        for _ in range(int(self.epochs)):
+            order = rng.permutation(len(wins))[:per_epoch]
+            for s in range(0, per_epoch, bs):
+                x = data[order[s:s + bs]]
+                b = len(x)
+                for _ in range(int(self.critic_iterations)):
+                    z = torch.randn(b, latent)
+                    with torch.no_grad():
+                        x_fake = dec(z)
+                        z_enc = enc(x)
+                    loss_c = (cx(x_fake).mean() - cx(x).mean()
+                              + 10.0 * _gradient_penalty(cx, x, x_fake)
+                              + cz(z_enc).mean() - cz(z).mean()
+                              + 10.0 * _gradient_penalty(cz, z, z_enc))
+                    opt_c.zero_grad(set_to_none=True)
+                    loss_c.backward()
+                    opt_c.step()
+                z = torch.randn(b, latent)
+                z_enc = enc(x)
+                x_rec = dec(z_enc)
+                x_fake = dec(z)
+                loss_g = -cx(x_fake).mean() - cz(z_enc).mean() + 10.0 * self._rec_loss(x, x_rec)
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+
+    def _rec_loss(self, x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
+        h = self._nets["h"]
+        return h.ball.dist(h(x_rec), h(x)).mean()
+
+    # -- forward passes --------------------------------------------------------------
+    def _forward(self, wins: np.ndarray, full: bool = False, chunk: int = 1024) -> dict[str, np.ndarray]:
+        """Model outputs per window: critic, last-step error, and (HypAD) distance and certainty."""
+        nets = self._nets
+        out: dict[str, list[np.ndarray]] = {"critic": [], "last": [], "rec": [], "certainty": [],
+                                            "x_hat": []}
+        with _torch_threads(self.threads), torch.inference_mode():
+            for s in range(0, len(wins), chunk):
+                x = torch.from_numpy(wins[s:s + chunk])
+                x_hat = nets["decoder"](nets["encoder"](x))
+                out["critic"].append(nets["critic_x"](x).double().numpy())
+                out["last"].append((x[:, -1] - x_hat[:, -1]).double().norm(dim=1).numpy())
+                if "h" in nets:
+                    h = nets["h"]
+                    hx, hh = h(x).double(), h(x_hat).double()
+                    out["rec"].append(h.ball.dist(hh, hx).numpy())
+                    out["certainty"].append(hh.norm(dim=1).numpy())
+                if full:
+                    out["x_hat"].append(x_hat.double().numpy())
+        return {k: np.concatenate(v) for k, v in out.items() if v}
+
+    def _calibrate(self, wins: np.ndarray) -> None:
+        """Statistics of the training windows that put streaming scores on a common scale."""
+        o = self._forward(wins)
+        c = o["critic"]
+        lo, hi = np.quantile(c, [0.25, 0.75])
+        st = {"critic_mean": float(c[(c >= lo) & (c <= hi)].mean()), "critic_std": float(c.std()),
+              "last_mean": float(o["last"].mean()), "last_std": float(o["last"].std())}
+        if "rec" in o:
+            st.update(rec_mean=float(o["rec"].mean()), rec_std=float(o["rec"].std()))
+        self._stats = st
+        self._stats["cap"] = float(np.quantile(self._stream_scores(o), 0.99))
+
+    def _stream_scores(self, o: Mapping[str, np.ndarray]) -> np.ndarray:
+        st = self._stats
+        cs = np.abs(o["critic"] - st["critic_mean"]) / (st["critic_std"] or 1.0) + 1.0
+        if self.scoring in ("uncertainty", "hyperbolic"):
+            rec = sc.zscore_positive(o["rec"], st["rec_mean"], st["rec_std"])
+            a = cs * rec
+            return a * o["certainty"] if self.scoring == "uncertainty" else a
+        return sc.combine(cs, sc.zscore_positive(o["last"], st["last_mean"], st["last_std"]),
+                          self.scoring)
+
+    # -- streaming scoring -----------------------------------------------------------
+    def _context_windows(self, X: np.ndarray, advance: bool) -> np.ndarray:
+        """Scaled windows ending at each row of X: sliding (advance) or each row after the context."""
+        w = int(self.window)
+        ctx = self._ctx
+        if len(ctx) < w - 1:  # before the window fills, repeat the oldest value
+            first = ctx[:1] if len(ctx) else X[:1]
+            ctx = np.concatenate([np.repeat(first, w - 1 - len(ctx), axis=0), ctx])
+        if advance:
+            return self._windows(np.concatenate([ctx, X]))
+        s = self._scale(np.concatenate([ctx, X]))
+        wins = np.empty((len(X), w, self._d), dtype=np.float32)
+        wins[:, :w - 1] = s[None, :w - 1]
+        wins[:, w - 1] = s[w - 1:]
+        return wins
+
+    def _score_rows(self, X: np.ndarray, advance: bool) -> np.ndarray:
+        if self._nets is None:
+            return np.zeros(len(X))
+        return self._stream_scores(self._forward(self._context_windows(X, advance)))
+
+    def _score(self, v: np.ndarray) -> float:
+        self._ensure_model()
+        return float(self._score_rows(v[None, :], advance=False)[0])
+
+    def score_many(self, X: np.ndarray) -> np.ndarray:
+        X = self._mat(X)
+        self._ensure_model()
+        return self._score_rows(X, advance=False)
+
+    def process_many(self, X: np.ndarray, learn: bool = True) -> np.ndarray:
+        X = self._mat(X)
+        out = np.empty(len(X))
+        i = 0
+        while i < len(X):
+            self._ensure_model()
+            k = self._until_due() if learn else None
+            j = len(X) if k is None else min(len(X), i + max(1, k))
+            out[i:j] = self._score_rows(X[i:j], advance=True)
+            self._push(X[i:j], learn=learn)
+            i = j
+        return out
+
+    # -- whole-series scoring (Orion's protocol) --------------------------------------
+    def score_series(self, X: np.ndarray) -> np.ndarray:
+        """One score per point of X from every window covering it, as Orion's TadGAN does.
+
+        Uses the trained model (learn first); does not change the detector. Critic values
+        and errors are normalised over this series, then smoothed (1% of its length).
+        """
+        X = self._mat(X)
+        self._ensure_model()
+        n = len(X)
+        if self._nets is None:
+            return np.zeros(n)
+        w = int(self.window)
+        pad = max(0, w - n)
+        Xp = np.concatenate([np.repeat(X[:1], pad, axis=0), X]) if pad else X
+        wins = self._windows(Xp)
+        hyperbolic = self.scoring in ("uncertainty", "hyperbolic")
+        o = self._forward(wins, full=not hyperbolic)
+        smooth = sc.smoothing_window(len(Xp))
+        cs = sc.critic_scores(o["critic"], w, smooth)
+        if hyperbolic:
+            rec = sc.rolling_mean(sc.zscore_positive(sc.windows_mean(o["rec"], w)), smooth)
+            score = cs * rec
+            if self.scoring == "uncertainty":
+                score = score * sc.windows_mean(o["certainty"], w)
+        else:
+            err = sc.reconstruction_errors(self._scale(Xp), o["x_hat"], self.rec_error,
+                                           smooth=smooth)
+            score = sc.combine(cs, sc.zscore_positive(err), self.scoring)
+        return score[pad:]
+
+    # -- state ---------------------------------------------------------------------
+    def _get_state(self) -> dict[str, Any]:
+        if self.features_ is None:
+            return {}
+        self._ensure_model()
+        nets = {} if self._nets is None else {
+            name: {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+            for name, net in self._nets.items()}
+        return {"n": self._n, "n_fit": self._n_fit, "fits": self._fits,
+                "context": self._ctx.copy(), "history": self._hist.copy(),
+                "lo": self._lo.copy(), "span": self._span.copy(), "stats": dict(self._stats),
+                "nets": nets}
+
+    def _set_state(self, state: Mapping[str, Any]) -> None:
+        if self.features_ is None:
+            return
+        d = self._d
+        ctx, hist = np.asarray(state["context"], float), np.asarray(state["history"], float)
+        if ctx.ndim != 2 or ctx.shape[1] != d or hist.ndim != 2 or hist.shape[1] != d:
+            raise StateError(f"{self.name} state has buffers of the wrong shape for {d} features")
+        self._n, self._n_fit, self._fits = int(state["n"]), int(state["n_fit"]), int(state["fits"])
+        self._ctx, self._hist = ctx.reshape(-1, d), hist.reshape(-1, d)
+        self._lo, self._span = np.asarray(state["lo"], float), np.asarray(state["span"], float)
+        self._stats = {k: float(v) for k, v in state["stats"].items()}
+        saved = state["nets"]
+        if not saved:
+            self._nets = None
+            return
+        nets = self._build()
+        for name, net in nets.items():
+            tensors = {k: torch.from_numpy(np.array(v)) for k, v in saved[name].items()}
+            try:
+                net.load_state_dict(tensors)
+            except RuntimeError as e:
+                raise StateError(f"{self.name} state does not fit its network {name!r}: {e}") from e
+        self._nets = nets
+
+
+class TadGAN(HypAD):
+    """TadGAN (Geiger et al., 2020): the same networks trained with a squared reconstruction
+    error, scored with Orion's critic x reconstruction rules ("mult" or "sum")."""
+
+    name = "tadgan"
+    _hyperbolic_loss = False
+
+    def __init__(self, window: int = 100, latent_dim: int = 20, encoder_hidden: int = 24,
+                 decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int = 20,
+                 epochs: int = 20, windows_per_epoch: int = 2048, critic_iterations: int = 1,
+                 batch_size: int = 64, lr: float = 5e-4, weight_decay: float = 1e-5,
+                 scoring: str = "mult", rec_error: str = "dtw", warmup: int = 1000,
+                 history: int = 25000, refit_every: int | None = None, threads: int | None = None,
+                 seed: int = 0):
+        super().__init__(window, latent_dim, encoder_hidden, decoder_hidden, critic_size,
+                         hyperbolic_dim, epochs, windows_per_epoch, critic_iterations, batch_size,
+                         lr, weight_decay, scoring, rec_error, warmup, history, refit_every,
+                         threads, seed)
+
+    def _rec_loss(self, x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
+        return ((x - x_rec) ** 2).mean()
+

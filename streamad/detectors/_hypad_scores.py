@@ -1,0 +1,171 @@
+"""Orion-style scoring of a whole series from per-window model outputs (pure numpy).
+
+A window model gives, for every window ``i`` of ``window`` points (step 1), a scalar such as a
+critic value or a reconstruction distance, or a reconstructed window. Window ``i`` covers the
+points ``i .. i + window - 1``; every helper here maps window values to the points they cover,
+so a point's score comes from the windows that contain it (never shifted by ``window - 1``).
+
+>>> import numpy as np
+>>> windows_mean(np.array([1.0, 2.0, 3.0]), window=2)  # 4 points, 3 windows
+array([1. , 1.5, 2.5, 3. ])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "combine",
+    "critic_scores",
+    "covering_values",
+    "reconstruction_errors",
+    "rolling_mean",
+    "smoothing_window",
+    "windows_mean",
+    "zscore_positive",
+]
+
+
+def smoothing_window(n: int, portion: float = 0.01, cap: int = 200) -> int:
+    """Orion's smoothing length: 1% of the series, at most ``cap`` points, at least 1."""
+    return max(1, min(int(n * portion), cap))
+
+
+def rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
+    """Centred moving average over ``w`` points; the edges average what they have.
+
+    >>> rolling_mean(np.array([0.0, 0.0, 3.0, 0.0, 0.0]), 3)
+    array([0., 1., 1., 1., 0.])
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if w <= 1 or len(x) == 0:
+        return x.copy()
+    n = len(x)
+    cs = np.concatenate([[0.0], np.cumsum(x)])
+    start = np.arange(n) - w // 2
+    lo, hi = np.clip(start, 0, n), np.clip(start + w, 0, n)
+    return (cs[hi] - cs[lo]) / (hi - lo)
+
+
+def windows_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Per point, the mean of the values of the windows covering it."""
+    values = np.asarray(values, dtype=np.float64)
+    m = len(values)
+    n = m + window - 1
+    cs = np.concatenate([[0.0], np.cumsum(values)])
+    t = np.arange(n)
+    lo = np.maximum(0, t - window + 1)
+    hi = np.minimum(t, m - 1)
+    return (cs[hi + 1] - cs[lo]) / (hi - lo + 1)
+
+
+def covering_values(per_window: np.ndarray, window: int) -> np.ndarray:
+    """(n_points, window) array: row t holds what each window covering t says about t, NaN elsewhere.
+
+    ``per_window`` is either (m,) — one value per window, repeated over the points it covers —
+    or (m, window) — a value per position of the window (a reconstructed window).
+    """
+    per_window = np.asarray(per_window, dtype=np.float64)
+    m = per_window.shape[0]
+    out = np.full((m + window - 1, window), np.nan)
+    for k in range(window):
+        out[k:k + m, k] = per_window if per_window.ndim == 1 else per_window[:, k]
+    return out
+
+
+def _kde_modes(rows: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """Per row, the non-NaN value where a Gaussian KDE of the row's values peaks (Scott's rule)."""
+    out = np.empty(len(rows))
+    for s in range(0, len(rows), chunk):
+        v = rows[s:s + chunk]
+        ok = ~np.isnan(v)
+        cnt = ok.sum(axis=1)
+        vz = np.where(ok, v, 0.0)
+        mean = vz.sum(axis=1) / cnt
+        var = (np.where(ok, v - mean[:, None], 0.0) ** 2).sum(axis=1) / np.maximum(cnt - 1, 1)
+        bw = np.sqrt(var) * cnt ** (-0.2)
+        flat = bw <= 1e-12 * np.maximum(1.0, np.abs(mean))
+        bw = np.where(flat, 1.0, bw)
+        diff = (vz[:, :, None] - vz[:, None, :]) / bw[:, None, None]
+        dens = (np.exp(-0.5 * diff * diff) * ok[:, None, :]).sum(axis=2)
+        dens = np.where(ok, dens, -np.inf)
+        mode = vz[np.arange(len(v)), np.argmax(dens, axis=1)]
+        med = np.nanmedian(v, axis=1)
+        out[s:s + chunk] = np.where(flat, med, mode)
+    return out
+
+
+def critic_scores(critic: np.ndarray, window: int, smooth: int | None = None) -> np.ndarray:
+    """TadGAN's critic score per point: KDE mode of the covering windows' critic values,
+    ``|c - mean of the interquartile values| / std + 1``, then smoothed."""
+    modes = _kde_modes(covering_values(critic, window))
+    lo, hi = np.quantile(modes, [0.25, 0.75])
+    mid = modes[(modes >= lo) & (modes <= hi)]
+    std = modes.std()
+    z = np.abs(modes - mid.mean()) / (std if std > 0 else 1.0) + 1.0
+    return rolling_mean(z, smooth if smooth is not None else smoothing_window(len(z)))
+
+
+def _dtw_errors(y: np.ndarray, y_hat: np.ndarray, score_window: int) -> np.ndarray:
+    """DTW distance between y and y_hat on a short centred stretch around every point."""
+    half = score_window // 2
+    L = 2 * half + 1
+    n = len(y)
+    yp = np.pad(y, ((half, half), (0, 0)), mode="edge")
+    hp = np.pad(y_hat, ((half, half), (0, 0)), mode="edge")
+    a = np.lib.stride_tricks.sliding_window_view(yp, L, axis=0)  # (n, d, L)
+    b = np.lib.stride_tricks.sliding_window_view(hp, L, axis=0)
+    cost = np.linalg.norm(a[:, :, :, None] - b[:, :, None, :], axis=1)  # (n, L, L)
+    acc = np.full((n, L + 1, L + 1), np.inf)
+    acc[:, 0, 0] = 0.0
+    for i in range(1, L + 1):
+        for j in range(1, L + 1):
+            best = np.minimum(np.minimum(acc[:, i - 1, j], acc[:, i, j - 1]), acc[:, i - 1, j - 1])
+            acc[:, i, j] = cost[:, i - 1, j - 1] + best
+    return acc[:, L, L]
+
+
+def reconstruction_errors(y: np.ndarray, windows_hat: np.ndarray, kind: str = "dtw",
+                          score_window: int = 10, smooth: int | None = None) -> np.ndarray:
+    """TadGAN's reconstruction error per point.
+
+    ``y`` is the (n, d) series, ``windows_hat`` the (m, window, d) reconstructed windows. Each
+    point's reconstruction is the median over the windows covering it; ``kind`` is "point"
+    (distance between value and reconstruction), "area" (difference of the areas under both
+    curves on ``score_window`` points) or "dtw" (dynamic time warping distance on
+    ``score_window + 1`` points around the point). The result is smoothed.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    m, window, d = windows_hat.shape
+    y_hat = np.stack([np.nanmedian(covering_values(windows_hat[:, :, j], window), axis=1)
+                      for j in range(d)], axis=1)
+    if kind == "point":
+        err = np.linalg.norm(y - y_hat, axis=1)
+    elif kind == "area":
+        err = np.abs(rolling_mean_cols(y - y_hat, score_window)).sum(axis=1) * score_window
+    elif kind == "dtw":
+        err = _dtw_errors(y, y_hat, score_window)
+    else:
+        raise ValueError(f"unknown reconstruction error {kind!r}")
+    return rolling_mean(err, smooth if smooth is not None else smoothing_window(len(err)))
+
+
+def rolling_mean_cols(x: np.ndarray, w: int) -> np.ndarray:
+    return np.stack([rolling_mean(x[:, j], w) for j in range(x.shape[1])], axis=1)
+
+
+def zscore_positive(x: np.ndarray, mean: float | None = None, std: float | None = None) -> np.ndarray:
+    """``max(0, (x - mean) / std) + 1``: how far above normal, 1 meaning normal."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = float(x.mean()) if mean is None else mean
+    std = float(x.std()) if std is None else std
+    return np.clip((x - mean) / (std if std > 0 else 1.0), 0.0, None) + 1.0
+
+
+def combine(critic: np.ndarray, rec: np.ndarray, how: str = "mult", lam: float = 0.5) -> np.ndarray:
+    """TadGAN's combination of critic and reconstruction scores (both >= 1)."""
+    if how == "mult":
+        return critic * rec
+    if how == "sum":
+        return (1.0 - lam) * (critic - 1.0) + lam * (rec - 1.0)
+    raise ValueError(f"unknown combination {how!r}")

@@ -1,0 +1,83 @@
+"""HypAD / TadGAN: window-to-point mapping, configuration errors, state, and detection quality."""
+
+import numpy as np
+import pytest
+import torch
+
+from streamad import _state
+from streamad.base import ConfigError, StateError
+from streamad.detectors import HypAD, TadGAN, make
+from streamad.detectors import _hypad_scores as sc
+
+torch.set_num_threads(1)
+
+
+def test_windows_mean_maps_each_window_to_the_points_it_covers():
+    # window 3 over 6 points: 4 windows; only window 2 (points 2..4) is hot
+    per_window = np.array([0.0, 0.0, 9.0, 0.0])
+    per_point = sc.windows_mean(per_window, window=3)
+    assert per_point.shape == (6,)
+    hot = np.flatnonzero(per_point > 0)
+    assert hot.tolist() == [2, 3, 4]  # not shifted by window - 1
+    assert per_point[2] == pytest.approx(3.0)  # point 2 is covered by windows 0, 1, 2
+
+
+def test_covering_values_and_median_reconstruction_line_up():
+    x = np.arange(10.0)
+    wins = np.lib.stride_tricks.sliding_window_view(x, 4)  # perfect reconstructions
+    cov = sc.covering_values(wins, 4)
+    assert np.array_equal(np.nanmedian(cov, axis=1), x)
+    err = sc.reconstruction_errors(x[:, None], wins[:, :, None], kind="point", smooth=1)
+    assert np.allclose(err, 0.0)
+
+
+def test_critic_score_peaks_where_the_critic_disagrees():
+    rng = np.random.default_rng(0)
+    critic = rng.normal(size=300) * 0.1
+    lone = critic.copy()
+    lone[150] = 5.0  # one strange window among the ten covering each point: the KDE mode ignores it
+    lone_cs = sc.critic_scores(lone, window=10, smooth=1)
+    assert lone_cs[150:160].max() <= np.quantile(lone_cs, 0.99)
+    critic[150:170] = 5.0  # a stretch of strange windows
+    cs = sc.critic_scores(critic, window=10, smooth=1)
+    assert cs.shape == (309,)
+    assert cs.min() >= 1.0
+    assert 150 <= int(np.argmax(cs)) < 180
+    assert cs[165] > 3.0 > cs[50]
+
+
+def test_dtw_error_is_zero_for_a_perfect_copy_and_small_for_a_shift():
+    t = np.arange(200)
+    y = np.sin(t / 5.0)[:, None]
+    same = sc._dtw_errors(y, y, 10)
+    shifted = sc._dtw_errors(y, np.roll(y, 1, axis=0), 10)
+    other = sc._dtw_errors(y, -y, 10)
+    assert np.allclose(same, 0.0)
+    assert shifted[20:-20].mean() < other[20:-20].mean()
+
+
+@pytest.mark.parametrize("bad", [{"window": 2}, {"scoring": "nope"}, {"rec_error": "x"},
+                                 {"warmup": 10, "window": 20}, {"refit_every": 0}])
+def test_bad_parameters_raise_config_error(bad):
+    with pytest.raises(ConfigError):
+        HypAD(**bad)
+
+
+def test_tadgan_has_no_hyperbolic_scoring():
+    with pytest.raises(ConfigError):
+        TadGAN(scoring="uncertainty")
+    assert make("tadgan").scoring == "mult"
+    assert make("hypad").scoring == "uncertainty"
+
+
+def test_state_round_trip_is_exact_and_pickle_free():
+    x = np.sin(np.arange(300) / 4.0)[:, None]
+    det = HypAD(**HypAD._unit_test_params())
+    det.learn_many(x)
+    blob = _state.dumps(det.state_dict())
+    twin = HypAD(**HypAD._unit_test_params())
+    twin.load_state_dict(_state.loads(blob))
+    assert np.array_equal(det.score_series(x), twin.score_series(x))
+    other = HypAD(**{**HypAD._unit_test_params(), "latent_dim": 5})
+    with pytest.raises(StateError):
+        other.load_state_dict(_state.loads(blob))
