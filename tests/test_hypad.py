@@ -81,3 +81,49 @@ def test_state_round_trip_is_exact_and_pickle_free():
     other = HypAD(**{**HypAD._unit_test_params(), "latent_dim": 5})
     with pytest.raises(StateError):
         other.load_state_dict(_state.loads(blob))
+
+
+def _auc(score, labels):
+    from scipy.stats import rankdata
+
+    r = rankdata(score)
+    pos = labels.sum()
+    return (r[labels].sum() - pos * (pos + 1) / 2) / (pos * (len(labels) - pos))
+
+
+def _sine_with_a_fast_burst(n=900, seed=1):
+    """A noisy sine whose period drops from 25 to 8 for 25 points: same range, wrong shape."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    x = np.sin(2 * np.pi * t / 25) + 0.05 * rng.normal(size=n)
+    labels = np.zeros(n, bool)
+    labels[600:625] = True
+    x[labels] = np.sin(2 * np.pi * t[labels] / 8)
+    return x[:, None], labels
+
+
+_SMALL = {"window": 25, "latent_dim": 8, "encoder_hidden": 16, "decoder_hidden": 16,
+          "critic_size": 16, "epochs": 10, "pretrain_epochs": 5, "windows_per_epoch": 512,
+          "warmup": 200, "threads": 1, "seed": 0}
+
+
+@pytest.mark.parametrize("cls, params", [(HypAD, {}), (TadGAN, {"rec_error": "point"})],
+                         ids=["hypad", "tadgan"])
+def test_a_small_model_finds_a_shape_anomaly_that_a_value_threshold_misses(cls, params):
+    X, labels = _sine_with_a_fast_burst()
+    assert _auc(np.abs(X[:, 0]), labels) < 0.6  # the burst stays inside the normal range
+    det = cls(**_SMALL, **params)
+    det.learn_many(X)
+    scores = det.score_series(X)
+    assert scores.shape == (len(X),) and np.all(np.isfinite(scores))
+    assert _auc(scores, labels) > 0.85
+
+
+def test_streaming_scores_rise_when_the_burst_enters_the_window():
+    X, labels = _sine_with_a_fast_burst()
+    det = HypAD(**_SMALL)
+    scores = det.process_many(X, learn=True)  # trains once at warmup, then scores point by point
+    assert np.all(scores[:200] == 0.0) and det.fitted_
+    after = np.arange(len(X)) >= 200
+    burst = (np.arange(len(X)) >= 600) & (np.arange(len(X)) < 650)  # windows holding the burst
+    assert scores[burst].max() > np.quantile(scores[after & ~burst], 0.99)

@@ -190,7 +190,8 @@ class HypAD(BaseDetector):
 
     def __init__(self, window: int = 100, latent_dim: int = 20, encoder_hidden: int = 24,
                  decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int | None = None,
-                 epochs: int = 20, pretrain_epochs: int = 5, windows_per_epoch: int = 2048,
+                 epochs: int = 20, pretrain_epochs: int = 5, pretrain_lr: float = 2e-3,
+                 windows_per_epoch: int = 2048,
                  critic_iterations: int = 1, batch_size: int = 64, lr: float = 5e-4, weight_decay: float = 1e-5,
                  scoring: str = "uncertainty", rec_error: str = "dtw", warmup: int = 1000,
                  history: int = 25000, refit_every: int | None = None, threads: int | None = None,
@@ -203,6 +204,7 @@ class HypAD(BaseDetector):
         self.hyperbolic_dim = hyperbolic_dim
         self.epochs = epochs
         self.pretrain_epochs = pretrain_epochs
+        self.pretrain_lr = pretrain_lr
         self.windows_per_epoch = windows_per_epoch
         self.critic_iterations = critic_iterations
         self.batch_size = batch_size
@@ -369,6 +371,8 @@ class HypAD(BaseDetector):
             # reconstruction first: a latent critic that starts before the encoder carries any
             # information about the window wins, and the reconstruction never recovers
             adversarial = epoch >= int(self.pretrain_epochs)
+            for group in opt_g.param_groups:
+                group["lr"] = float(self.lr if adversarial else self.pretrain_lr)
             order = rng.permutation(len(wins))[:per_epoch]
             for s in range(0, per_epoch, bs):
                 x = data[order[s:s + bs]]
@@ -566,7 +570,8 @@ class TadGAN(HypAD):
 
     def __init__(self, window: int = 100, latent_dim: int = 20, encoder_hidden: int = 24,
                  decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int | None = None,
-                 epochs: int = 20, pretrain_epochs: int = 5, windows_per_epoch: int = 2048,
+                 epochs: int = 20, pretrain_epochs: int = 5, pretrain_lr: float = 2e-3,
+                 windows_per_epoch: int = 2048,
                  critic_iterations: int = 1, batch_size: int = 64, lr: float = 5e-4, weight_decay: float = 1e-5,
                  scoring: str = "mult", rec_error: str = "dtw", warmup: int = 1000,
                  history: int = 25000, refit_every: int | None = None, threads: int | None = None,
