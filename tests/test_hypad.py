@@ -127,3 +127,16 @@ def test_streaming_scores_rise_when_the_burst_enters_the_window():
     after = np.arange(len(X)) >= 200
     burst = (np.arange(len(X)) >= 600) & (np.arange(len(X)) < 650)  # windows holding the burst
     assert scores[burst].max() > np.quantile(scores[after & ~burst], 0.99)
+
+
+def test_multivariate_windows_find_the_burst_in_one_feature():
+    X1, labels = _sine_with_a_fast_burst()
+    t = np.arange(len(X1))
+    X = np.hstack([X1, np.cos(2 * np.pi * t / 25)[:, None] * 3.0 + 10.0])  # another scale
+    det = HypAD(**_SMALL)
+    det.learn_many(X)
+    assert det.features_ == ["x0", "x1"]
+    scores = det.score_series(X)
+    assert _auc(scores, labels) > 0.85
+    peak = int(np.argmax(scores))
+    assert 575 <= peak < 650  # the score peaks at the burst, not window - 1 points later
