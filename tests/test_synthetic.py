@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from streamad.base import ConfigError
-from streamad.synthetic import ANOMALY_KINDS, generate, iter_records
+from streamad.synthetic import ANOMALY_KINDS, FAULT_KINDS, generate, iter_records, node_fleet
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +103,84 @@ def test_bad_parameters_raise_config_error():
         generate(n_keys=0)
     with pytest.raises(ConfigError, match="do not fit"):
         generate(n_points=50, anomaly_rate=0.4)
+
+
+# -- node_fleet --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fleet():
+    return node_fleet(n_nodes=8, n_metrics=30, days=6, seed=2)
+
+
+def test_fleet_is_deterministic_and_shaped(fleet):
+    again = node_fleet(n_nodes=8, n_metrics=30, days=6, seed=2)
+    assert fleet.anomalies == again.anomalies
+    for k in fleet.keys:
+        assert np.array_equal(fleet.values[k], again.values[k])
+        assert fleet.values[k].shape == (6 * 288, 30) and np.all(fleet.values[k] >= 0)
+    assert fleet.keys == [f"node-{i:02d}" for i in range(8)]
+    assert {a.kind for a in fleet.anomalies} == set(FAULT_KINDS)
+    assert not np.array_equal(fleet.values["node-00"], node_fleet(
+        n_nodes=8, n_metrics=30, days=6, seed=3).values["node-00"])
+
+
+def test_fleet_faults_only_after_the_healthy_period_and_labelled(fleet):
+    lo = 3 * 288
+    for k in fleet.keys:
+        y = np.zeros(fleet.n_points, dtype=bool)
+        for a in fleet.anomalies:
+            if a.key == k:
+                assert a.start >= lo
+                y[a.start:a.end] = True
+        assert np.array_equal(y, fleet.labels[k])
+        busy = ~fleet.idle[k]
+        assert 0.4 < busy.mean() < 0.95, "jobs and idle periods alternate"
+
+
+def _col(fleet, key, name):
+    return fleet.values[key][:, fleet.features.index(name)]
+
+
+def test_fleet_metrics_are_physically_coupled(fleet):
+    for k in fleet.keys:
+        h = ~fleet.labels[k]
+        load = _col(fleet, k, "load_avg")[h]
+        power = _col(fleet, k, "power_node")[h]
+        temp = _col(fleet, k, "temp_pkg0")[h]
+        assert np.corrcoef(load, power)[0, 1] > 0.8
+        assert np.corrcoef(power, temp)[0, 1] > 0.6
+        busy_core = _col(fleet, k, "load_cpu0")[h] > 0.8
+        freq = _col(fleet, k, "freq_cpu0")[h]
+        assert freq[busy_core].mean() > 2.3 > 1.2 > freq[~busy_core & (load < 1)].mean()
+    idle_power = [np.median(_col(fleet, k, "power_node")[fleet.idle[k]]) for k in fleet.keys]
+    assert np.ptp(idle_power) > 3, "nodes differ from each other"
+
+
+def test_each_fault_shows_in_its_metrics(fleet):
+    for a in fleet.anomalies:
+        seg = slice(a.start, a.end)
+        busy = ~fleet.idle[a.key][seg]
+        X = fleet.values[a.key]
+        m = _col(fleet, a.key, a.features[0])[seg]
+        if a.kind == "governor_powersave":
+            loaded = _col(fleet, a.key, "load_cpu0")[seg] > 0.8
+            assert np.all(m[loaded] < 1.1)
+        elif a.kind == "governor_performance":
+            assert np.all(m > 2.4)
+        elif a.kind == "fan_failure":
+            assert np.all(m < 200)
+            others = [f"fan{i}" for i in range(4) if f"fan{i}" != a.features[0]]
+            assert np.all(np.stack([_col(fleet, a.key, o)[seg] for o in others]) > 3500)
+        elif a.kind == "memory_leak":
+            grow = m[-1] + _col(fleet, a.key, "swap_used")[a.end - 1] - m[0]
+            hours = (a.end - a.start) / 12
+            assert grow > 1.5 * hours - 60  # 2-5 GB/h minus job memory swings
+        elif a.kind == "thermal_throttling":
+            if busy.sum() > 24:
+                temp = _col(fleet, a.key, "temp_pkg0")
+                assert temp[seg][busy].max() > temp[:3 * 288].max() + 5
+        elif a.kind == "dead_sensor":
+            assert np.all(m == 0)
+        elif a.kind == "noisy_sensor":
+            clean = fleet.clean[a.key][seg, fleet.features.index(a.features[0])]
+            assert np.std(np.diff(m)) > 2 * np.std(np.diff(clean))
+        assert np.isfinite(X[seg]).all()
