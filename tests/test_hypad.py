@@ -140,3 +140,16 @@ def test_multivariate_windows_find_the_burst_in_one_feature():
     assert _auc(scores, labels) > 0.85
     peak = int(np.argmax(scores))
     assert 575 <= peak < 650  # the score peaks at the burst, not window - 1 points later
+
+
+def test_background_training_keeps_scoring_and_matches_the_foreground_model():
+    X, _ = _sine_with_a_fast_burst()
+    fg = HypAD(**_SMALL)
+    fg.learn_many(X[:300])
+    bg = HypAD(**{**_SMALL, "background": True})
+    bg.learn_many(X[:300])
+    first = bg.score_one({"value": float(X[300, 0])})  # starts the training, does not wait for it
+    assert first == 0.0 or bg.fitted_
+    state = bg.state_dict()  # waits for the worker
+    assert bg.fitted_ and state["state"]["fits"] == 1
+    assert np.array_equal(bg.score_series(X), fg.score_series(X))  # same seed, same model

@@ -32,6 +32,8 @@ of the training windows so anomalies are not learned as normal.
 from __future__ import annotations
 
 import contextlib
+import copy
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -171,6 +173,13 @@ class HypAD(BaseDetector):
     warmup, history, refit_every
         Points before the first training, points kept to train on, and points between refits
         (None: train once).
+    background
+        Train in a worker thread so a service keeps consuming (other keys and this one) while
+        a model trains: torch's kernels release the GIL, and a thread shares the history and
+        weights without copying them to another process. Until the first model is ready the
+        scores are 0; during a refit the previous model scores. ``state_dict()`` and
+        :meth:`score_series` wait for a running training. Off by default: with it, when a new
+        model takes over depends on timing, so runs are not reproducible point for point.
     threads
         torch threads while training/scoring (None: leave torch's setting alone).
     seed
@@ -194,8 +203,8 @@ class HypAD(BaseDetector):
                  windows_per_epoch: int = 2048,
                  critic_iterations: int = 1, batch_size: int = 64, lr: float = 5e-4, weight_decay: float = 1e-5,
                  scoring: str = "uncertainty", rec_error: str = "dtw", warmup: int = 1000,
-                 history: int = 25000, refit_every: int | None = None, threads: int | None = None,
-                 seed: int = 0):
+                 history: int = 25000, refit_every: int | None = None, background: bool = False,
+                 threads: int | None = None, seed: int = 0):
         self.window = window
         self.latent_dim = latent_dim
         self.encoder_hidden = encoder_hidden
@@ -215,6 +224,7 @@ class HypAD(BaseDetector):
         self.warmup = warmup
         self.history = history
         self.refit_every = refit_every
+        self.background = background
         self.threads = threads
         self.seed = seed
         self._validate()
@@ -265,6 +275,7 @@ class HypAD(BaseDetector):
         self._lo = np.zeros(d)
         self._span = np.ones(d)
         self._stats: dict[str, float] = {}
+        self._job = None                   # (thread, result box, n at start) while training in background
 
     @property
     def fitted_(self) -> bool:
@@ -304,9 +315,17 @@ class HypAD(BaseDetector):
             return None
         return self._n_fit + int(self.refit_every) - self._n
 
-    def _ensure_model(self) -> None:
-        if self.features_ is not None and self._due():
-            self._fit()
+    def _ensure_model(self, wait: bool = False) -> None:
+        if self.features_ is None:
+            return
+        self._collect(wait)
+        if self._job is None and self._due():
+            if self.background:
+                self._start_background()
+                if wait:
+                    self._collect(wait=True)
+            else:
+                self._fit()
 
     # -- training ------------------------------------------------------------------
     def _build(self) -> dict[str, nn.Module]:
@@ -331,28 +350,70 @@ class HypAD(BaseDetector):
         return np.ascontiguousarray(v.transpose(0, 2, 1), dtype=np.float32)
 
     def _fit(self) -> None:
-        with _torch_threads(self.threads), torch.random.fork_rng(devices=[]):
+        self._install(self._trained_copy(), self._n)
+
+    def _trained_copy(self) -> HypAD:
+        """A copy of this detector with the model (re)trained on the current history."""
+        twin = copy.copy(self)
+        twin._hist = self._hist.copy()
+        twin._nets = None if self._nets is None else copy.deepcopy(self._nets)
+        twin._stats = dict(self._stats)
+        twin._job = None
+        threads = None if self.background else self.threads
+        with _torch_threads(threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(self.seed) * 1_000_003 + self._fits)
             rng = np.random.default_rng([int(self.seed), self._fits])
-            hist = self._hist
-            first = self._nets is None
+            hist = twin._hist
+            first = twin._nets is None
             if first:
-                self._lo = hist.min(axis=0)
-                span = hist.max(axis=0) - self._lo
-                self._span = np.where(span > 0, span, 1.0)
-                self._nets = self._build()
-            wins = self._windows(hist)
-            if not first and "cap" in self._stats:
+                twin._lo = hist.min(axis=0)
+                span = hist.max(axis=0) - twin._lo
+                twin._span = np.where(span > 0, span, 1.0)
+                twin._nets = twin._build()
+            wins = twin._windows(hist)
+            if not first and "cap" in twin._stats:
                 # refit: leave out windows the current model finds anomalous
-                keep = self._stream_scores(self._forward(wins)) <= self._stats["cap"]
+                keep = twin._stream_scores(twin._forward(wins)) <= twin._stats["cap"]
                 if keep.sum() >= max(1, len(wins) // 2):
                     wins = wins[keep]
-            self._train(wins, rng)
-            self._calibrate(self._windows(hist))
-        self._n_fit = self._n
+            twin._train(wins, rng)
+            twin._calibrate(twin._windows(hist))
+        return twin
+
+    def _install(self, twin: HypAD, n_at_start: int) -> None:
+        self._nets, self._stats = twin._nets, twin._stats
+        self._lo, self._span = twin._lo, twin._span
+        self._n_fit = n_at_start
         self._fits += 1
         if not self._keep_history():
             self._hist = self._hist[:0]
+
+    # -- training in a worker thread (background=True) ---------------------------------
+    def _start_background(self) -> None:
+        n_at_start = self._n
+        box: dict[str, Any] = {}
+
+        def work():
+            try:
+                box["twin"] = self._trained_copy()
+            except BaseException as e:  # surfaced on the caller's thread by _collect
+                box["error"] = e
+
+        job = threading.Thread(target=work, name=f"{self.name}-training", daemon=True)
+        self._job = (job, box, n_at_start)
+        job.start()
+
+    def _collect(self, wait: bool) -> None:
+        if self._job is None:
+            return
+        job, box, n_at_start = self._job
+        if job.is_alive() and not wait:
+            return
+        job.join()
+        self._job = None
+        if "error" in box:
+            raise box["error"]
+        self._install(box["twin"], n_at_start)
 
     def _train(self, wins: np.ndarray, rng: np.random.Generator) -> None:
         nets = self._nets
@@ -485,7 +546,7 @@ class HypAD(BaseDetector):
         i = 0
         while i < len(X):
             self._ensure_model()
-            k = self._until_due() if learn else None
+            k = self._until_due() if learn and self._job is None else None
             j = len(X) if k is None else min(len(X), i + max(1, k))
             out[i:j] = self._score_rows(X[i:j], advance=True)
             self._push(X[i:j], learn=learn)
@@ -500,7 +561,7 @@ class HypAD(BaseDetector):
         and errors are normalised over this series, then smoothed (1% of its length).
         """
         X = self._mat(X)
-        self._ensure_model()
+        self._ensure_model(wait=True)
         n = len(X)
         if self._nets is None:
             return np.zeros(n)
@@ -527,7 +588,7 @@ class HypAD(BaseDetector):
     def _get_state(self) -> dict[str, Any]:
         if self.features_ is None:
             return {}
-        self._ensure_model()
+        self._ensure_model(wait=True)
         nets = {} if self._nets is None else {
             name: {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
             for name, net in self._nets.items()}
@@ -547,6 +608,7 @@ class HypAD(BaseDetector):
         self._ctx, self._hist = ctx.reshape(-1, d), hist.reshape(-1, d)
         self._lo, self._span = np.asarray(state["lo"], float), np.asarray(state["span"], float)
         self._stats = {k: float(v) for k, v in state["stats"].items()}
+        self._job = None
         saved = state["nets"]
         if not saved:
             self._nets = None
@@ -574,8 +636,8 @@ class TadGAN(HypAD):
                  windows_per_epoch: int = 2048,
                  critic_iterations: int = 1, batch_size: int = 64, lr: float = 5e-4, weight_decay: float = 1e-5,
                  scoring: str = "mult", rec_error: str = "dtw", warmup: int = 1000,
-                 history: int = 25000, refit_every: int | None = None, threads: int | None = None,
-                 seed: int = 0):
+                 history: int = 25000, refit_every: int | None = None, background: bool = False,
+                 threads: int | None = None, seed: int = 0):
         params = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__(**params)
 
