@@ -200,8 +200,8 @@ class HypAD(BaseDetector):
     def __init__(self, window: int = 100, latent_dim: int = 20, encoder_hidden: int = 24,
                  decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int | None = None,
                  epochs: int = 20, pretrain_epochs: int = 5, pretrain_lr: float = 2e-3,
-                 windows_per_epoch: int = 2048,
-                 critic_iterations: int = 1, batch_size: int = 64, lr: float = 5e-4, weight_decay: float = 1e-5,
+                 windows_per_epoch: int = 2048, critic_iterations: int = 1, batch_size: int = 64,
+                 lr: float = 5e-4, weight_decay: float = 1e-5,
                  scoring: str = "uncertainty", rec_error: str = "dtw", warmup: int = 1000,
                  history: int = 25000, refit_every: int | None = None, background: bool = False,
                  threads: int | None = None, seed: int = 0):
@@ -267,7 +267,9 @@ class HypAD(BaseDetector):
     def _on_features(self, d: int) -> None:
         self._d = d
         self._ctx = np.zeros((0, d))       # the last window - 1 points, raw
-        self._hist = np.zeros((0, d))      # points kept to train on, raw
+        self._hist = np.zeros((0, d))      # points kept to train on, raw ...
+        self._pending: list[np.ndarray] = []  # ... and points learned since, appended lazily
+        self._n_pending = 0
         self._n = 0                        # points learned
         self._n_fit = -1                   # self._n at the last training
         self._fits = 0
@@ -290,7 +292,17 @@ class HypAD(BaseDetector):
         if learn:
             self._n += len(X)
             if self._keep_history():
-                self._hist = np.concatenate([self._hist, X])[-int(self.history):]
+                self._pending.append(X)
+                self._n_pending += len(X)
+                if self._n_pending > min(int(self.history), 1024):
+                    self._history()
+
+    def _history(self) -> np.ndarray:
+        """The last ``history`` learned points (appends are batched: learn_one stays O(1))."""
+        if self._pending:
+            self._hist = np.concatenate([self._hist, *self._pending])[-int(self.history):]
+            self._pending, self._n_pending = [], 0
+        return self._hist
 
     def _learn(self, v: np.ndarray) -> None:
         self._push(v[None, :], learn=True)
@@ -355,7 +367,8 @@ class HypAD(BaseDetector):
     def _trained_copy(self) -> HypAD:
         """A copy of this detector with the model (re)trained on the current history."""
         twin = copy.copy(self)
-        twin._hist = self._hist.copy()
+        twin._hist = self._history().copy()
+        twin._pending = []
         twin._nets = None if self._nets is None else copy.deepcopy(self._nets)
         twin._stats = dict(self._stats)
         twin._job = None
@@ -387,6 +400,7 @@ class HypAD(BaseDetector):
         self._fits += 1
         if not self._keep_history():
             self._hist = self._hist[:0]
+            self._pending, self._n_pending = [], 0
 
     # -- training in a worker thread (background=True) ---------------------------------
     def _start_background(self) -> None:
@@ -593,7 +607,7 @@ class HypAD(BaseDetector):
             name: {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
             for name, net in self._nets.items()}
         return {"n": self._n, "n_fit": self._n_fit, "fits": self._fits,
-                "context": self._ctx.copy(), "history": self._hist.copy(),
+                "context": self._ctx.copy(), "history": self._history().copy(),
                 "lo": self._lo.copy(), "span": self._span.copy(), "stats": dict(self._stats),
                 "nets": nets}
 
@@ -606,6 +620,7 @@ class HypAD(BaseDetector):
             raise StateError(f"{self.name} state has buffers of the wrong shape for {d} features")
         self._n, self._n_fit, self._fits = int(state["n"]), int(state["n_fit"]), int(state["fits"])
         self._ctx, self._hist = ctx.reshape(-1, d), hist.reshape(-1, d)
+        self._pending, self._n_pending = [], 0
         self._lo, self._span = np.asarray(state["lo"], float), np.asarray(state["span"], float)
         self._stats = {k: float(v) for k, v in state["stats"].items()}
         self._job = None
@@ -633,8 +648,8 @@ class TadGAN(HypAD):
     def __init__(self, window: int = 100, latent_dim: int = 20, encoder_hidden: int = 24,
                  decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int | None = None,
                  epochs: int = 20, pretrain_epochs: int = 5, pretrain_lr: float = 2e-3,
-                 windows_per_epoch: int = 2048,
-                 critic_iterations: int = 1, batch_size: int = 64, lr: float = 5e-4, weight_decay: float = 1e-5,
+                 windows_per_epoch: int = 2048, critic_iterations: int = 1, batch_size: int = 64,
+                 lr: float = 5e-4, weight_decay: float = 1e-5,
                  scoring: str = "mult", rec_error: str = "dtw", warmup: int = 1000,
                  history: int = 25000, refit_every: int | None = None, background: bool = False,
                  threads: int | None = None, seed: int = 0):
