@@ -314,11 +314,28 @@ def _fleet_metrics(n_cores: int) -> list[str]:
             "net_rx", "net_tx", "io_bw"]
 
 
-def _jobs(rng: np.random.Generator, n: int, steps_per_h: float, n_cores: int):
+def _applications(rng: np.random.Generator, n_apps: int, n_cores: int) -> list[dict]:
+    """The fleet's recurring workloads: production HPC time goes to a few applications."""
+    apps = []
+    for _ in range(n_apps):
+        apps.append({
+            "cores": max(1, round(n_cores * rng.choice((0.25, 0.5, 0.75, 1.0, 1.0)))),
+            "hi": rng.uniform(0.85, 1.0), "comm": rng.uniform(0.3, 0.5),
+            "io": rng.uniform(0.15, 0.3), "mem": rng.uniform(0.8, 2.5),
+            "bw": rng.uniform(0.5, 4.0), "net": rng.uniform(300, 2000),
+            "io_rate": rng.uniform(100, 1500),
+            "phases": rng.dirichlet((6.0, 2.5, 1.5)),
+            "hours": rng.uniform(2, 12),
+        })
+    return apps
+
+
+def _jobs(rng: np.random.Generator, n: int, steps_per_h: float, n_cores: int, apps: list[dict]):
     """A node's schedule: per step, the load of each core, network, I/O and memory per core.
 
-    Jobs alternate with idle gaps; a job uses all cores or a subset and cycles through
-    compute (high load), communication (lower load, network) and I/O phases.
+    Jobs of the fleet's applications alternate with idle gaps. A job runs on the first
+    cores of the node (the scheduler packs them) and cycles through compute (high load),
+    communication (lower load, network) and I/O phases; each run varies a little.
     """
     load = np.zeros((n, n_cores))
     net = np.zeros(n)
@@ -328,21 +345,21 @@ def _jobs(rng: np.random.Generator, n: int, steps_per_h: float, n_cores: int):
     busy = np.zeros(n, dtype=bool)
     i = int(rng.integers(0, int(4 * steps_per_h)))
     while i < n:
-        dur = int(np.clip(rng.lognormal(np.log(6), 0.7), 1, 36) * steps_per_h)
+        app = apps[int(rng.integers(len(apps)))]
+        jit = lambda: rng.uniform(0.93, 1.07)  # noqa: E731 - run-to-run variation
+        dur = int(np.clip(app["hours"] * rng.lognormal(0, 0.4), 1, 36) * steps_per_h)
         end = min(n, i + dur)
-        k = n_cores if rng.random() < 0.5 else max(1, round(n_cores * rng.uniform(0.25, 0.75)))
-        cores = rng.permutation(n_cores)[:k]
-        hi, mem, bw = rng.uniform(0.85, 1.0), rng.uniform(0.8, 2.5), rng.uniform(0.5, 4.0)
-        comm_net, io_rate = rng.uniform(300, 2000), rng.uniform(100, 1500)
+        k = app["cores"]
+        mem, bw = app["mem"] * jit(), app["bw"] * jit()
         j = i
         while j < end:
             pend = min(end, j + max(1, int(rng.uniform(0.5, 2.0) * steps_per_h)))
-            phase = rng.choice(3, p=(0.6, 0.25, 0.15))
-            u = (hi, rng.uniform(0.3, 0.5), rng.uniform(0.15, 0.3))[phase]
+            phase = rng.choice(3, p=app["phases"])
+            u = min(1.0, (app["hi"], app["comm"], app["io"])[phase] * jit())
             seg = slice(j, pend)
-            load[seg][:, cores] = u
-            net[seg] = comm_net if phase == 1 else rng.uniform(5, 50)
-            io[seg] = io_rate if phase == 2 else rng.uniform(1, 20)
+            load[seg, :k] = u
+            net[seg] = app["net"] * jit() if phase == 1 else rng.uniform(5, 50)
+            io[seg] = app["io_rate"] * jit() if phase == 2 else rng.uniform(1, 20)
             j = pend
         bw_core[i:end], mem_core[i:end], busy[i:end] = bw, mem, True
         i = end + int(rng.exponential(3.0) * steps_per_h) + 1
@@ -351,10 +368,13 @@ def _jobs(rng: np.random.Generator, n: int, steps_per_h: float, n_cores: int):
 
 def node_fleet(n_nodes: int = 16, n_metrics: int = 40, days: float = 14, step_s: float = 300.0,
                seed: int = 0, faults: Sequence[str] = FAULT_KINDS, faults_per_node: int = 2,
-               healthy_days: float | None = None, start_ts: float = START_TS) -> SyntheticData:
+               healthy_days: float | None = None, n_apps: int = 8,
+               start_ts: float = START_TS) -> SyntheticData:
     """A simulated HPC node fleet: per-node IPMI/OS metrics with labelled hardware faults.
 
-    Each node runs jobs separated by idle gaps. Physical couplings drive the metrics:
+    Each node runs jobs of ``n_apps`` recurring applications (each with its own core
+    count, load phases, memory, bandwidth, network and I/O profile), separated by idle
+    gaps. Physical couplings drive the metrics:
     per-core load sets the core frequency (an on-demand governor), load and frequency set
     package power, power and airflow set temperatures (with thermal lag), temperature
     drives the fan controller, memory bandwidth sets DRAM power; inlet air follows a
@@ -408,9 +428,10 @@ def node_fleet(n_nodes: int = 16, n_metrics: int = 40, days: float = 14, step_s:
 
     kinds = list(faults)
     kind_pos = int(rng.integers(len(kinds))) if kinds else 0
+    apps = _applications(rng, int(n_apps), n_cores)
     values, clean, labels, idle, injected = {}, {}, {}, {}, []
     for key in keys:
-        load, net, io, bw_core, mem_core, busy = _jobs(rng, n, steps_per_h, n_cores)
+        load, net, io, bw_core, mem_core, busy = _jobs(rng, n, steps_per_h, n_cores, apps)
         # node-to-node variation
         p_idle = rng.normal(35, 3, 2)
         p_dyn = rng.normal(85, 6, 2)
@@ -542,5 +563,6 @@ def node_fleet(n_nodes: int = 16, n_metrics: int = 40, days: float = 14, step_s:
 
     params = {"generator": "node_fleet", "n_nodes": n_nodes, "n_metrics": n_metrics,
               "days": days, "step_s": step_s, "seed": seed, "faults": list(faults),
-              "faults_per_node": faults_per_node, "healthy_days": healthy, "start_ts": start_ts}
+              "faults_per_node": faults_per_node, "healthy_days": healthy, "n_apps": n_apps,
+              "start_ts": start_ts}
     return SyntheticData(keys, names, t, values, labels, injected, clean, params, idle)

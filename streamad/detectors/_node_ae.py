@@ -163,9 +163,17 @@ class NodeAutoencoder(BaseDetector):
                     opt.step()
         net.eval()
 
-    def fit(self, X: np.ndarray) -> None:
+    def fit(self, X: np.ndarray, features: list[str] | None = None) -> None:
         """Train from scratch on the rows of ``X`` (healthy samples): standardisation,
-        ``epochs`` of training, and ``threshold_`` from the training errors."""
+        ``epochs`` of training, and ``threshold_`` from the training errors.
+
+        ``features`` names the columns (for ``*_one`` and :meth:`explain`); by default
+        they keep the names already learned, else ``x0``, ``x1``, ...
+        """
+        if features is not None:
+            if len(features) != np.shape(X)[-1]:
+                raise ConfigError(f"{len(features)} feature names for {np.shape(X)[-1]} columns")
+            self._set_features(list(features))
         X = self._mat(X)
         if len(X) < 2:
             raise ConfigError(f"node-ae needs at least 2 samples to fit, got {len(X)}")
