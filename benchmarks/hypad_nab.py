@@ -80,6 +80,58 @@ def _metrics_counts():
     return overlap_counts, "local"
 
 
+def _local_find_anomalies(errors, index, window_size_portion=0.33, window_step_size_portion=0.1,
+                          anomaly_padding=50, min_percent=0.1):
+    """Stand-in for streamad.thresholds.find_anomalies (Orion's rule, fixed threshold) until
+    the thresholds package provides it: per sliding window, points above mean + 4 std, padded,
+    pruned when the next largest sequence maximum is within ``min_percent``, then merged."""
+    errors = np.asarray(errors, dtype=float)
+    n = len(errors)
+    size = int(np.ceil(n * window_size_portion))
+    step = max(1, int(np.ceil(size * window_step_size_portion)))
+    found = []
+    start = 0
+    while True:
+        w = errors[start:start + size]
+        thr = w.mean() + 4 * w.std()
+        above = np.zeros(len(w), bool)
+        for i in np.flatnonzero(w > thr):
+            above[max(0, i - anomaly_padding):i + anomaly_padding + 1] = True
+        edges = np.diff(np.concatenate([[0], above.astype(int), [0]]))
+        seqs = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
+        if seqs:
+            below = w[~above].max() if (~above).any() else 0.0
+            peaks = sorted([(w[a:b + 1].max(), a, b) for a, b in seqs], reverse=True)
+            maxima = [p[0] for p in peaks] + [below]
+            keep = 0
+            for j in range(len(peaks)):
+                if maxima[j] > 0 and (maxima[j] - maxima[j + 1]) / maxima[j] >= min_percent:
+                    keep = j + 1
+            denom = w.mean() + w.std()
+            found += [(a + start, b + start, (m - thr) / denom) for m, a, b in peaks[:keep]]
+        if start + size >= n:
+            break
+        start += step
+    found.sort()
+    merged = []
+    for a, b, sc in found:
+        if merged and a <= merged[-1][1] + 1:
+            pa, pb, ps, pw = merged[-1]
+            wgt = max(b - a, 1)
+            merged[-1] = (pa, max(pb, b), (ps * pw + sc * wgt) / (pw + wgt), pw + wgt)
+        else:
+            merged.append((a, b, sc, max(b - a, 1)))
+    return [(index[int(a)], index[int(b)], sc) for a, b, sc, _ in merged]
+
+
+def _find_anomalies():
+    try:
+        from streamad.thresholds import find_anomalies
+    except ImportError:
+        return _local_find_anomalies, "benchmarks/hypad_nab.py stand-in"
+    return find_anomalies, "streamad.thresholds.find_anomalies"
+
+
 def _f1(tp: int, fp: int, fn: int) -> dict:
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
@@ -91,8 +143,8 @@ def run_signal(path: Path, truth, detectors: list[str], params: dict, threads: i
     import torch
 
     from streamad.detectors import make
-    from streamad.thresholds import find_anomalies
 
+    find_anomalies, _ = _find_anomalies()
     torch.set_num_threads(threads)
     index, values = load_signal(path)
     X = values[:, None]
@@ -172,7 +224,8 @@ def markdown(table: dict, meta: dict) -> str:
     cats = sorted({c for d in table.values() for c in d})
     lines = ["# HypAD / TadGAN on NAB (Orion protocol)\n",
              f"Overlapping-segment F1 micro-averaged per category; tp/fp/fn in brackets. "
-             f"Params: `{json.dumps(meta['params'])}`, threads {meta['threads']}, metric: {meta['metric']}.\n",
+             f"Params: `{json.dumps(meta['params'])}`, threads {meta['threads']}, metric: {meta['metric']}, "
+             f"thresholds: {meta['thresholding']}.\n",
              "| detector | " + " | ".join(cats) + " | median fit s | median detect s |",
              "|---|" + "---|" * (len(cats) + 2)]
     for det, row in table.items():
@@ -206,8 +259,10 @@ def main(argv=None) -> int:
     params = json.loads(args.params)
     rows: list[dict] = []
     _, metric = _metrics_counts()
+    _, thresholding = _find_anomalies()
     meta = {"benchmark": "hypad_nab", "protocol": "orion (fit and detect on the whole signal)",
             "params": params, "threads": args.threads, "metric": metric,
+            "thresholding": thresholding,
             "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine()}
 

@@ -199,7 +199,7 @@ class HypAD(BaseDetector):
 
     def __init__(self, window: int = 100, latent_dim: int = 20, encoder_hidden: int = 24,
                  decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int | None = None,
-                 epochs: int = 20, pretrain_epochs: int = 5, pretrain_lr: float = 2e-3,
+                 epochs: int = 10, pretrain_epochs: int = 3, pretrain_lr: float = 2e-3,
                  windows_per_epoch: int = 2048, critic_iterations: int = 1, batch_size: int = 64,
                  lr: float = 5e-4, weight_decay: float = 1e-5,
                  scoring: str = "uncertainty", rec_error: str = "dtw", warmup: int = 1000,
@@ -647,7 +647,7 @@ class TadGAN(HypAD):
 
     def __init__(self, window: int = 100, latent_dim: int = 20, encoder_hidden: int = 24,
                  decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int | None = None,
-                 epochs: int = 20, pretrain_epochs: int = 5, pretrain_lr: float = 2e-3,
+                 epochs: int = 10, pretrain_epochs: int = 3, pretrain_lr: float = 2e-3,
                  windows_per_epoch: int = 2048, critic_iterations: int = 1, batch_size: int = 64,
                  lr: float = 5e-4, weight_decay: float = 1e-5,
                  scoring: str = "mult", rec_error: str = "dtw", warmup: int = 1000,
