@@ -139,12 +139,12 @@ def _f1(tp: int, fp: int, fn: int) -> dict:
             "f1": round(2 * p * r / (p + r), 3) if p + r else 0.0}
 
 
-def run_signal(path: Path, truth, detectors: list[str], params: dict, threads: int) -> list[dict]:
+def run_signal(path: Path, truth, detectors: list[str], params: dict, threads: int,
+               find_anomalies, counts) -> list[dict]:
     import torch
 
     from streamad.detectors import make
 
-    find_anomalies, _ = _find_anomalies()
     torch.set_num_threads(threads)
     index, values = load_signal(path)
     X = values[:, None]
@@ -188,7 +188,6 @@ def run_signal(path: Path, truth, detectors: list[str], params: dict, threads: i
 
         timed("gaussian", fit_gauss, lambda d: d.process_many(X, learn=False))
 
-    counts, _ = _metrics_counts()
     for name in detectors:
         if name not in scored:
             continue
@@ -258,8 +257,8 @@ def main(argv=None) -> int:
     detectors = args.detectors.split(",")
     params = json.loads(args.params)
     rows: list[dict] = []
-    _, metric = _metrics_counts()
-    _, thresholding = _find_anomalies()
+    counts, metric = _metrics_counts()  # resolved once: one run, one rule
+    find_anomalies, thresholding = _find_anomalies()
     meta = {"benchmark": "hypad_nab", "protocol": "orion (fit and detect on the whole signal)",
             "params": params, "threads": args.threads, "metric": metric,
             "thresholding": thresholding,
@@ -281,7 +280,7 @@ def main(argv=None) -> int:
             truth = [(_epoch(a), _epoch(b)) for a, b in labels.get(key, [])]
             t0 = time.perf_counter()
             try:
-                new = run_signal(f, truth, detectors, params, args.threads)
+                new = run_signal(f, truth, detectors, params, args.threads, find_anomalies, counts)
             except Exception as e:  # recorded, the run goes on
                 new = [{"signal": f.stem, "category": cat, "detector": "error", "error": repr(e),
                         "n_points": 0, "tp": 0, "fp": 0, "fn": 0, "fit_s": 0, "detect_s": 0}]
