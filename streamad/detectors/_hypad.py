@@ -177,9 +177,10 @@ class HypAD(BaseDetector):
         Train in a worker thread so a service keeps consuming (other keys and this one) while
         a model trains: torch's kernels release the GIL, and a thread shares the history and
         weights without copying them to another process. Until the first model is ready the
-        scores are 0; during a refit the previous model scores. ``state_dict()`` and
-        :meth:`score_series` wait for a running training. Off by default: with it, when a new
-        model takes over depends on timing, so runs are not reproducible point for point.
+        scores are 0; during a refit the previous model scores. :meth:`score_series` waits for
+        a running training; ``state_dict()`` does not (it saves the last finished model and the
+        history, and a restored detector trains again when due). Off by default: with it, when
+        a new model takes over depends on timing, so runs are not reproducible point for point.
     threads
         torch threads while training/scoring (None: leave torch's setting alone).
     seed
@@ -602,7 +603,12 @@ class HypAD(BaseDetector):
     def _get_state(self) -> dict[str, Any]:
         if self.features_ is None:
             return {}
-        self._ensure_model(wait=True)
+        if self.background:
+            # a checkpoint must not stall the service: save what is there; a detector restored
+            # from it retrains when it is next needed
+            self._collect(wait=False)
+        else:
+            self._ensure_model()
         nets = {} if self._nets is None else {
             name: {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
             for name, net in self._nets.items()}
