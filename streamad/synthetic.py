@@ -432,13 +432,16 @@ def node_fleet(n_nodes: int = 16, n_metrics: int = 40, days: float = 14, step_s:
     values, clean, labels, idle, injected = {}, {}, {}, {}, []
     for key in keys:
         load, net, io, bw_core, mem_core, busy = _jobs(rng, n, steps_per_h, n_cores, apps)
-        # node-to-node variation
-        p_idle = rng.normal(35, 3, 2)
-        p_dyn = rng.normal(85, 6, 2)
-        r_th = rng.normal(0.33, 0.025, 2)
+        # node-to-node variation: silicon (idle and dynamic power, top frequency), heat
+        # sink contact, fan firmware, rack position (inlet air), sensor calibration
+        p_idle = rng.normal(35, 4, 2)
+        p_dyn = rng.normal(85, 8, 2)
+        r_th = rng.normal(0.33, 0.04, 2)
         f_top = _F_MAX + rng.normal(0, 0.03)
-        fan_gain = rng.normal(180, 15)
-        inlet_off = rng.normal(0, 1.2)
+        fan_gain = rng.normal(180, 30)
+        inlet_off = rng.normal(0, 2.5)
+        temp_off = rng.normal(0, 1.5, 2)
+        tach = rng.normal(1.0, 0.03, 4)
         base_mem = rng.uniform(3, 6)
 
         # this node's faults
@@ -524,11 +527,11 @@ def node_fleet(n_nodes: int = 16, n_metrics: int = 40, days: float = 14, step_s:
         X[:, col["load_avg"]] = load.sum(axis=1) + (io > 100) * 0.5
         X[:, col["power_pkg0"]], X[:, col["power_pkg1"]] = pkg_p[:, 0], pkg_p[:, 1]
         X[:, col["power_dram"]], X[:, col["power_node"]] = p_dram, p_node
-        X[:, col["temp_pkg0"]], X[:, col["temp_pkg1"]] = temp[:, 0], temp[:, 1]
+        X[:, col["temp_pkg0"]], X[:, col["temp_pkg1"]] = (temp + temp_off).T
         X[:, col["temp_dimm"]] = inlet + 1.1 * p_dram / airflow ** 0.6
         X[:, col["temp_inlet"]] = inlet
         X[:, col["temp_exhaust"]] = inlet + 0.08 * p_node / airflow
-        X[:, col["fan0"]:col["fan3"] + 1] = fans
+        X[:, col["fan0"]:col["fan3"] + 1] = fans * tach
         X[:, col["mem_used"]], X[:, col["swap_used"]] = used, swap
         X[:, col["mem_bw"]] = mem_bw
         X[:, col["net_rx"]] = net * busy + rng.uniform(0.1, 1.0, n)
