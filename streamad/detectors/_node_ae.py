@@ -72,7 +72,8 @@ class NodeAutoencoder(BaseDetector):
     ``learn_one`` row by row.
 
     **Threshold.** ``threshold_`` is the ``threshold_q`` quantile of the errors on the
-    training samples, chosen without labels. The detector itself only uses it to keep
+    training samples (by default their maximum: above anything seen healthy), chosen
+    without labels. The detector itself only uses it to keep
     flagged samples out of fine-tuning; streaming thresholds may be put on top.
 
     All randomness (initial weights, mini-batch order) comes from a private
@@ -97,7 +98,7 @@ class NodeAutoencoder(BaseDetector):
     def __init__(self, hidden_factor: float = 10, epochs: int = 100, batch_size: int = 64,
                  lr: float = 1e-3, l1: float = 1e-5, score: str = "max", warmup: int = 1000,
                  finetune_every: int = 288, finetune_epochs: int = 5, memory: int = 2016,
-                 threshold_q: float = 0.995, seed: int = 0):
+                 threshold_q: float = 1.0, seed: int = 0):
         if score not in _SCORES:
             raise ConfigError(f"node-ae score must be one of {_SCORES}, got {score!r}")
         for pname, v, least in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
