@@ -1,6 +1,6 @@
 """HPC node fleet: per-node vs shared autoencoders vs Gaussian vs PCA residual, and AE speed.
 
-    nice -n 10 python benchmarks/hpc_sim.py           # the default fleet (16 nodes, 4 weeks)
+    nice -n 10 python benchmarks/hpc_sim.py           # the default fleet (16 nodes, 8 weeks)
     python benchmarks/hpc_sim.py --quick              # 4 nodes, 2 weeks, 30 epochs
     python benchmarks/hpc_sim.py --set epochs=50 --set seed=1
 
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a parameter of run_hpc_sim (JSON value)")
     ap.add_argument("--detectors", default="node-ae,node-ae-shared,gaussian,pca")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--name", help="result file stem (default hpc_sim or hpc_sim_quick)")
     args = ap.parse_args(argv)
 
     import torch
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_hpc_sim(params, detectors=args.detectors.split(","))
     result["wall_s"] = round(time.perf_counter() - t, 1)
     result["speed"] = speed(int(result["params"]["epochs"]))
-    stem = "hpc_sim_quick" if args.quick else "hpc_sim"
+    stem = args.name or ("hpc_sim_quick" if args.quick else "hpc_sim")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     sp = result["speed"]
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         f"score_many {sp['score_many_per_s']:,} samples/s (target >= 20,000); "
         f"score_one {sp['score_one_per_s']:,} samples/s.\n\n"
         f"Command: `nice -n 10 python benchmarks/hpc_sim.py"
-        f"{' --quick' if args.quick else ''}"
+        f"{' --quick' if args.quick else ''}{f' --name {args.name}' if args.name else ''}"
         + "".join(f" --set {s}" for s in args.set) + f"` ({result['wall_s']} s).\n")
     (args.out / f"{stem}.md").write_text(md)
     print(md)
