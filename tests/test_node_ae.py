@@ -25,6 +25,7 @@ def test_per_node_autoencoder_finds_injected_faults(small_bench):
     rand = small_bench["random_baseline"]
     assert r["f1"] > 0.5, r
     assert r["f1"] > rand["f1"] + 0.3
+    assert r["f1"] > small_bench["flag_all_baseline"]["f1"] + 0.3
     # the injected faults are visible to the model even where the label-free threshold misses
     assert r["auc_pr"] > 0.5
     assert set(r["recall_per_fault"]) <= {a for a in small_bench["params"]["faults"]}
