@@ -64,7 +64,9 @@ class NodeAutoencoder(BaseDetector):
     One instance fed every node's samples is the shared model; it is cheaper, but must
     absorb node-to-node differences as "normal".
 
-    **Learning.** :meth:`fit` trains from scratch on a batch (the paper's offline training).
+    **Learning.** :meth:`fit` trains from scratch on a batch (the paper's offline training)
+    for ``epochs`` passes; few, because a layer this wide learns to reconstruct faults too
+    when trained long (see benchmarks/results/hpc_sim.md).
     In a stream, ``learn_one``/``learn_many`` buffer samples; once ``warmup`` samples have
     arrived the model is fitted on them, and after that every ``finetune_every`` samples it
     is fine-tuned for ``finetune_epochs`` on the last ``memory`` samples whose score was at
@@ -95,7 +97,7 @@ class NodeAutoencoder(BaseDetector):
 
     name = "node-ae"
 
-    def __init__(self, hidden_factor: float = 10, epochs: int = 100, batch_size: int = 64,
+    def __init__(self, hidden_factor: float = 10, epochs: int = 30, batch_size: int = 64,
                  lr: float = 1e-3, l1: float = 1e-5, score: str = "max", warmup: int = 1000,
                  finetune_every: int = 288, finetune_epochs: int = 5, memory: int = 2016,
                  threshold_q: float = 1.0, seed: int = 0):
