@@ -1,0 +1,701 @@
+"""Kafka source and sink (kafka-python) behind the transport contract of ``streamad.service``.
+
+:class:`KafkaSource` is a consumer-group member with manual offset commits,
+pause/resume backpressure and cheap per-partition lag; :class:`KafkaSink` is a producer with
+``acks="all"`` whose :meth:`~KafkaSink.flush` raises if anything sent since the last flush
+was not acknowledged; :class:`DeadLetterSink` writes malformed input, with its original bytes
+and source coordinates, to a dead-letter topic.
+
+Every client-specific line lives in this module. Use :func:`make_source` / :func:`make_sink`
+to build them; ``client="confluent"`` returns the confluent-kafka classes of
+:mod:`connectors.confluent` behind the same interface.
+
+Configuration is one dict shared by consumer, producer and admin client: kafka-python
+option names (``security_protocol``, ``ssl_cafile``, ``sasl_mechanism``,
+``sasl_plain_username``, ...) or their Java spellings (``security.protocol``); each client
+gets the options it understands, and a name no client knows is a :class:`ConfigError`.
+
+>>> split_config({"security.protocol": "SSL", "max_poll_records": 100}, "producer")
+{'security_protocol': 'SSL'}
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from streamad.base import ConfigError, StreamadError
+from streamad.service.transport import Message, TopicPartition
+
+__all__ = [
+    "CLIENTS",
+    "CONSUMER_DEFAULTS",
+    "EMBEDDED_GROUP_TIMEOUTS",
+    "PRODUCER_DEFAULTS",
+    "CommitError",
+    "DeadLetterSink",
+    "DeliveryError",
+    "FailedSend",
+    "KafkaSink",
+    "KafkaSource",
+    "TransportError",
+    "dead_letter_record",
+    "ensure_topics",
+    "for_embedded_broker",
+    "make_sink",
+    "make_source",
+    "read_dead_letter",
+    "split_config",
+]
+
+log = logging.getLogger(__name__)
+
+# -- errors ---------------------------------------------------------------------------
+
+
+class TransportError(StreamadError):
+    """The message system cannot be reached or refused an operation.
+
+    ``retriable`` is True when doing the same thing again later may succeed (broker down,
+    timeout, leader moving); False when it cannot (bad credentials, partition lost).
+    """
+
+    def __init__(self, message: str, retriable: bool = True):
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class CommitError(TransportError):
+    """Offsets could not be committed. Nothing is lost: the records will be read again."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailedSend:
+    topic: str
+    key: bytes | None
+    value: bytes
+    error: str
+    retriable: bool
+    headers: list | None = None
+
+
+class DeliveryError(TransportError):
+    """Some messages sent since the last flush were not acknowledged.
+
+    ``failed`` lists them. Retriable ones are kept by the sink and sent again by the next
+    :meth:`KafkaSink.flush`, so a caller that does not commit its input offsets and calls
+    ``flush`` again later keeps at-least-once delivery. Permanent failures (a message larger
+    than the broker accepts, an unknown topic with auto-creation off) are dropped from the
+    sink and reported once, here.
+    """
+
+    def __init__(self, message: str, failed: list[FailedSend], retriable: bool):
+        super().__init__(message, retriable=retriable)
+        self.failed = failed
+
+
+# -- configuration ----------------------------------------------------------------------
+
+#: Consumer defaults for a real cluster: read a new group's partitions from the start,
+#: commit only what the pipeline finished, fetch in large batches.
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "auto_offset_reset": "earliest",
+    "enable_auto_commit": False,
+    "max_poll_records": 1000,
+    "fetch_max_wait_ms": 200,
+    "fetch_min_bytes": 1,
+    "max_partition_fetch_bytes": 1024 * 1024,
+    "fetch_max_bytes": 32 * 1024 * 1024,
+    "bootstrap_timeout_ms": 30_000,
+}
+
+#: Producer defaults: every replica acknowledges, retries until ``delivery_timeout_ms``,
+#: short linger so events batch without adding visible latency. ``max_block_ms`` bounds how
+#: long a send waits for topic metadata when the cluster is unreachable.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "retries": 2**31 - 1,
+    "delivery_timeout_ms": 120_000,
+    "linger_ms": 5,
+    "batch_size": 64 * 1024,
+    "max_block_ms": 10_000,
+    "bootstrap_timeout_ms": 30_000,
+}
+
+#: Group timeouts for the embedded broker (Tansu): with the defaults a group join takes
+#: ~20 s there. Fine for a single local broker, too aggressive for a loaded cluster.
+EMBEDDED_GROUP_TIMEOUTS: dict[str, Any] = {
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+    "max_poll_interval_ms": 10_000,
+}
+
+
+def for_embedded_broker(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``config`` with the short group timeouts that suit the embedded broker.
+
+    >>> for_embedded_broker({"session_timeout_ms": 9000})["session_timeout_ms"]
+    9000
+    """
+    return {**EMBEDDED_GROUP_TIMEOUTS, **(config or {})}
+
+
+def _known_options() -> dict[str, set[str]]:
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient
+
+    return {
+        "consumer": set(KafkaConsumer.DEFAULT_CONFIG),
+        "producer": set(KafkaProducer.DEFAULT_CONFIG),
+        "admin": set(KafkaAdminClient.DEFAULT_CONFIG),
+    }
+
+
+def split_config(config: Mapping[str, Any] | None, role: str) -> dict[str, Any]:
+    """The options of ``config`` that the ``role`` client ("consumer", "producer", "admin")
+    understands; Java-style dotted names are accepted. Unknown names raise ConfigError."""
+    known = _known_options()
+    if role not in known:
+        raise ConfigError(f"unknown Kafka client role {role!r}")
+    out: dict[str, Any] = {}
+    unknown = []
+    for name, value in (config or {}).items():
+        opt = name.replace(".", "_").replace("-", "_")
+        if opt == "bootstrap_servers":
+            continue  # given explicitly as `bootstrap`
+        if not any(opt in opts for opts in known.values()):
+            unknown.append(name)
+        elif opt in known[role]:
+            out[opt] = value
+    if unknown:
+        raise ConfigError(f"unknown Kafka client option(s): {', '.join(sorted(unknown))}")
+    return out
+
+
+def _kafka_error(e: Exception, what: str, cls: type[TransportError] = TransportError) -> TransportError:
+    retriable = bool(getattr(e, "retriable", False))
+    return cls(f"{what}: {type(e).__name__}: {e}", retriable=retriable)
+
+
+def _construct(factory: Callable[..., Any], what: str, bootstrap: str, options: dict[str, Any]):
+    from kafka.errors import KafkaConfigurationError, KafkaError
+
+    try:
+        return factory(bootstrap_servers=bootstrap, **options)
+    except KafkaConfigurationError as e:
+        raise ConfigError(f"bad Kafka {what} configuration: {e}") from e
+    except KafkaError as e:
+        raise _kafka_error(e, f"cannot connect the Kafka {what} to {bootstrap}") from e
+    except (TypeError, ValueError, OSError) as e:
+        raise ConfigError(f"bad Kafka {what} configuration: {e}") from e
+
+
+# -- source -------------------------------------------------------------------------------
+
+
+def _listener(source: KafkaSource, on_assign, on_revoke):
+    from kafka import TopicPartition as TP
+    from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+
+    class Listener(AsyncConsumerRebalanceListener):
+        # kafka-python runs rebalance listeners on its IO thread, where a blocking call
+        # (commit, committed) raises. The pipeline's callbacks flush, commit and load
+        # checkpoints, so they run on a helper thread while this coroutine yields to the
+        # IO loop; the caller's poll() stays blocked meanwhile, so the pipeline never sees
+        # them run concurrently with its own code.
+        async def _run(self, cb, tps):
+            if cb is None or not tps:
+                return
+            done = threading.Event()
+            box: dict[str, BaseException] = {}
+
+            def target():
+                try:
+                    cb(sorted((tp.topic, tp.partition) for tp in tps))
+                except BaseException as e:  # re-raised from poll() on the caller's thread
+                    box["error"] = e
+                finally:
+                    done.set()
+
+            threading.Thread(target=target, name="streamad-rebalance", daemon=True).start()
+            while not done.is_set():
+                await source._consumer._net.sleep(0.002)
+            if "error" in box:
+                source._callback_error = box["error"]
+
+        async def on_partitions_revoked(self, revoked):
+            source._forget(revoked)
+            await self._run(on_revoke, revoked)
+
+        async def on_partitions_assigned(self, assigned):
+            source._end_offsets_at = 0.0  # new partitions: refresh lag baselines
+            if source._paused and assigned:
+                source._consumer.pause(*[TP(tp.topic, tp.partition) for tp in assigned])
+            await self._run(on_assign, assigned)
+
+        async def on_partitions_lost(self, lost):
+            # Another member owns them now; the callback may try to commit and fail, which
+            # is safe (CommitError): the new owner resumes from the last good commit.
+            await self.on_partitions_revoked(lost)
+
+    return Listener()
+
+
+class KafkaSource:
+    """A consumer-group member that reads telemetry topics; offsets are committed by hand.
+
+    Parameters
+    ----------
+    bootstrap
+        ``host:port[,host:port...]`` of the cluster.
+    group_id
+        Consumer group; instances with the same group share the partitions.
+    config
+        Extra client options (security, fetch sizes, group timeouts...), see the module doc.
+    commit_timeout_s
+        How long :meth:`commit` and :meth:`committed` wait for the group coordinator.
+    lag_refresh_s
+        End offsets for :meth:`lag` are fetched at most this often (and taken from fetch
+        responses in between), so lag costs nothing per poll.
+
+    Raises :class:`TransportError` when no broker answers within ``bootstrap_timeout_ms``.
+    """
+
+    client = "kafka-python"
+
+    def __init__(self, bootstrap: str, group_id: str = "streamad",
+                 config: Mapping[str, Any] | None = None, *,
+                 commit_timeout_s: float = 10.0, lag_refresh_s: float = 5.0):
+        from kafka import KafkaConsumer
+
+        options = {**CONSUMER_DEFAULTS, **split_config(config, "consumer")}
+        if options.get("enable_auto_commit"):
+            raise ConfigError("enable_auto_commit must stay off: streamad commits offsets after the sink acknowledged")
+        self.bootstrap, self.group_id = bootstrap, group_id
+        self.commit_timeout_s, self.lag_refresh_s = commit_timeout_s, lag_refresh_s
+        self._paused = False
+        self._closed = False
+        self._callback_error: BaseException | None = None
+        self._next: dict[TopicPartition, int] = {}
+        self._end: dict[TopicPartition, int] = {}
+        self._end_offsets_at = 0.0
+        self._consumer = _construct(KafkaConsumer, "consumer", bootstrap, {**options, "group_id": group_id})
+
+    # -- group membership -----------------------------------------------------------
+    def subscribe(self, topics: list[str], on_assign=None, on_revoke=None) -> None:
+        """Join the group for ``topics``. The callbacks get sorted ``[(topic, partition)]``
+        from inside :meth:`poll`: ``on_assign`` after partitions arrive (load state, then
+        :meth:`seek`), ``on_revoke`` before they leave (flush, commit, checkpoint)."""
+        if isinstance(topics, str):
+            topics = [topics]
+        self._consumer.subscribe(topics=list(topics), listener=_listener(self, on_assign, on_revoke))
+
+    def assignment(self) -> set[TopicPartition]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def _forget(self, tps: Iterable) -> None:
+        for tp in tps:
+            key = (tp.topic, tp.partition)
+            self._next.pop(key, None)
+            self._end.pop(key, None)
+
+    # -- reading --------------------------------------------------------------------
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        """Up to ``max_records`` messages, in offset order within each partition; ``[]`` if
+        none arrive within ``timeout_s`` (also while paused or while the broker is down)."""
+        from kafka.errors import KafkaError
+
+        try:
+            batches = self._consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records)
+        except KafkaError as e:
+            err, self._callback_error = self._callback_error, None
+            if err is not None:
+                raise err from None
+            raise _kafka_error(e, "poll failed") from e
+        err, self._callback_error = self._callback_error, None
+        if err is not None:
+            raise err
+        out: list[Message] = []
+        for tp, records in batches.items():
+            if not records:
+                continue
+            for r in records:
+                out.append(Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp))
+            self._next[(tp.topic, tp.partition)] = records[-1].offset + 1
+        return out
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        from kafka import TopicPartition as TP
+        from kafka.errors import KafkaError
+
+        try:
+            self._consumer.seek(TP(tp[0], tp[1]), int(offset))
+        except (KafkaError, AssertionError) as e:
+            raise TransportError(f"cannot seek {tp[0]}[{tp[1]}] to {offset}: {e}", retriable=False) from e
+        self._next[(tp[0], tp[1])] = int(offset)
+
+    def pause(self) -> None:
+        """Stop fetching from every assigned partition (also those assigned later) until
+        :meth:`resume`; the group membership stays alive as long as :meth:`poll` is called."""
+        self._paused = True
+        self._consumer.pause(*self._consumer.assignment())
+
+    def resume(self) -> None:
+        self._paused = False
+        self._consumer.resume(*self._consumer.paused())
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    # -- offsets --------------------------------------------------------------------
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit ``{(topic, partition): next offset to read}`` synchronously.
+
+        Raises :class:`CommitError`: retriable on timeouts / broker outage; not retriable
+        when the group moved on (the partition belongs to another member now)."""
+        from kafka import TopicPartition as TP
+        from kafka.errors import CommitFailedError, KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        if not offsets:
+            return
+        payload = {TP(t, p): OffsetAndMetadata(int(o), "", -1) for (t, p), o in offsets.items()}
+        try:
+            self._consumer.commit(payload, timeout_ms=int(self.commit_timeout_s * 1000))
+        except CommitFailedError as e:
+            raise CommitError(f"commit rejected, the group rebalanced: {e}", retriable=False) from e
+        except (KafkaError, RuntimeError) as e:
+            raise _kafka_error(e, "commit failed", CommitError) from e
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        from kafka import TopicPartition as TP
+        from kafka.errors import KafkaError
+
+        try:
+            return self._consumer.committed(TP(tp[0], tp[1]), timeout_ms=int(self.commit_timeout_s * 1000))
+        except (KafkaError, RuntimeError) as e:
+            raise _kafka_error(e, f"cannot read the committed offset of {tp[0]}[{tp[1]}]") from e
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """The next offset :meth:`poll` returns for ``tp``, if known without a broker call."""
+        return self._next.get((tp[0], tp[1]))
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the end of each assigned partition whose position is known."""
+        from kafka import TopicPartition as TP
+        from kafka.errors import KafkaError
+
+        assigned = list(self._consumer.assignment())
+        now = time.monotonic()
+        if assigned and now - self._end_offsets_at >= self.lag_refresh_s:
+            self._end_offsets_at = now
+            try:
+                ends = self._consumer.end_offsets(assigned, timeout_ms=1000)
+                self._end.update({(tp.topic, tp.partition): int(o) for tp, o in ends.items()})
+            except (KafkaError, RuntimeError) as e:  # outage: keep the last known ends
+                log.debug("end offsets unavailable: %s", e)
+        out = {}
+        for tp in assigned:
+            key = (tp.topic, tp.partition)
+            pos = self._next.get(key)
+            if pos is None:
+                continue
+            try:
+                high = self._consumer.highwater(TP(tp.topic, tp.partition))
+            except KafkaError:
+                high = None
+            end = max(x for x in (high, self._end.get(key), pos) if x is not None)
+            out[key] = end - pos
+        return out
+
+    def close(self) -> None:
+        """Leave the group (``on_revoke`` runs first). Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._consumer.close(autocommit=False, timeout_ms=int(self.commit_timeout_s * 1000))
+        except Exception as e:  # closing must not mask the reason we are closing
+            log.warning("closing the Kafka consumer: %s", e)
+
+    def __enter__(self) -> KafkaSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- sink ---------------------------------------------------------------------------------
+
+_Outgoing = tuple[str, bytes | None, bytes, list | None]
+
+
+class KafkaSink:
+    """Producer with ``acks="all"``; :meth:`flush` returns only when every message sent
+    since the last flush is acknowledged, and raises :class:`DeliveryError` otherwise.
+
+    ``send`` never raises for delivery problems: failures are collected from the send
+    futures and reported by the next ``flush``; retriable ones are re-sent by it.
+    """
+
+    client = "kafka-python"
+
+    def __init__(self, bootstrap: str, config: Mapping[str, Any] | None = None):
+        from kafka import KafkaProducer
+
+        options = {**PRODUCER_DEFAULTS, **split_config(config, "producer")}
+        self.bootstrap = bootstrap
+        self._lock = threading.Lock()
+        self._failed: list[FailedSend] = []
+        self._retry: list[_Outgoing] = []
+        self._holding = False  # a send just failed for lack of a broker: queue, don't block
+        self._closed = False
+        self.sent = 0
+        self._producer = _construct(KafkaProducer, "producer", bootstrap, options)
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
+        if self._closed:
+            raise TransportError("send on a closed sink", retriable=False)
+        if self._holding:
+            self._retry.append((topic, key, value, headers))
+            return
+        self._send((topic, key, value, headers))
+
+    def _send(self, msg: _Outgoing) -> None:
+        from kafka.errors import KafkaError
+
+        topic, key, value, headers = msg
+        try:
+            fut = self._producer.send(topic, key=key, value=value, headers=headers)
+        except KafkaError as e:
+            retriable = bool(getattr(e, "retriable", False))
+            if retriable:
+                self._holding = True
+            with self._lock:
+                self._failed.append(FailedSend(topic, key, value, f"{type(e).__name__}: {e}", retriable, headers))
+            return
+        self.sent += 1
+        fut.add_errback(self._on_error, msg)
+
+    def _on_error(self, msg: _Outgoing, exc: BaseException) -> None:  # runs on the IO thread
+        topic, key, value, headers = msg
+        with self._lock:
+            self._failed.append(FailedSend(topic, key, value, f"{type(exc).__name__}: {exc}",
+                                           bool(getattr(exc, "retriable", False)), headers))
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Send what is queued and wait for acknowledgements of everything sent so far.
+
+        Raises :class:`DeliveryError` (``retriable=True``: call ``flush`` again later; the
+        sink keeps and re-sends the messages) if anything is unacknowledged."""
+        from kafka.errors import KafkaError
+
+        retry, self._retry, self._holding = self._retry, [], False
+        for i, msg in enumerate(retry):
+            if self._holding:  # broker still unreachable: keep the rest for next time
+                self._retry.extend(retry[i:])
+                break
+            self._send(msg)
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as e:
+            raise DeliveryError(f"messages not acknowledged within {timeout_s:g} s: {e}", [], retriable=True) from e
+        with self._lock:
+            failed, self._failed = self._failed, []
+        if not failed and not self._retry:
+            return
+        held = self._retry
+        again = [f for f in failed if f.retriable]
+        self._retry = [(f.topic, f.key, f.value, f.headers) for f in again] + held
+        permanent = len(failed) - len(again)
+        first = failed[0].error if failed else "broker unreachable"
+        raise DeliveryError(
+            f"{len(failed) + len(held)} message(s) not delivered, {permanent} of them dropped "
+            f"as undeliverable; first error: {first}",
+            failed, retriable=permanent == 0)
+
+    @property
+    def pending_retries(self) -> int:
+        """Messages held for the next flush after retriable failures."""
+        return len(self._retry)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._producer.close(timeout=timeout_s)
+        except Exception as e:
+            log.warning("closing the Kafka producer: %s", e)
+
+    def __enter__(self) -> KafkaSink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- dead letters ---------------------------------------------------------------------
+
+#: Original values above this size are cut in the DLQ record (with their size and SHA-256),
+#: so a dead letter always fits a default 1 MB Kafka message; the coordinates point to the
+#: full original.
+DLQ_MAX_ORIGINAL_BYTES = 256 * 1024
+
+
+def _b64(b: bytes | None) -> str | None:
+    return None if b is None else base64.b64encode(b).decode("ascii")
+
+
+def dead_letter_record(message: Message, reason: str, kind: str = "decode",
+                       max_original_bytes: int = DLQ_MAX_ORIGINAL_BYTES) -> bytes:
+    """The dead-letter JSON for ``message``: why it failed, where it came from, its bytes.
+
+    >>> m = Message("telemetry", 2, 41, b"pump-7", b"\\xff{not json")
+    >>> rec = read_dead_letter(dead_letter_record(m, "not UTF-8 JSON"))
+    >>> rec["reason"], rec["source"]["partition"], rec["source"]["offset"], rec["value"]
+    ('not UTF-8 JSON', 2, 41, b'\\xff{not json')
+    """
+    value = message.value
+    size = None if value is None else len(value)
+    truncated = size is not None and size > max_original_bytes
+    doc = {
+        "reason": reason,
+        "kind": kind,
+        "source": {"topic": message.topic, "partition": message.partition, "offset": message.offset,
+                   "timestamp_ms": message.timestamp_ms},
+        "key": None if message.key is None else message.key.decode("utf-8", "replace"),
+        "key_b64": _b64(message.key),
+        "value_b64": _b64(value[:max_original_bytes] if truncated else value),
+        "value_size": size,
+        "value_truncated": truncated,
+        "value_sha256": None if value is None else hashlib.sha256(value).hexdigest(),
+        "dead_lettered_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def read_dead_letter(data: bytes) -> dict[str, Any]:
+    """Parse a dead-letter record; adds ``key_bytes`` and ``value`` (the original bytes)."""
+    doc = json.loads(data)
+    doc["key_bytes"] = None if doc.get("key_b64") is None else base64.b64decode(doc["key_b64"])
+    doc["value"] = None if doc.get("value_b64") is None else base64.b64decode(doc["value_b64"])
+    return doc
+
+
+class DeadLetterSink:
+    """Routes rejected input to ``topic`` through a sink, keyed like the original, with the
+    reason and coordinates also as Kafka headers (when the sink takes headers)."""
+
+    def __init__(self, sink, topic: str, max_original_bytes: int = DLQ_MAX_ORIGINAL_BYTES):
+        self.sink, self.topic, self.max_original_bytes = sink, topic, max_original_bytes
+        self.count = 0
+
+    def send(self, message: Message, reason: str, kind: str = "decode") -> None:
+        value = dead_letter_record(message, reason, kind, self.max_original_bytes)
+        if isinstance(self.sink, KafkaSink):
+            headers = [("streamad.reason", reason.encode()[:1024]), ("streamad.kind", kind.encode()),
+                       ("streamad.source", f"{message.topic}/{message.partition}/{message.offset}".encode())]
+            self.sink.send(self.topic, message.key, value, headers)
+        else:
+            self.sink.send(self.topic, message.key, value)
+        self.count += 1
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        self.sink.flush(timeout_s)
+
+
+# -- topics and factories ------------------------------------------------------------------
+
+
+def ensure_topics(bootstrap: str, topics: Mapping[str, int], config: Mapping[str, Any] | None = None,
+                  replication_factor: int = 1, timeout_s: float = 30.0) -> dict[str, int]:
+    """Create the missing ``{topic: partitions}``; returns every topic's partition count.
+
+    Existing topics are left alone (a topic with fewer partitions than asked for is logged,
+    not resized: resizing moves keys between partitions).
+    """
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    admin = _construct(KafkaAdminClient, "admin client", bootstrap,
+                       {"bootstrap_timeout_ms": int(timeout_s * 1000), **split_config(config, "admin")})
+    try:
+        existing = set(admin.list_topics())
+        missing = {t: n for t, n in topics.items() if t not in existing}
+        if missing:
+            admin.create_topics(
+                {t: {"num_partitions": int(n), "replication_factor": replication_factor} for t, n in missing.items()},
+                timeout_ms=int(timeout_s * 1000), raise_errors=False)
+        counts: dict[str, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            described = {d["name"]: len(d.get("partitions") or []) for d in admin.describe_topics(list(topics))}
+            counts = {t: described.get(t, 0) for t in topics}
+            if all(counts[t] >= 1 for t in topics) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    except KafkaError as e:
+        raise _kafka_error(e, f"cannot create topics on {bootstrap}") from e
+    finally:
+        admin.close()
+    for t, n in topics.items():
+        if counts[t] == 0:
+            raise TransportError(f"topic {t!r} did not appear on {bootstrap} within {timeout_s:g} s")
+        if counts[t] < n:
+            log.warning("topic %s has %d partitions, %d were asked for; left as is", t, counts[t], n)
+    return counts
+
+
+#: Client names accepted by :func:`make_source` / :func:`make_sink`.
+CLIENTS = ("kafka-python", "confluent")
+_ALIASES = {"kafka-python": "kafka-python", "kafka_python": "kafka-python",
+            "confluent": "confluent", "confluent-kafka": "confluent", "confluent_kafka": "confluent"}
+
+
+def _check_client(client: str) -> str:
+    try:
+        return _ALIASES[client]
+    except KeyError:
+        raise ConfigError(f"unknown Kafka client {client!r}; choose one of {', '.join(CLIENTS)}") from None
+
+
+def _confluent_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    # Group timeouts of for_embedded_broker() are kafka-python names; librdkafka's equivalents
+    # are the dotted spellings, which connectors.confluent derives from the underscored ones.
+    return dict(config or {})
+
+
+def make_source(bootstrap: str, group_id: str = "streamad", config: Mapping[str, Any] | None = None,
+                client: str = "kafka-python", **kwargs):
+    """A :class:`~streamad.service.transport.Source` for ``bootstrap`` using ``client``
+    ("kafka-python", the default, or "confluent" from :mod:`connectors.confluent`).
+
+    >>> make_source("127.0.0.1:9", client="jafka")
+    Traceback (most recent call last):
+    ...
+    streamad.base.ConfigError: unknown Kafka client 'jafka'; choose one of kafka-python, confluent
+    """
+    if _check_client(client) == "confluent":
+        from connectors.confluent import ConfluentSource
+
+        return ConfluentSource(bootstrap, group_id, _confluent_config(config))
+    return KafkaSource(bootstrap, group_id, config, **kwargs)
+
+
+def make_sink(bootstrap: str, config: Mapping[str, Any] | None = None, client: str = "kafka-python"):
+    """A :class:`~streamad.service.transport.Sink` for ``bootstrap`` using ``client``."""
+    if _check_client(client) == "confluent":
+        from connectors.confluent import ConfluentSink
+
+        return ConfluentSink(bootstrap, _confluent_config(config))
+    return KafkaSink(bootstrap, config)

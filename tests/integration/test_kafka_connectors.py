@@ -1,0 +1,168 @@
+"""kafka-python source/sink/dead-letter sink against the real embedded broker."""
+
+import time
+import uuid
+
+import pytest
+
+from connectors.kafka import (
+    DeadLetterSink,
+    DeliveryError,
+    KafkaSink,
+    KafkaSource,
+    ensure_topics,
+    for_embedded_broker,
+    make_sink,
+    make_source,
+    read_dead_letter,
+)
+from streamad.service.transport import Message, Sink, Source
+
+pytestmark = pytest.mark.integration
+
+
+def _topic(bootstrap, partitions=3):
+    name = f"kp-{uuid.uuid4().hex[:8]}"
+    assert ensure_topics(bootstrap, {name: partitions}) == {name: partitions}
+    return name
+
+
+def _group():
+    return f"g-{uuid.uuid4().hex[:6]}"
+
+
+def _fill(bootstrap, topic, n, keys=4):
+    with KafkaSink(bootstrap) as sink:
+        for i in range(n):
+            sink.send(topic, f"k{i % keys}".encode(), str(i).encode())
+        sink.flush(30)
+
+
+def _drain(src, n, deadline_s=20.0):
+    got = []
+    end = time.monotonic() + deadline_s
+    while len(got) < n and time.monotonic() < end:
+        got.extend(src.poll(0.2, 500))
+    return got
+
+
+def test_round_trip_commit_and_resume(bootstrap):
+    topic = _topic(bootstrap)
+    _fill(bootstrap, topic, 300)
+    group = _group()
+    assigned = []
+    src = KafkaSource(bootstrap, group, for_embedded_broker())
+    assert isinstance(src, Source)
+    src.subscribe([topic], on_assign=assigned.extend)
+    got = _drain(src, 300)
+    assert sorted(int(m.value) for m in got) == list(range(300))
+    assert sorted(assigned) == [(topic, p) for p in range(3)]
+    assert src.assignment() == {(topic, p) for p in range(3)}
+    # every message keeps its key, and a key always lands on one partition
+    part_of = {}
+    for m in got:
+        assert m.key == f"k{int(m.value) % 4}".encode()
+        assert part_of.setdefault(m.key, m.partition) == m.partition
+    assert src.lag() == {tp: 0 for tp in src.assignment()}
+    # commit the middle of each partition, as the service would after a partial flush
+    offsets = {}
+    for m in got:
+        offsets.setdefault((m.topic, m.partition), []).append(m.offset)
+    half = {tp: sorted(offs)[len(offs) // 2] for tp, offs in offsets.items()}
+    src.commit(half)
+    assert {tp: src.committed(tp) for tp in half} == half
+    src.close()
+
+    again = KafkaSource(bootstrap, group, for_embedded_broker())
+    again.subscribe([topic])
+    expect = sum(len(offs) - half[tp] for tp, offs in offsets.items())
+    rest = _drain(again, expect)
+    assert len(rest) == expect
+    assert all(m.offset >= half[(m.topic, m.partition)] for m in rest)
+    assert again.poll(0.3, 100) == []
+    again.close()
+
+
+def test_seek_on_assignment_and_lag(bootstrap):
+    topic = _topic(bootstrap, partitions=1)
+    _fill(bootstrap, topic, 50, keys=1)
+    src = KafkaSource(bootstrap, _group(), for_embedded_broker(), lag_refresh_s=0.0)
+    src.subscribe([topic], on_assign=lambda tps: [src.seek(tp, 40) for tp in tps])
+    got = _drain(src, 10)
+    assert [int(m.value) for m in got] == list(range(40, 50))
+    src.seek((topic, 0), 45)
+    assert src.lag() == {(topic, 0): 5}
+    assert [int(m.value) for m in _drain(src, 5)] == list(range(45, 50))
+    src.close()
+
+
+def test_pause_stops_fetching_until_resume(bootstrap):
+    topic = _topic(bootstrap, partitions=2)
+    _fill(bootstrap, topic, 20)
+    src = KafkaSource(bootstrap, _group(), for_embedded_broker())
+    src.subscribe([topic])
+    first = _drain(src, 20)
+    assert len(first) == 20
+    src.pause()
+    assert src.paused
+    _fill(bootstrap, topic, 30)
+    paused_polls = [m for _ in range(5) for m in src.poll(0.2, 500)]
+    assert paused_polls == []
+    # the group membership stayed alive while paused
+    assert src.assignment() == {(topic, 0), (topic, 1)}
+    src.resume()
+    assert len(_drain(src, 30)) == 30
+    src.close()
+
+
+def test_dead_letter_record_content(bootstrap):
+    topic, dlq = _topic(bootstrap, 1), _topic(bootstrap, 1)
+    original = Message(topic, 0, 17, b"pump-3", b"\xff{truncated", 1_700_000_000_000)
+    with KafkaSink(bootstrap) as sink:
+        dead = DeadLetterSink(sink, dlq)
+        dead.send(original, "not UTF-8 JSON")
+        dead.flush(30)
+    assert dead.count == 1
+    src = KafkaSource(bootstrap, _group(), for_embedded_broker())
+    src.subscribe([dlq])
+    (msg,) = _drain(src, 1)
+    src.close()
+    assert msg.key == b"pump-3"
+    rec = read_dead_letter(msg.value)
+    assert rec["value"] == b"\xff{truncated"
+    assert rec["reason"] == "not UTF-8 JSON"
+    assert rec["source"] == {"topic": topic, "partition": 0, "offset": 17, "timestamp_ms": 1_700_000_000_000}
+
+
+def test_flush_raises_when_the_topic_cannot_be_written(bootstrap):
+    topic = _topic(bootstrap, 1)
+    sink = KafkaSink(bootstrap, {"max_request_size": 2000})
+    sink.send(topic, None, b"ok")
+    sink.send(topic, None, b"x" * 5000)  # larger than this producer may send: never acknowledged
+    with pytest.raises(DeliveryError) as info:
+        sink.flush(10)
+    assert len(info.value.failed) == 1 and info.value.failed[0].value == b"x" * 5000
+    assert not info.value.retriable
+    sink.flush(10)  # the permanent failure was reported once; nothing else is pending
+    sink.close()
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_make_source_and_sink_select_the_client(bootstrap, client):
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
+        config = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+    else:
+        config = for_embedded_broker()
+    topic = _topic(bootstrap, 2)
+    sink = make_sink(bootstrap, client=client)
+    assert isinstance(sink, Sink)
+    for i in range(40):
+        sink.send(topic, f"k{i % 4}".encode(), str(i).encode())
+    sink.flush(30)
+    src = make_source(bootstrap, _group(), config, client=client)
+    assert type(src).__module__ == ("connectors.confluent" if client == "confluent" else "connectors.kafka")
+    src.subscribe([topic])
+    assert sorted(int(m.value) for m in _drain(src, 40)) == list(range(40))
+    src.close()
+    sink.close()
