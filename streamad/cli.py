@@ -59,13 +59,101 @@ def _add_demo(sub) -> Handler:
 
 
 def _add_broker(sub) -> Handler:
-    sub.add_parser("broker", help="run the embedded Kafka-protocol broker on 127.0.0.1")
-    return _not_built("broker", "the Kafka service, issue 3")
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker on 127.0.0.1",
+                       description="Run the embedded Kafka-protocol broker (Tansu, memory storage) on "
+                                   "127.0.0.1; prints the bootstrap address, Ctrl-C or SIGTERM stops it.")
+    p.add_argument("--port", type=int, default=None, help="port to listen on (default: a free one)")
+
+    def run(args):
+        import signal
+        import threading
+
+        from connectors.broker import EmbeddedBroker
+
+        from .base import ConfigError
+
+        if args.port is not None and not 0 < args.port < 65536:
+            raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        broker = EmbeddedBroker(port=args.port).start()
+        try:
+            print(broker.bootstrap, flush=True)
+            print(f"streamad broker: listening on {broker.bootstrap} (memory storage); Ctrl-C stops it",
+                  file=sys.stderr, flush=True)
+            while not stop.wait(0.5):
+                if not broker.running:
+                    raise StreamadError(f"the embedded broker on {broker.bootstrap} exited unexpectedly")
+        finally:
+            broker.stop()
+        return 0
+
+    return run
 
 
 def _add_replay(sub) -> Handler:
-    sub.add_parser("replay", help="publish a dataset or synthetic stream to a Kafka topic")
-    return _not_built("replay", "the Kafka service, issue 3")
+    p = sub.add_parser("replay", help="publish a dataset or synthetic stream to a Kafka topic",
+                       description="Publish a data set to a Kafka topic as telemetry messages "
+                                   '({"key","ts","values"}, Kafka key = record key), paced or as fast as possible.')
+    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers host:port[,host:port]")
+    p.add_argument("--topic", required=True, help="topic to publish to")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--nab", metavar="FILE.csv", help="a NAB data file (timestamp,value)")
+    src.add_argument("--yahoo", metavar="FILE.csv", help="a Yahoo S5 file (A1-A4); publishes 'value'")
+    src.add_argument("--csv", metavar="FILE.csv", help="a CSV with a header: timestamp, [key], numeric columns")
+    src.add_argument("--npy", metavar="FILE.npy", help="a NASA SMAP/MSL channel (.npy)")
+    src.add_argument("--synthetic", action="store_true", help="the synthetic multi-key generator")
+    p.add_argument("--keys", type=int, default=4, help="--synthetic: number of keys (default: 4)")
+    p.add_argument("--points", type=int, default=2000, help="--synthetic: points per key (default: 2000)")
+    p.add_argument("--seed", type=int, default=0, help="--synthetic: random seed (default: 0)")
+    p.add_argument("--key", default=None, help="record key for file sources (default: key column or file name)")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, default=None, help="records per second (default: as fast as possible)")
+    pace.add_argument("--fast", action="store_true", help="as fast as possible (the default)")
+    p.add_argument("--limit", type=int, default=None, help="publish at most N records")
+    p.add_argument("--kafka-client", default="kafka-python", choices=["kafka-python", "confluent"],
+                   help="Kafka client library (default: kafka-python)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run(args):
+        from connectors import replay as rp
+        from connectors.kafka import make_sink
+
+        from .base import ConfigError, DataError
+
+        if args.rate is not None and not args.rate > 0:
+            raise ConfigError(f"--rate must be positive, got {args.rate:g}")
+        if args.limit is not None and args.limit < 0:
+            raise ConfigError(f"--limit must be >= 0, got {args.limit}")
+        total = None
+        if args.synthetic:
+            if args.keys < 1 or args.points < 1:
+                raise ConfigError("--keys and --points must be at least 1")
+            records = rp.read_synthetic(n_keys=args.keys, n_points=args.points, seed=args.seed)
+            total = args.keys * args.points
+        elif args.npy:
+            records = rp.read_npy(args.npy, args.key)
+        else:
+            read = rp.read_nab if args.nab else rp.read_yahoo if args.yahoo else rp.read_csv
+            records = read(args.nab or args.yahoo or args.csv, args.key)
+        # Read the first record before connecting, so a bad file fails fast and alone.
+        import itertools
+
+        first = next(records, None)
+        if first is None:
+            raise DataError("the data set has no records")
+        sink = make_sink(args.bootstrap, client=args.kafka_client)
+        try:
+            stats = rp.replay(itertools.chain([first], records), sink, args.topic, rate=args.rate,
+                              limit=args.limit, progress=not args.no_progress, total=total)
+        finally:
+            sink.close()
+        print(f"published {stats.sent} records of {stats.keys} key(s) to {args.topic} in {stats.seconds:.1f} s "
+              f"({stats.rate:,.0f} records/s), all acknowledged")
+        return 0
+
+    return run
 
 
 # -- bench ----------------------------------------------------------------------------

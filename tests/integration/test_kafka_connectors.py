@@ -166,3 +166,28 @@ def test_make_source_and_sink_select_the_client(bootstrap, client):
     assert sorted(int(m.value) for m in _drain(src, 40)) == list(range(40))
     src.close()
     sink.close()
+
+
+def test_broker_command_prints_address_and_stops_on_ctrl_c(tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "streamad.cli", "broker"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
+    try:
+        address = proc.stdout.readline().strip()
+        host, port = address.rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0
+        topic = _topic(address, 1)
+        _fill(address, topic, 5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=1):
+        pass
