@@ -1,0 +1,126 @@
+"""Service configuration: a TOML file, overridden by command-line flags.
+
+>>> cfg = ServiceConfig.from_mapping({"topics": {"input": ["telemetry"]}, "detector": {"name": "zscore"}})
+>>> cfg.input_topics, cfg.detector, cfg.threshold
+(['telemetry'], 'zscore', 'spot')
+>>> ServiceConfig.from_mapping({"detector": {"nmae": "x"}})
+Traceback (most recent call last):
+...
+streamad.base.ConfigError: config [detector]: unknown setting 'nmae'
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..base import ConfigError
+
+__all__ = ["ServiceConfig", "load_config"]
+
+# TOML table -> {setting: (attribute, type)}
+_TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
+    "kafka": {"bootstrap": ("bootstrap", str), "group": ("group", str), "client": ("client", str),
+              "settings": ("kafka_settings", dict)},
+    "topics": {"input": ("input_topics", list), "anomalies": ("anomalies_topic", str),
+               "scores": ("scores_topic", str), "dead_letter": ("dead_letter_topic", str)},
+    "detector": {"name": ("detector", str), "params": ("detector_params", dict)},
+    "threshold": {"name": ("threshold", str), "params": ("threshold_params", dict)},
+    "checkpoint": {"dir": ("checkpoint_dir", str), "every_records": ("checkpoint_every_records", int),
+                   "every_seconds": ("checkpoint_every_seconds", (int, float))},
+    "service": {"batch_size": ("batch_size", int), "poll_timeout_s": ("poll_timeout_s", (int, float)),
+                "http_port": ("http_port", int), "log_format": ("log_format", str),
+                "flush_retries": ("flush_retries", int)},
+}
+
+
+@dataclass
+class ServiceConfig:
+    """Everything `streamad serve` needs. Empty ``scores_topic`` = no scores topic."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    group: str = "streamad"
+    client: str = "kafka-python"
+    kafka_settings: dict[str, Any] = field(default_factory=dict)
+    input_topics: list[str] = field(default_factory=lambda: ["telemetry"])
+    anomalies_topic: str = "anomalies"
+    scores_topic: str = ""
+    dead_letter_topic: str = "telemetry.dlq"
+    detector: str = "gaussian"
+    detector_params: dict[str, Any] = field(default_factory=dict)
+    threshold: str = "spot"
+    threshold_params: dict[str, Any] = field(default_factory=dict)
+    checkpoint_dir: str = ""
+    checkpoint_every_records: int = 10_000
+    checkpoint_every_seconds: float = 30.0
+    batch_size: int = 1000
+    poll_timeout_s: float = 0.5
+    http_port: int = 0
+    log_format: str = "kv"
+    flush_retries: int = 3
+
+    @classmethod
+    def from_mapping(cls, doc: dict[str, Any]) -> ServiceConfig:
+        values: dict[str, Any] = {}
+        for table, body in doc.items():
+            if table not in _TABLES:
+                raise ConfigError(f"config: unknown table [{table}]; expected one of {', '.join(sorted(_TABLES))}")
+            if not isinstance(body, dict):
+                raise ConfigError(f"config: [{table}] must be a table")
+            for name, value in body.items():
+                if name not in _TABLES[table]:
+                    raise ConfigError(f"config [{table}]: unknown setting {name!r}")
+                attr, typ = _TABLES[table][name]
+                if attr == "input_topics" and isinstance(value, str):
+                    value = [value]
+                if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+                    raise ConfigError(f"config [{table}] {name}: expected {_tname(typ)}, got {value!r}")
+                values[attr] = value
+        return cls(**values).validated()
+
+    def validated(self) -> ServiceConfig:
+        if not self.input_topics or not all(isinstance(t, str) and t for t in self.input_topics):
+            raise ConfigError("config [topics] input: needs at least one topic name")
+        if self.batch_size < 1:
+            raise ConfigError(f"config [service] batch_size must be at least 1, got {self.batch_size}")
+        if not 0 <= self.http_port < 65536:
+            raise ConfigError(f"config [service] http_port must be 0..65535, got {self.http_port}")
+        if self.log_format not in ("kv", "json"):
+            raise ConfigError(f"config [service] log_format must be 'kv' or 'json', got {self.log_format!r}")
+        if self.checkpoint_every_records < 1 or self.checkpoint_every_seconds <= 0:
+            raise ConfigError("config [checkpoint]: every_records and every_seconds must be positive")
+        return self
+
+    def override(self, **flags: Any) -> ServiceConfig:
+        """A copy with every non-None flag applied (flags use the attribute names)."""
+        known = {f.name for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k, v in flags.items():
+            if k not in known:
+                raise ConfigError(f"unknown setting {k!r}")
+            if v is not None:
+                values[k] = v
+        return ServiceConfig(**values).validated()
+
+
+def _tname(typ) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", dict: "a table", list: "a list"}
+    typs = typ if isinstance(typ, tuple) else (typ,)
+    return " or ".join(names.get(t, t.__name__) for t in typs)
+
+
+def load_config(path: str | Path | None, **flags: Any) -> ServiceConfig:
+    """Read ``path`` (TOML; None = defaults) and apply the non-None ``flags``."""
+    cfg = ServiceConfig()
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config {path} is not valid TOML: {e}") from None
+        cfg = ServiceConfig.from_mapping(doc)
+    return cfg.override(**flags)

@@ -1,0 +1,276 @@
+"""The streaming pipeline: poll -> decode -> per-key detector and threshold -> events.
+
+Delivery is at-least-once: input offsets are committed only after the sink flushed every
+output derived from them. State (detectors and thresholds of the keys seen on a partition)
+is checkpointed per partition together with the offset it reflects; on assignment the
+consumer seeks back to that offset, so replayed records rebuild nothing and scores after a
+restart continue from the restored state (records between checkpoint and crash are scored
+again: duplicates carry the same source offset).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import _state
+from ..base import DecodeError, StateError, StreamadError
+from ..records import decode
+from .config import ServiceConfig
+from .transport import Message, Sink, Source, TopicPartition
+
+__all__ = ["Pipeline", "ServiceError", "dead_letter_json"]
+
+log = logging.getLogger("streamad.service")
+
+
+class ServiceError(StreamadError):
+    """The service cannot continue (e.g. the sink keeps failing to deliver)."""
+
+
+def dead_letter_json(message: Message, reason: str) -> bytes:
+    """A dead-letter record: the reason, the source coordinates and the original bytes."""
+    return json.dumps({
+        "reason": reason, "kind": "decode",
+        "source": {"topic": message.topic, "partition": message.partition, "offset": message.offset},
+        "key_b64": None if message.key is None else base64.b64encode(message.key).decode(),
+        "value_b64": None if message.value is None else base64.b64encode(message.value).decode(),
+    }, separators=(",", ":")).encode()
+
+
+class _Partition:
+    __slots__ = ("models", "next_offset", "since_checkpoint", "checkpointed_at")
+
+    def __init__(self) -> None:
+        self.models: dict[str, tuple[Any, Any]] = {}  # key -> (detector, threshold)
+        self.next_offset: int | None = None
+        self.since_checkpoint = 0
+        self.checkpointed_at = time.monotonic()
+
+
+class Pipeline:
+    """Runs the service loop over any :class:`Source`/:class:`Sink` pair.
+
+    Parameters
+    ----------
+    dead_letter
+        ``(message, reason) -> None``; default: :func:`dead_letter_json` to the DLQ topic via ``sink``.
+    detector_factory, threshold_factory
+        Zero-argument builders of a fresh per-key detector / threshold; default: from ``config``.
+    """
+
+    def __init__(self, source: Source, sink: Sink, config: ServiceConfig, *,
+                 dead_letter: Callable[[Message, str], None] | None = None,
+                 detector_factory: Callable[[], Any] | None = None,
+                 threshold_factory: Callable[[], Any] | None = None,
+                 metrics=None, on_event: Callable[[dict], None] | None = None) -> None:
+        self.source, self.sink, self.config = source, sink, config
+        if detector_factory is None:
+            from .. import detectors
+            detectors.make(config.detector, **config.detector_params)  # fail on bad params now, not per key
+            detector_factory = lambda: detectors.make(config.detector, **config.detector_params)  # noqa: E731
+        if threshold_factory is None:
+            from .. import thresholds
+            thresholds.make(config.threshold, **config.threshold_params)
+            threshold_factory = lambda: thresholds.make(config.threshold, **config.threshold_params)  # noqa: E731
+        self.detector_factory, self.threshold_factory = detector_factory, threshold_factory
+        if dead_letter is None:
+            topic = config.dead_letter_topic
+            dead_letter = lambda m, reason: sink.send(topic, m.key, dead_letter_json(m, reason))  # noqa: E731
+        self.dead_letter = dead_letter
+        self.metrics, self.on_event = metrics, on_event
+        self.partitions: dict[TopicPartition, _Partition] = {}
+        self.records_in = self.events_out = self.dead_letters = self.scored = 0
+        self.stopping = False
+        self.last_batch_at = time.monotonic()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.source.subscribe(list(self.config.input_topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the batch in flight (safe from a signal handler)."""
+        self.stopping = True
+
+    def run(self, max_seconds: float | None = None, until: Callable[[], bool] | None = None) -> None:
+        """Process batches until :meth:`stop`, ``max_seconds`` or ``until()``; then shut down cleanly."""
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        try:
+            while not self.stopping:
+                self.run_once()
+                if deadline is not None and time.monotonic() > deadline or until is not None and until():
+                    break
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Flush, commit and checkpoint everything held; the source and sink stay open."""
+        self._flush_and_commit()
+        for tp in list(self.partitions):
+            self._checkpoint(tp)
+
+    # -- the loop -------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Poll one batch, score it, flush outputs, then commit its offsets. Returns its size."""
+        batch = self.source.poll(self.config.poll_timeout_s, self.config.batch_size)
+        self.last_batch_at = time.monotonic()
+        if not batch:
+            self._maybe_checkpoint()
+            return 0
+        t0 = time.perf_counter()
+        self._process(batch)
+        self._flush_and_commit()
+        if self.metrics is not None:
+            self.metrics.records_in.inc(len(batch))
+            self.metrics.latency.observe(time.perf_counter() - t0)
+        self._maybe_checkpoint()
+        return len(batch)
+
+    def _process(self, batch: list[Message]) -> None:
+        cfg = self.config
+        send, dead_letter = self.sink.send, self.dead_letter
+        scores_topic, anomalies_topic, detector_name = cfg.scores_topic, cfg.anomalies_topic, cfg.detector
+        dumps = json.dumps
+        parts = self.partitions
+        part_tp, part = None, None
+        events = dlq = 0
+        for m in batch:
+            tp = (m.topic, m.partition)
+            if tp != part_tp:
+                part_tp, part = tp, parts.get(tp)
+                if part is None:
+                    part = parts[tp] = _Partition()
+            part.next_offset = m.offset + 1
+            part.since_checkpoint += 1
+            try:
+                rec = decode(m.value, key=m.key,
+                             default_ts=None if m.timestamp_ms is None else m.timestamp_ms / 1000.0)
+            except DecodeError as e:
+                dead_letter(m, e.reason)
+                dlq += 1
+                continue
+            models = part.models.get(rec.key)
+            if models is None:
+                models = part.models[rec.key] = (self.detector_factory(), self.threshold_factory())
+            detector, threshold = models
+            x = rec.values
+            score = float(detector.score_one(x))
+            detector.learn_one(x)
+            decision = threshold.update(score)
+            key_bytes = rec.key.encode()
+            if scores_topic:
+                send(scores_topic, key_bytes, dumps(
+                    {"key": rec.key, "ts": rec.ts, "score": score, "topic": m.topic, "partition": m.partition,
+                     "offset": m.offset}, separators=(",", ":")).encode())
+            if decision.is_anomaly:
+                event = {"key": rec.key, "ts": rec.ts, "score": score, "threshold": float(decision.threshold),
+                         "is_anomaly": True, "detector": detector_name, "topic": m.topic,
+                         "partition": m.partition, "offset": m.offset}
+                send(anomalies_topic, key_bytes, dumps(event, separators=(",", ":")).encode())
+                events += 1
+                if self.on_event is not None:
+                    self.on_event(event)
+        self.records_in += len(batch)
+        self.scored += len(batch) - dlq
+        self.events_out += events
+        self.dead_letters += dlq
+        if self.metrics is not None:
+            self.metrics.events_out.inc(events)
+            self.metrics.dead_letters.inc(dlq)
+
+    def _flush_and_commit(self) -> None:
+        retries = max(0, self.config.flush_retries)
+        for attempt in range(retries + 1):
+            try:
+                self.sink.flush()
+                break
+            except Exception as e:
+                if attempt == retries:
+                    raise ServiceError(f"sink could not deliver after {retries + 1} attempts: {e}") from e
+                # Hold the input while the sink is failing or slow: paused partitions keep the
+                # group membership without fetching more work.
+                log.warning("event=flush_failed attempt=%d error=%r", attempt + 1, str(e))
+                self.source.pause()
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
+        else:  # pragma: no cover
+            return
+        self.source.resume()
+        offsets = {tp: p.next_offset for tp, p in self.partitions.items() if p.next_offset is not None}
+        if offsets:
+            self.source.commit(offsets)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _path(self, tp: TopicPartition) -> Path:
+        return Path(self.config.checkpoint_dir) / self.config.group / f"{tp[0]}-{tp[1]}.state"
+
+    def _maybe_checkpoint(self) -> None:
+        if not self.config.checkpoint_dir:
+            return
+        now = time.monotonic()
+        oldest = now
+        for tp, p in list(self.partitions.items()):
+            if p.since_checkpoint >= self.config.checkpoint_every_records or (
+                    p.since_checkpoint and now - p.checkpointed_at >= self.config.checkpoint_every_seconds):
+                self._checkpoint(tp)
+            oldest = min(oldest, p.checkpointed_at)
+        if self.metrics is not None:
+            self.metrics.checkpoint_age.set(now - oldest)
+            try:
+                for (topic, partition), n in self.source.lag().items():
+                    self.metrics.lag.labels(topic, str(partition)).set(n)
+            except Exception:  # lag is best effort; a failing metadata call must not stop scoring
+                pass
+
+    def _checkpoint(self, tp: TopicPartition) -> None:
+        """Write the state of ``tp`` (call only after its outputs were flushed and committed)."""
+        p = self.partitions.get(tp)
+        if not self.config.checkpoint_dir or p is None or p.next_offset is None:
+            return
+        tree = {"format": 1, "topic": tp[0], "partition": tp[1], "offset": p.next_offset,
+                "detector": self.config.detector, "threshold": self.config.threshold,
+                "keys": {k: {"detector": d.state_dict(), "threshold": t.state_dict()}
+                         for k, (d, t) in p.models.items()}}
+        _state.save_atomic(self._path(tp), tree)
+        p.since_checkpoint = 0
+        p.checkpointed_at = time.monotonic()
+        log.debug("event=checkpoint topic=%s partition=%d offset=%d keys=%d", tp[0], tp[1], p.next_offset,
+                  len(p.models))
+
+    def _restore(self, tp: TopicPartition) -> int | None:
+        path = self._path(tp)
+        if not self.config.checkpoint_dir or not path.exists():
+            return None
+        tree = _state.load(path)
+        if tree.get("detector") != self.config.detector or tree.get("threshold") != self.config.threshold:
+            raise StateError(f"checkpoint {path} was written by detector {tree.get('detector')!r} / threshold "
+                             f"{tree.get('threshold')!r}; this service runs {self.config.detector!r} / "
+                             f"{self.config.threshold!r} (remove the checkpoint dir to start fresh)")
+        p = _Partition()
+        for key, st in tree["keys"].items():
+            d, t = self.detector_factory(), self.threshold_factory()
+            d.load_state_dict(st["detector"])
+            t.load_state_dict(st["threshold"])
+            p.models[key] = (d, t)
+        p.next_offset = int(tree["offset"])
+        self.partitions[tp] = p
+        return p.next_offset
+
+    def _on_assign(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            offset = self._restore(tp)
+            if offset is not None:
+                self.source.seek(tp, offset)
+                log.info("event=restored topic=%s partition=%d offset=%d keys=%d", tp[0], tp[1], offset,
+                         len(self.partitions[tp].models))
+
+    def _on_revoke(self, tps: list[TopicPartition]) -> None:
+        # Called inside poll, between batches: everything processed so far is in ``partitions``.
+        self._flush_and_commit()
+        for tp in tps:
+            self._checkpoint(tp)
+            self.partitions.pop(tp, None)

@@ -1,0 +1,214 @@
+"""The service pipeline over the in-memory transport."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from streamad import _state
+from streamad.base import ConfigError
+from streamad.records import Record, encode
+from streamad.service import (
+    MemoryBroker,
+    MemorySink,
+    MemorySource,
+    Pipeline,
+    ServiceConfig,
+    ServiceError,
+    load_config,
+)
+
+
+class Decision:
+    def __init__(self, is_anomaly, threshold):
+        self.is_anomaly, self.threshold = is_anomaly, threshold
+
+
+class MaxThreshold:
+    """Stand-in threshold: anomalous when the score beats ``factor`` x the running max of
+    earlier non-anomalous scores; the first ``warmup`` scores (detector warm-up) are ignored."""
+
+    def __init__(self, factor=1.5, warmup=60):
+        self.factor, self.warmup = factor, warmup
+        self.n_, self.max_ = 0, 0.0
+
+    def update(self, score):
+        thr = self.factor * self.max_
+        anomalous = self.n_ >= 2 * self.warmup and score > thr
+        if not anomalous and self.n_ >= self.warmup:
+            self.max_ = max(self.max_, score)
+        self.n_ += 1
+        return Decision(anomalous, thr)
+
+    def state_dict(self):
+        return {"n_": self.n_, "max_": self.max_}
+
+    def load_state_dict(self, st):
+        self.n_, self.max_ = int(st["n_"]), float(st["max_"])
+
+
+def _broker(n_partitions=2):
+    b = MemoryBroker()
+    for t, n in (("telemetry", n_partitions), ("anomalies", 1), ("scores", 1), ("telemetry.dlq", 1)):
+        b.create_topic(t, n)
+    return b
+
+
+def _fill(b, n=400, keys=("a", "b", "c"), spikes=(), seed=0):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        for j, k in enumerate(keys):
+            v = float(rng.normal(10, 1)) + (40.0 if (k, i) in spikes else 0.0)
+            b.produce("telemetry", k.encode(), encode(Record(k, 1e9 + i, {"x": v})), partition=j % 2)
+
+
+def _pipeline(b, tmp_path=None, sink=None, **cfg):
+    config = ServiceConfig(detector="zscore", detector_params={"window": 50}, scores_topic="scores",
+                           checkpoint_dir=str(tmp_path or ""), batch_size=97, poll_timeout_s=0.0, **cfg)
+    p = Pipeline(MemorySource(b), sink or MemorySink(b), config, threshold_factory=MaxThreshold)
+    p.start()
+    return p
+
+
+def _drain(p):
+    while p.run_once():
+        pass
+    p.shutdown()
+
+
+def _scores(b):
+    return [json.loads(m.value) for m in b.all("scores")]
+
+
+def test_events_and_scores_trace_to_their_inputs():
+    b = _broker()
+    _fill(b, spikes={("a", 300), ("c", 350)})
+    p = _pipeline(b)
+    _drain(p)
+    scores = _scores(b)
+    assert len(scores) == 1200
+    assert {(s["partition"], s["offset"]) for s in scores} == {(m.partition, m.offset) for m in b.all("telemetry")}
+    events = [json.loads(m.value) for m in b.all("anomalies")]
+    found = {(e["key"], int(e["ts"] - 1e9)) for e in events}
+    assert {("a", 300), ("c", 350)} <= found
+    assert len(events) < 10  # few false alarms on Gaussian noise
+    e = next(e for e in events if e["key"] == "a" and e["ts"] == 1e9 + 300)
+    assert set(e) == {"key", "ts", "score", "threshold", "is_anomaly", "detector", "topic", "partition", "offset"}
+    assert e["is_anomaly"] and e["detector"] == "zscore" and e["score"] > e["threshold"]
+    src = b.read("telemetry", e["partition"], e["offset"], 1)[0]
+    assert json.loads(src.value)["values"]["x"] > 40
+    assert b.committed[("streamad", ("telemetry", 0))] == len(b.read("telemetry", 0))
+
+
+MALFORMED = {
+    "truncated": b'{"key": "a", "ts": 1, "values": {"x": 1',
+    "binary": b"\xff\xfe\x00junk",
+    "wrong type": b'{"key": "a", "ts": 1, "values": {"x": "hot"}}',
+    "nan": b'{"key": "a", "ts": 1, "values": {"x": NaN}}',
+    "not an object": b"[1, 2, 3]",
+    "no values": b'{"key": "a", "ts": 1}',
+    "oversize": b'{"key": "a", "ts": 1, "values": {"x": 1}, "pad": "' + b"x" * (2 << 20) + b'"}',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MALFORMED))
+def test_malformed_record_goes_to_dead_letter_with_reason_and_coordinates(kind):
+    b = _broker(1)
+    _fill(b, n=5, keys=("a",))
+    bad = b.produce("telemetry", b"a", MALFORMED[kind], partition=0)
+    _fill(b, n=5, keys=("a",))
+    p = _pipeline(b)
+    _drain(p)
+    [dl] = [json.loads(m.value) for m in b.all("telemetry.dlq")]
+    assert dl["source"] == {"topic": "telemetry", "partition": 0, "offset": bad.offset}
+    assert dl["reason"] and isinstance(dl["reason"], str)
+    import base64
+    assert base64.b64decode(dl["value_b64"]) == MALFORMED[kind]
+    assert len(_scores(b)) == 10 and p.dead_letters == 1
+    assert b.committed[("streamad", ("telemetry", 0))] == 11
+
+
+class FailingSink(MemorySink):
+    def flush(self, timeout_s=30.0):
+        raise OSError("broker unreachable")
+
+
+def test_offsets_are_not_committed_when_the_sink_cannot_flush():
+    b = _broker()
+    _fill(b, n=50)
+    p = _pipeline(b, sink=FailingSink(b), flush_retries=1)
+    with pytest.raises(ServiceError, match="broker unreachable"):
+        p.run_once()
+    assert b.committed == {}
+    assert b.all("scores") == []
+
+
+def test_checkpoint_restore_gives_identical_subsequent_scores(tmp_path):
+    b = _broker()
+    _fill(b, n=300, seed=1)
+    reference = _pipeline(b)
+    _drain(reference)
+    ref = {(s["partition"], s["offset"]): s["score"] for s in _scores(b)}
+
+    b2 = _broker()
+    _fill(b2, n=300, seed=1)
+    first = _pipeline(b2, tmp_path, checkpoint_every_records=100)
+    for _ in range(3):  # part of the stream, then "crash" (no shutdown)
+        first.run_once()
+    ckpts = sorted((tmp_path / "streamad").glob("*.state"))
+    assert ckpts, "a checkpoint should have been written"
+    tree = _state.load(ckpts[0])
+    assert tree["offset"] > 0 and set(tree["keys"]) <= {"a", "b", "c"}
+    second = _pipeline(b2, tmp_path, checkpoint_every_records=100)
+    _drain(second)
+    got = {}
+    for s in _scores(b2):
+        got.setdefault((s["partition"], s["offset"]), []).append(s["score"])
+    assert set(got) == set(ref)  # every input offset scored
+    assert any(len(v) > 1 for v in got.values())  # replayed from the checkpoint, not the commit
+    for k, v in got.items():
+        assert all(math.isclose(x, ref[k], rel_tol=1e-9, abs_tol=1e-12) for x in v), k
+
+
+def test_checkpoint_of_another_detector_is_refused(tmp_path):
+    b = _broker()
+    _fill(b, n=20)
+    _drain(_pipeline(b, tmp_path))
+    config = ServiceConfig(detector="gaussian", checkpoint_dir=str(tmp_path), poll_timeout_s=0.0)
+    p = Pipeline(MemorySource(b), MemorySink(b), config, threshold_factory=MaxThreshold)
+    from streamad.base import StateError
+    with pytest.raises(StateError, match="zscore"):
+        p.start()
+
+
+def test_config_file_and_flags(tmp_path):
+    f = tmp_path / "serve.toml"
+    f.write_text('[kafka]\nbootstrap = "h:1"\n[topics]\ninput = ["t1", "t2"]\n[detector]\nname = "zscore"\n'
+                 'params = {window = 9}\n[service]\nhttp_port = 9100\n')
+    cfg = load_config(f, bootstrap="h:2", batch_size=None)
+    assert (cfg.bootstrap, cfg.input_topics, cfg.detector_params, cfg.http_port) == ("h:2", ["t1", "t2"],
+                                                                                    {"window": 9}, 9100)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[kafka\n", "not valid TOML"),
+    ("[kafak]\n", "unknown table [kafak]"),
+    ("[service]\nbatch_size = 'x'\n", "batch_size: expected an integer"),
+    ("[service]\nbatch_size = 0\n", "batch_size must be at least 1"),
+    ("[topics]\ninput = []\n", "needs at least one topic"),
+])
+def test_config_errors_are_one_line(tmp_path, text, message):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")) as e:
+        load_config(f)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_config_file_and_unknown_detector(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.toml")
+    b = _broker()
+    with pytest.raises(ConfigError, match="unknown detector"):
+        Pipeline(MemorySource(b), MemorySink(b), ServiceConfig(detector="nope"), threshold_factory=MaxThreshold)
