@@ -119,9 +119,13 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 
 #: Producer defaults: every replica acknowledges, retries until ``delivery_timeout_ms``,
 #: short linger so events batch without adding visible latency. ``max_block_ms`` bounds how
-#: long a send waits for topic metadata when the cluster is unreachable.
+#: long a send waits for topic metadata when the cluster is unreachable. Idempotence is off
+#: (kafka-python turns it on by default): after a broker restart that forgets producer ids
+#: (the embedded broker always does) kafka-python's epoch bump fails and every later send is
+#: dropped; without it a retry may write a duplicate, which at-least-once delivery allows.
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
+    "enable_idempotence": False,
     "retries": 2**31 - 1,
     "delivery_timeout_ms": 120_000,
     "linger_ms": 5,
@@ -178,6 +182,16 @@ def split_config(config: Mapping[str, Any] | None, role: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown Kafka client option(s): {', '.join(sorted(unknown))}")
     return out
+
+
+#: Idempotent-producer state errors (e.g. after a broker restart that forgot the producer
+#: id). kafka-python recovers by bumping the producer epoch, but fails the batches that were
+#: in flight; sending those again is safe, so the sink treats them as retriable.
+_PRODUCER_STATE_ERRORS = ("UnknownProducerIdError", "OutOfOrderSequenceNumberError", "InvalidProducerEpochError")
+
+
+def _retriable(e: BaseException) -> bool:
+    return bool(getattr(e, "retriable", False)) or type(e).__name__ in _PRODUCER_STATE_ERRORS
 
 
 def _kafka_error(e: Exception, what: str, cls: type[TransportError] = TransportError) -> TransportError:
@@ -477,7 +491,7 @@ class KafkaSink:
         try:
             fut = self._producer.send(topic, key=key, value=value, headers=headers)
         except KafkaError as e:
-            retriable = bool(getattr(e, "retriable", False))
+            retriable = _retriable(e)
             if retriable:
                 self._holding = True
             with self._lock:
@@ -490,7 +504,7 @@ class KafkaSink:
         topic, key, value, headers = msg
         with self._lock:
             self._failed.append(FailedSend(topic, key, value, f"{type(exc).__name__}: {exc}",
-                                           bool(getattr(exc, "retriable", False)), headers))
+                                           _retriable(exc), headers))
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Send what is queued and wait for acknowledgements of everything sent so far.

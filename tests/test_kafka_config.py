@@ -72,7 +72,7 @@ def test_defaults_suit_a_real_cluster_and_can_be_overridden(recorded):
     KafkaSource("b:9092", "g").close()
     KafkaSink("b:9092", {"linger_ms": 50, "acks": "all"}).close()
     consumer, producer = recorded
-    # a real cluster keeps the client's own (long) group timeouts
+    # a real cluster keeps the client's own (long) group timeouts; see PRODUCER_DEFAULTS on idempotence
     assert "session_timeout_ms" not in consumer
     assert {k: consumer[k] for k in CONSUMER_DEFAULTS} == CONSUMER_DEFAULTS
     assert producer["linger_ms"] == 50

@@ -191,3 +191,86 @@ def test_broker_command_prints_address_and_stops_on_ctrl_c(tmp_path):
             proc.wait()
     with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=1):
         pass
+
+
+def test_rebalance_commits_in_on_revoke_and_the_new_member_resumes_there(bootstrap):
+    """The service's scale-out path: a member commits what it processed when partitions are
+    revoked (from inside poll, on the rebalance helper thread); the member that gets them
+    resumes exactly after that, so no record is read twice or skipped."""
+    import threading
+
+    topic = _topic(bootstrap, partitions=2)
+    _fill(bootstrap, topic, 40)
+    group = _group()
+    a = KafkaSource(bootstrap, group, for_embedded_broker())
+    processed: dict = {}
+    revoked = []
+
+    def on_revoke(tps):
+        revoked.extend(tps)
+        a.commit({tp: processed[tp] for tp in tps if tp in processed})
+
+    a.subscribe([topic], on_revoke=on_revoke)
+    seen_a = []
+    for m in _drain(a, 40):
+        seen_a.append(int(m.value))
+        processed[(m.topic, m.partition)] = m.offset + 1
+    assert sorted(seen_a) == list(range(40))
+
+    b = KafkaSource(bootstrap, group, for_embedded_broker())
+    b.subscribe([topic])
+    seen_b, stop = [], threading.Event()
+
+    def run_b():
+        while not stop.is_set():
+            seen_b.extend(int(m.value) for m in b.poll(0.2, 100))
+
+    thread = threading.Thread(target=run_b)
+    thread.start()
+    try:
+        end = time.monotonic() + 20
+        while not (len(a.assignment()) == 1 and len(b.assignment()) == 1) and time.monotonic() < end:
+            a.poll(0.2, 100)
+        assert len(a.assignment()) == 1 and len(b.assignment()) == 1
+        assert revoked, "on_revoke ran before the partitions moved"
+        assert seen_b == []  # b resumed at a's commits: nothing of the first 40 again
+        _fill(bootstrap, topic, 40)
+        end = time.monotonic() + 20
+        new_a = []
+        while len(new_a) + len(seen_b) < 40 and time.monotonic() < end:
+            new_a.extend(int(m.value) for m in a.poll(0.2, 100))
+        assert sorted(new_a + seen_b) == list(range(40))
+        assert new_a and seen_b  # both members got records
+    finally:
+        stop.set()
+        thread.join()
+        a.close()
+        b.close()
+
+
+def test_sink_keeps_delivering_after_a_broker_restart():
+    """The embedded broker forgets producer ids on restart; the sink must not be left broken
+    (kafka-python's default idempotent producer drops every later send there)."""
+    from connectors.broker import EmbeddedBroker
+
+    first = EmbeddedBroker().start()
+    try:
+        ensure_topics(first.bootstrap, {"t": 1})
+        sink = KafkaSink(first.bootstrap, {"max_block_ms": 2000})
+        sink.send("t", b"k", b"before")
+        sink.flush(10)
+    finally:
+        first.stop()
+    second = EmbeddedBroker(port=first.port).start()
+    try:
+        ensure_topics(second.bootstrap, {"t": 1})
+        for i in range(10):
+            sink.send("t", b"k", str(i).encode())
+        sink.flush(20)
+        sink.close()
+        src = KafkaSource(second.bootstrap, _group(), for_embedded_broker())
+        src.subscribe(["t"])
+        assert sorted(int(m.value) for m in _drain(src, 10)) == list(range(10))
+        src.close()
+    finally:
+        second.stop()
