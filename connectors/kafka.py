@@ -683,16 +683,11 @@ def _check_client(client: str) -> str:
         raise ConfigError(f"unknown Kafka client {client!r}; choose one of {', '.join(CLIENTS)}") from None
 
 
-def _confluent_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    # Group timeouts of for_embedded_broker() are kafka-python names; librdkafka's equivalents
-    # are the dotted spellings, which connectors.confluent derives from the underscored ones.
-    return dict(config or {})
-
-
 def make_source(bootstrap: str, group_id: str = "streamad", config: Mapping[str, Any] | None = None,
                 client: str = "kafka-python", **kwargs):
     """A :class:`~streamad.service.transport.Source` for ``bootstrap`` using ``client``
-    ("kafka-python", the default, or "confluent" from :mod:`connectors.confluent`).
+    ("kafka-python", the default, or "confluent" from :mod:`connectors.confluent`, which
+    takes librdkafka option names; :func:`for_embedded_broker` suits both clients).
 
     >>> make_source("127.0.0.1:9", client="jafka")
     Traceback (most recent call last):
@@ -702,7 +697,7 @@ def make_source(bootstrap: str, group_id: str = "streamad", config: Mapping[str,
     if _check_client(client) == "confluent":
         from connectors.confluent import ConfluentSource
 
-        return ConfluentSource(bootstrap, group_id, _confluent_config(config))
+        return ConfluentSource(bootstrap, group_id, dict(config or {}))
     return KafkaSource(bootstrap, group_id, config, **kwargs)
 
 
@@ -711,5 +706,5 @@ def make_sink(bootstrap: str, config: Mapping[str, Any] | None = None, client: s
     if _check_client(client) == "confluent":
         from connectors.confluent import ConfluentSink
 
-        return ConfluentSink(bootstrap, _confluent_config(config))
+        return ConfluentSink(bootstrap, dict(config or {}))
     return KafkaSink(bootstrap, config)

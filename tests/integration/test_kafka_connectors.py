@@ -151,9 +151,7 @@ def test_flush_raises_when_the_topic_cannot_be_written(bootstrap):
 def test_make_source_and_sink_select_the_client(bootstrap, client):
     if client == "confluent":
         pytest.importorskip("confluent_kafka")
-        config = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-    else:
-        config = for_embedded_broker()
+    config = for_embedded_broker()
     topic = _topic(bootstrap, 2)
     sink = make_sink(bootstrap, client=client)
     assert isinstance(sink, Sink)
