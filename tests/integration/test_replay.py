@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from connectors.kafka import KafkaSink, KafkaSource, ensure_topics, for_embedded_broker
-from connectors.replay import read_csv, read_npy, read_synthetic, replay
+from connectors.replay import read_csv, read_nab, read_npy, read_synthetic, read_yahoo, replay
 from streamad.base import DataError
 from streamad.cli import main
-from streamad.records import decode
+from streamad.records import Record, decode
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +112,24 @@ def test_bad_files_are_one_line_data_errors(tmp_path, capsys, content, message):
 def test_missing_file_is_a_data_error(capsys):
     assert main(["replay", "--bootstrap", "127.0.0.1:9", "--topic", "t", "--nab", "/nonexistent.csv"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_nab_and_yahoo_formats(tmp_path):
+    nab = tmp_path / "machine_temperature.csv"
+    nab.write_text("timestamp,value\n2013-12-02 21:15:00,73.96\n2013-12-02 21:20:00,74.93\n")
+    a1 = tmp_path / "real_1.csv"
+    a1.write_text("timestamp,value,is_anomaly\n1,0.5,0\n2,9.0,1\n")
+    a3 = tmp_path / "A3Benchmark-TS1.csv"
+    a3.write_text("timestamps,value,anomaly,changepoint,trend,noise,seasonality1,seasonality2\n"
+                  "1416726000,13.9,0,0,0,0.1,10.2,3.6\n")
+    assert list(read_nab(nab)) == [Record("machine_temperature", 1386018900.0, {"value": 73.96}),
+                                   Record("machine_temperature", 1386019200.0, {"value": 74.93})]
+    assert list(read_yahoo(a1, key="a1")) == [Record("a1", 1.0, {"value": 0.5}), Record("a1", 2.0, {"value": 9.0})]
+    assert list(read_yahoo(a3)) == [Record("A3Benchmark-TS1", 1416726000.0, {"value": 13.9})]
+    with pytest.raises(DataError, match="no column"):
+        list(read_nab(_write(tmp_path / "x.csv", "timestamp,temp\n1,2\n")))
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
