@@ -48,9 +48,59 @@ def _add_detect(sub) -> Handler:
 
 # -- serve / demo / broker / replay (the Kafka service) -----------------------------
 def _add_serve(sub) -> Handler:
-    p = sub.add_parser("serve", help="run the Kafka subscriber service")
-    p.add_argument("--config", help="TOML config file")
-    return _not_built("serve", "the Kafka service, issue 3")
+    p = sub.add_parser("serve", help="run the Kafka subscriber service",
+                       description="Score every telemetry record with per-key detectors and publish anomaly "
+                                   "events; at-least-once, checkpointed. Flags override the TOML config.")
+    p.add_argument("--config", help="TOML config file (see examples/serve.toml)")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers host:port[,...]")
+    p.add_argument("--group", help="consumer group id")
+    p.add_argument("--topic", action="append", dest="input_topics", help="input topic (repeatable)")
+    p.add_argument("--anomalies-topic", dest="anomalies_topic", help="topic for anomaly events")
+    p.add_argument("--scores-topic", dest="scores_topic", help="topic for one score per input record")
+    p.add_argument("--dead-letter-topic", dest="dead_letter_topic", help="topic for malformed records")
+    p.add_argument("--detector", help="detector name (default: gaussian)")
+    p.add_argument("--params", help="detector parameters as a JSON object")
+    p.add_argument("--threshold", help="threshold name: spot, quantile, fixed (default: spot)")
+    p.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="directory for per-partition state")
+    p.add_argument("--http-port", dest="http_port", type=int, help="port of /metrics and /healthz (0 = off)")
+    p.add_argument("--kafka-client", dest="client", help="kafka-python (default) or confluent")
+    p.add_argument("--log-format", dest="log_format", choices=["kv", "json"], help="structured log style")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this long (default: run until signalled)")
+
+    def run(args):
+        import json
+        import logging
+
+        from connectors.kafka import DeadLetterSink, make_sink, make_source
+
+        from .base import ConfigError
+        from .service.app import configure_logging, serve
+        from .service.config import load_config
+
+        params = None
+        if args.params:
+            try:
+                params = json.loads(args.params)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"--params is not a JSON object: {e}") from None
+            if not isinstance(params, dict):
+                raise ConfigError("--params must be a JSON object")
+        flags = {k: getattr(args, k) for k in ("bootstrap", "group", "input_topics", "anomalies_topic",
+                                               "scores_topic", "dead_letter_topic", "detector", "threshold",
+                                               "checkpoint_dir", "http_port", "client", "log_format")}
+        cfg = load_config(args.config, detector_params=params, **flags)
+        configure_logging(cfg.log_format, logging.DEBUG if args.verbose > 1 else logging.INFO)
+        sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=cfg.client)
+        try:
+            source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings, client=cfg.client)
+        except BaseException:
+            sink.close()
+            raise
+        dlq = DeadLetterSink(sink, cfg.dead_letter_topic)
+        serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds)
+        return 0
+
+    return run
 
 
 def _add_demo(sub) -> Handler:
@@ -114,9 +164,13 @@ def _add_replay(sub) -> Handler:
     p.add_argument("--limit", type=int, default=None, help="publish at most N records")
     p.add_argument("--kafka-client", default="kafka-python", choices=["kafka-python", "confluent"],
                    help="Kafka client library (default: kafka-python)")
+    p.add_argument("--kafka-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a Kafka client option, e.g. security_protocol=SASL_SSL (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(args):
+        import json
+
         from connectors import replay as rp
         from connectors.kafka import make_sink
 
@@ -143,7 +197,16 @@ def _add_replay(sub) -> Handler:
         first = next(records, None)
         if first is None:
             raise DataError("the data set has no records")
-        sink = make_sink(args.bootstrap, client=args.kafka_client)
+        options = {}
+        for item in args.kafka_option:
+            name, eq, text = item.partition("=")
+            if not eq or not name:
+                raise ConfigError(f"--kafka-option must be NAME=VALUE, got {item!r}")
+            try:  # numbers and booleans as JSON, anything else as a string
+                options[name] = json.loads(text)
+            except ValueError:
+                options[name] = text
+        sink = make_sink(args.bootstrap, options, client=args.kafka_client)
         try:
             stats = rp.replay(itertools.chain([first], records), sink, args.topic, rate=args.rate,
                               limit=args.limit, progress=not args.no_progress, total=total)

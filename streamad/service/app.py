@@ -1,0 +1,102 @@
+"""Running the pipeline as a process: signals, logs, metrics endpoint, clean shutdown.
+
+Transport-agnostic: the caller (the CLI) builds the Kafka source and sink.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+from .config import ServiceConfig
+from .metrics import Metrics, serve_http
+from .pipeline import Pipeline
+
+__all__ = ["StructuredFormatter", "configure_logging", "serve"]
+
+log = logging.getLogger("streamad.service")
+
+
+class StructuredFormatter(logging.Formatter):
+    """One line per log record: ``key=value`` pairs, or a JSON object."""
+
+    def __init__(self, style: str = "kv") -> None:
+        super().__init__()
+        self.style = style
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        msg = record.getMessage()
+        if self.style == "json":
+            doc = {"ts": ts, "level": record.levelname.lower(), "logger": record.name}
+            for part in msg.split(" "):  # messages are written as key=value pairs
+                k, sep, v = part.partition("=")
+                if sep:
+                    doc[k] = v.strip("'\"")
+                else:
+                    doc["msg"] = (doc.get("msg", "") + " " + part).strip()
+            if record.exc_info:
+                doc["exc"] = self.formatException(record.exc_info)
+            return json.dumps(doc)
+        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} {msg}"
+        if record.exc_info:
+            line += " exc=" + json.dumps(self.formatException(record.exc_info))
+        return line
+
+
+def configure_logging(style: str, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(StructuredFormatter(style))
+    root = logging.getLogger("streamad")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def serve(config: ServiceConfig, source, sink, *, dead_letter=None, max_seconds: float | None = None,
+          install_signals: bool = True, on_event: Callable[[dict], None] | None = None,
+          until: Callable[[], bool] | None = None, threshold_factory: Callable | None = None,
+          on_start: Callable[[Pipeline], None] | None = None) -> Pipeline:
+    """Run until SIGTERM/SIGINT (or ``max_seconds``/``until()``): stop fetching, finish the
+    batch in flight, flush, commit, checkpoint. Closes ``source`` and ``sink``."""
+    metrics = Metrics()
+    pipeline = Pipeline(source, sink, config, dead_letter=dead_letter, metrics=metrics, on_event=on_event,
+                        threshold_factory=threshold_factory)
+    if on_start is not None:
+        on_start(pipeline)
+    server = None
+    if config.http_port:
+        stale_after = max(60.0, 20 * config.poll_timeout_s)
+        server = serve_http(metrics, config.http_port,
+                            is_healthy=lambda: time.monotonic() - pipeline.last_batch_at < stale_after)
+        log.info("event=http_listening address=127.0.0.1:%d", server.server_address[1])
+    previous = {}
+    if install_signals and threading.current_thread() is threading.main_thread():
+        def on_signal(signum, frame):
+            log.info("event=stopping signal=%s", signal.Signals(signum).name)
+            pipeline.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        log.info("event=started topics=%s group=%s detector=%s threshold=%s", ",".join(config.input_topics),
+                 config.group, config.detector, config.threshold)
+        pipeline.start()
+        pipeline.run(max_seconds=max_seconds, until=until)
+        log.info("event=stopped records=%d scored=%d events=%d dead_letters=%d", pipeline.records_in,
+                 pipeline.scored, pipeline.events_out, pipeline.dead_letters)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        try:
+            source.close()
+        finally:
+            sink.close()
+    return pipeline

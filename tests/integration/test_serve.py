@@ -1,0 +1,249 @@
+"""`streamad serve` against the real embedded broker: delivery, dead letters, crash, SIGTERM, scale-out."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from connectors.kafka import (
+    DeadLetterSink,
+    ensure_topics,
+    for_embedded_broker,
+    make_sink,
+    make_source,
+)
+from streamad.records import Record, encode
+from streamad.service import Pipeline, ServiceConfig
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+from test_service_pipeline import MALFORMED, MaxThreshold  # noqa: E402
+
+KEYS = ["pump-1", "pump-2", "fan-1", "fan-2", "valve-1"]
+
+
+def _topics(bootstrap, partitions=3):
+    run = uuid.uuid4().hex[:8]
+    names = {"input": f"telemetry-{run}", "anomalies": f"anomalies-{run}", "scores": f"scores-{run}",
+             "dlq": f"dlq-{run}"}
+    ensure_topics(bootstrap, {names["input"]: partitions, names["anomalies"]: 1, names["scores"]: 3,
+                              names["dlq"]: 1})
+    return names
+
+
+def _produce(bootstrap, topic, n_per_key, malformed=0, seed=0, spike_at=None):
+    """Send ``n_per_key`` records per key (and ``malformed`` junk messages); returns how many were sent."""
+    rng = np.random.default_rng(seed)
+    sink = make_sink(bootstrap, for_embedded_broker())
+    bad = sorted(MALFORMED.values(), key=len)[:-1]  # oversize is covered in the unit tests
+    every = max(1, n_per_key // malformed) if malformed else 0
+    sent = 0
+    for i in range(n_per_key):
+        for k in KEYS:
+            v = float(rng.normal(20, 2)) + (30.0 if spike_at is not None and i == spike_at and k == KEYS[0] else 0)
+            sink.send(topic, k.encode(), encode(Record(k, 1.7e9 + 60 * i, {"temp": v, "rpm": float(rng.normal())})))
+            sent += 1
+        if every and i % every == 0:
+            sink.send(topic, b"junk", bad[i % len(bad)])
+            sent += 1
+    sink.flush()
+    sink.close()
+    return sent
+
+
+def _read_all(bootstrap, topic, expect=None, timeout_s=30.0):
+    """Every message of ``topic`` (all partitions, from the start): at least ``expect`` of them,
+    or (no ``expect``) until nothing new arrives for a second."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        out = []
+        deadline = time.monotonic() + timeout_s
+        idle_since = time.monotonic()
+        while time.monotonic() < deadline:
+            got = [m for msgs in c.poll(timeout_ms=300).values() for m in msgs]
+            out.extend(got)
+            if got:
+                idle_since = time.monotonic()
+            if expect is not None and len(out) >= expect or expect is None and time.monotonic() - idle_since > 1.0:
+                break
+        ends = {}
+        for m in out:
+            ends[m.partition] = max(ends.get(m.partition, 0), m.offset + 1)
+        return out, ends
+    finally:
+        c.close()
+
+
+def _config(names, bootstrap, group, **kw):
+    return ServiceConfig(bootstrap=bootstrap, group=group, input_topics=[names["input"]],
+                         anomalies_topic=names["anomalies"], scores_topic=names["scores"],
+                         dead_letter_topic=names["dlq"], detector="zscore", detector_params={"window": 30},
+                         kafka_settings=for_embedded_broker(), poll_timeout_s=0.2, **kw)
+
+
+def _pipeline(cfg):
+    sink = make_sink(cfg.bootstrap, cfg.kafka_settings)
+    source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings)
+    p = Pipeline(source, sink, cfg, dead_letter=DeadLetterSink(sink, cfg.dead_letter_topic).send,
+                 threshold_factory=MaxThreshold)
+    return p, source, sink
+
+
+def test_end_to_end_scores_events_and_dead_letters(bootstrap, tmp_path):
+    names = _topics(bootstrap)
+    n, n_bad = 400, 40
+    sent = _produce(bootstrap, names["input"], n, malformed=n_bad, spike_at=300)
+    inputs, ends = _read_all(bootstrap, names["input"], expect=sent)
+    n_dlq = sum(1 for m in inputs if m.key == b"junk")
+    assert n_dlq == n_bad and len(inputs) == sent
+    p, source, sink = _pipeline(_config(names, bootstrap, f"g-{uuid.uuid4().hex[:6]}", checkpoint_dir=str(tmp_path)))
+    p.start()
+    deadline = time.monotonic() + 60
+    while p.records_in < len(inputs) and time.monotonic() < deadline:
+        p.run_once()
+    p.shutdown()
+    committed = {tp: source.committed(tp) for tp in p.partitions}
+    source.close()
+    sink.close()
+    assert committed == {(names["input"], part): end for part, end in ends.items()}
+    scores = [json.loads(m.value) for m in _read_all(bootstrap, names["scores"], expect=sent - n_dlq)[0]]
+    assert {(s["partition"], s["offset"]) for s in scores} == {(m.partition, m.offset) for m in inputs
+                                                               if m.key != b"junk"}
+    dead = [json.loads(m.value) for m in _read_all(bootstrap, names["dlq"], expect=n_dlq)[0]]
+    assert len(dead) == n_dlq and all(d["reason"] for d in dead)
+    assert {(d["source"]["partition"], d["source"]["offset"]) for d in dead} == {
+        (m.partition, m.offset) for m in inputs if m.key == b"junk"}
+    events = [json.loads(m.value) for m in _read_all(bootstrap, names["anomalies"])[0]]
+    assert any(e["key"] == KEYS[0] and e["ts"] == 1.7e9 + 60 * 300 for e in events)
+    assert len(events) <= 10
+    assert sorted(Path(tmp_path, p.config.group).glob("*.state"))
+
+
+CHILD = r"""
+import sys
+sys.path.insert(0, {tests!r})
+from connectors.kafka import DeadLetterSink, for_embedded_broker, make_sink, make_source
+from streamad.service import ServiceConfig
+from streamad.service.app import configure_logging, serve
+from test_service_pipeline import MaxThreshold
+names = {names!r}
+cfg = ServiceConfig(bootstrap={bootstrap!r}, group={group!r}, input_topics=[names["input"]],
+                    anomalies_topic=names["anomalies"], scores_topic=names["scores"], dead_letter_topic=names["dlq"],
+                    detector="zscore", detector_params={{"window": 30}}, kafka_settings=for_embedded_broker(),
+                    poll_timeout_s=0.2, batch_size=200, checkpoint_dir={ckpt!r}, checkpoint_every_records=500)
+configure_logging("kv")
+sink = make_sink(cfg.bootstrap, cfg.kafka_settings)
+source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings)
+serve(cfg, source, sink, dead_letter=DeadLetterSink(sink, cfg.dead_letter_topic).send, threshold_factory=MaxThreshold)
+"""
+
+
+def _child(names, bootstrap, group, ckpt):
+    code = CHILD.format(tests=str(TESTS), names=names, bootstrap=bootstrap, group=group, ckpt=str(ckpt))
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=TESTS.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _committed(bootstrap, group, topic):
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return {p: c.committed(TopicPartition(topic, p)) for p in sorted(c.partitions_for_topic(topic))}
+    finally:
+        c.close()
+
+
+def _wait(cond, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def test_kill9_restart_scores_every_offset_and_sigterm_commits(bootstrap, tmp_path):
+    names = _topics(bootstrap)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    sent = _produce(bootstrap, names["input"], 1200, seed=3)
+    inputs, ends = _read_all(bootstrap, names["input"], expect=sent)
+    child = _child(names, bootstrap, group, tmp_path)
+    try:
+        _wait(lambda: len(list(Path(tmp_path, group).glob("*.state"))) > 0, 60, "a first checkpoint")
+        child.kill()  # SIGKILL mid-stream
+        child.wait(10)
+        assert child.returncode == -signal.SIGKILL
+        child = _child(names, bootstrap, group, tmp_path)
+        _wait(lambda: _committed(bootstrap, group, names["input"]) == ends, 60, "all offsets committed")
+        child.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        out, _ = child.communicate(timeout=10)
+        assert child.returncode == 0, out.decode()[-2000:]
+        assert time.monotonic() - t0 < 10
+        assert b"event=restored" in out
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    scores = [json.loads(m.value) for m in _read_all(bootstrap, names["scores"], expect=sent)[0]]
+    seen = {(s["partition"], s["offset"]) for s in scores}
+    assert seen == {(m.partition, m.offset) for m in inputs}  # every input offset has a score
+    # Scores after the restart continue from restored state: a duplicate equals the first score.
+    by_offset = {}
+    for s in scores:
+        by_offset.setdefault((s["partition"], s["offset"]), []).append(s["score"])
+    dups = [v for v in by_offset.values() if len(v) > 1]
+    assert all(max(v) - min(v) <= 1e-9 * max(1.0, abs(v[0])) for v in dups)
+    from streamad import _state
+    for part, end in ends.items():  # the SIGTERM checkpoint reflects everything committed
+        assert _state.load(Path(tmp_path, group, f"{names['input']}-{part}.state"))["offset"] == end
+
+
+def test_two_instances_share_partitions_and_score_everything(bootstrap):
+    names = _topics(bootstrap)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    sent = _produce(bootstrap, names["input"], 600, seed=5)
+    inputs, ends = _read_all(bootstrap, names["input"], expect=sent)
+    pipelines = [_pipeline(_config(names, bootstrap, group, batch_size=100)) for _ in range(2)]
+    owned = [set(), set()]
+    stop = threading.Event()
+
+    def work(i):
+        p, source, sink = pipelines[i]
+        p.start()
+        try:
+            while not stop.is_set():
+                p.run_once()
+                owned[i] |= set(source.assignment())
+        finally:
+            p.shutdown()
+            source.close()
+            sink.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    threads[0].start()
+    time.sleep(2)  # the second member joins mid-stream: a rebalance
+    threads[1].start()
+    try:
+        _wait(lambda: _committed(bootstrap, group, names["input"]) == ends, 60, "all offsets committed")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert owned[0] and owned[1], owned
+    scores = [json.loads(m.value) for m in _read_all(bootstrap, names["scores"], expect=sent)[0]]
+    assert {(s["partition"], s["offset"]) for s in scores} == {(m.partition, m.offset) for m in inputs}
