@@ -47,7 +47,8 @@ def _csv(tmp_path, n=120):
 def test_replay_csv_from_the_command_line(bootstrap, tmp_path, capsys):
     topic = _topic(bootstrap)
     path = _csv(tmp_path)
-    assert main(["replay", "--bootstrap", bootstrap, "--topic", topic, "--csv", str(path), "--no-progress"]) == 0
+    assert main(["replay", "--bootstrap", bootstrap, "--topic", topic, "--csv", str(path), "--no-progress",
+                 "--kafka-option", "linger_ms=20", "--kafka-option", "client_id=replay-test"]) == 0
     assert "published 120 records of 3 key(s)" in capsys.readouterr().out
     got = _consume(bootstrap, topic, 120)
     assert len(got) == 120
@@ -133,3 +134,14 @@ def test_nab_and_yahoo_formats(tmp_path):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+@pytest.mark.parametrize("option, message", [
+    ("sasl_mechansim=PLAIN", "unknown Kafka client option(s): sasl_mechansim"),
+    ("linger", "--kafka-option must be NAME=VALUE"),
+])
+def test_bad_kafka_option_is_a_one_line_error(tmp_path, capsys, option, message):
+    path = _csv(tmp_path, 3)
+    assert main(["replay", "--bootstrap", "127.0.0.1:9", "--topic", "t", "--csv", str(path),
+                 "--kafka-option", option]) == 2
+    assert message in capsys.readouterr().err
