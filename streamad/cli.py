@@ -104,8 +104,32 @@ def _add_serve(sub) -> Handler:
 
 
 def _add_demo(sub) -> Handler:
-    sub.add_parser("demo", help="end-to-end demo on an embedded broker with a synthetic stream")
-    return _not_built("demo", "the Kafka service, issue 3")
+    p = sub.add_parser("demo", help="end-to-end demo on an embedded broker with a synthetic stream",
+                       description="Start the embedded broker, replay a synthetic multi-sensor stream with "
+                                   "labelled anomalies, run the service, and compare its events with the labels.")
+    p.add_argument("--keys", type=int, default=6, help="number of sensors (default: 6)")
+    p.add_argument("--points", type=int, default=2000, help="points per sensor (default: 2000)")
+    p.add_argument("--seed", type=int, default=7, help="random seed of the stream (default: 7)")
+    p.add_argument("--detector", default="gaussian", help="detector name (default: gaussian)")
+    p.add_argument("--threshold", default="spot", help="threshold name (default: spot)")
+    p.add_argument("--max-seconds", type=float, default=45.0, help="stop scoring after this long (default: 45)")
+    p.add_argument("--plot", default="out/demo.png", help="PNG plot path ('' = none; default: out/demo.png)")
+
+    def run(args):
+        import connectors.kafka as kafka
+        from connectors.broker import EmbeddedBroker
+
+        from .base import ConfigError
+        from .service.demo import run_demo
+
+        if args.keys < 1 or args.points < 100:
+            raise ConfigError("--keys must be at least 1 and --points at least 100")
+        run_demo(broker_factory=EmbeddedBroker, kafka=kafka, n_keys=args.keys, n_points=args.points,
+                 seed=args.seed, detector=args.detector, threshold=args.threshold,
+                 max_seconds=args.max_seconds, plot=args.plot or None)
+        return 0
+
+    return run
 
 
 def _add_broker(sub) -> Handler:
