@@ -212,3 +212,17 @@ def test_missing_config_file_and_unknown_detector(tmp_path):
     b = _broker()
     with pytest.raises(ConfigError, match="unknown detector"):
         Pipeline(MemorySource(b), MemorySink(b), ServiceConfig(detector="nope"), threshold_factory=MaxThreshold)
+
+
+def test_record_with_changed_features_goes_to_dead_letter_and_the_key_keeps_scoring():
+    b = _broker(1)
+    _fill(b, n=30, keys=("a",))
+    bad = b.produce("telemetry", b"a", encode(Record("a", 2e9, {"x": 1.0, "y": 2.0})), partition=0)
+    renamed = b.produce("telemetry", b"a", encode(Record("a", 2e9 + 1, {"z": 1.0})), partition=0)
+    _fill(b, n=30, keys=("a",))
+    p = _pipeline(b)
+    _drain(p)
+    dead = [json.loads(m.value) for m in b.all("telemetry.dlq")]
+    assert [d["source"]["offset"] for d in dead] == [bad.offset, renamed.offset]
+    assert "features" in dead[0]["reason"]
+    assert len(_scores(b)) == 60 and p.dead_letters == 2

@@ -132,13 +132,12 @@ class Pipeline:
         return len(batch)
 
     def _process(self, batch: list[Message]) -> None:
-        cfg = self.config
-        send, dead_letter = self.sink.send, self.dead_letter
-        scores_topic, anomalies_topic, detector_name = cfg.scores_topic, cfg.anomalies_topic, cfg.detector
-        dumps = json.dumps
+        """Decode the batch, then score it key by key: one vectorised ``process_many`` call per
+        key and batch where the detector has one (same results as score_one + learn_one)."""
         parts = self.partitions
+        groups: dict[tuple[TopicPartition, str], list] = {}
+        dlq = 0
         part_tp, part = None, None
-        events = dlq = 0
         for m in batch:
             tp = (m.topic, m.partition)
             if tp != part_tp:
@@ -151,18 +150,81 @@ class Pipeline:
                 rec = decode(m.value, key=m.key,
                              default_ts=None if m.timestamp_ms is None else m.timestamp_ms / 1000.0)
             except DecodeError as e:
-                dead_letter(m, e.reason)
+                self.dead_letter(m, e.reason)
                 dlq += 1
                 continue
-            models = part.models.get(rec.key)
-            if models is None:
-                models = part.models[rec.key] = (self.detector_factory(), self.threshold_factory())
-            detector, threshold = models
-            x = rec.values
-            score = float(detector.score_one(x))
-            detector.learn_one(x)
-            decision = threshold.update(score)
-            key_bytes = rec.key.encode()
+            group = groups.get((tp, rec.key))
+            if group is None:
+                group = groups[(tp, rec.key)] = []
+            group.append((m, rec))
+        events = 0
+        for (tp, key), items in groups.items():
+            n_ok, n_events = self._score_key(parts[tp], key, items)
+            dlq += len(items) - n_ok
+            events += n_events
+        self.records_in += len(batch)
+        self.scored += len(batch) - dlq
+        self.events_out += events
+        self.dead_letters += dlq
+        if self.metrics is not None:
+            self.metrics.events_out.inc(events)
+            self.metrics.dead_letters.inc(dlq)
+
+    def _score_key(self, part: _Partition, key: str, items: list) -> tuple[int, int]:
+        models = part.models.get(key)
+        if models is None:
+            models = part.models[key] = (self.detector_factory(), self.threshold_factory())
+        detector, threshold = models
+        scored: list[tuple[Message, Any, float]] = []
+        process_many = getattr(detector, "process_many", None)
+        rest = items
+        if process_many is not None and getattr(detector, "features_", None) is None:
+            rest = items[1:]  # the first record names the features (dict keys), then batch the rest
+            self._score_one(detector, items[0], scored)
+        feats = getattr(detector, "features_", None)
+        if process_many is not None and feats is not None and len(rest) > 1:
+            rows, ok = [], []
+            n = len(feats)
+            for m, rec in rest:
+                vals = rec.values
+                if len(vals) == n:
+                    try:
+                        rows.append([vals[f] for f in feats])
+                        ok.append((m, rec))
+                        continue
+                    except KeyError:
+                        pass
+                self.dead_letter(m, f"record of key {key!r} has features {sorted(vals)}, "
+                                    f"earlier records had {list(feats)}")
+            if rows:
+                for (m, rec), score in zip(ok, process_many(rows).tolist(), strict=True):
+                    scored.append((m, rec, score))
+        else:
+            for item in rest:
+                self._score_one(detector, item, scored)
+        return len(scored), self._emit(threshold, scored)
+
+    def _score_one(self, detector, item, scored: list) -> None:
+        m, rec = item
+        try:
+            score = float(detector.score_one(rec.values))
+            detector.learn_one(rec.values)
+        except StreamadError as e:  # e.g. a record whose features differ from the key's earlier ones
+            self.dead_letter(m, str(e))
+            return
+        scored.append((m, rec, score))
+
+    def _emit(self, threshold, scored: list) -> int:
+        cfg = self.config
+        send, dumps = self.sink.send, json.dumps
+        scores_topic, anomalies_topic, detector_name = cfg.scores_topic, cfg.anomalies_topic, cfg.detector
+        update = threshold.update
+        events = 0
+        key_bytes = None
+        for m, rec, score in scored:
+            decision = update(score)
+            if key_bytes is None:
+                key_bytes = rec.key.encode()
             if scores_topic:
                 send(scores_topic, key_bytes, dumps(
                     {"key": rec.key, "ts": rec.ts, "score": score, "topic": m.topic, "partition": m.partition,
@@ -175,13 +237,7 @@ class Pipeline:
                 events += 1
                 if self.on_event is not None:
                     self.on_event(event)
-        self.records_in += len(batch)
-        self.scored += len(batch) - dlq
-        self.events_out += events
-        self.dead_letters += dlq
-        if self.metrics is not None:
-            self.metrics.events_out.inc(events)
-            self.metrics.dead_letters.inc(dlq)
+        return events
 
     def _flush_and_commit(self) -> None:
         retries = max(0, self.config.flush_retries)
