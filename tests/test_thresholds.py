@@ -1,0 +1,163 @@
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import genpareto
+
+from streamad import _state
+from streamad.base import ConfigError, StateError
+from streamad.thresholds import DSPOT, SPOT, Fixed, Quantile, find_anomalies, make
+
+
+@pytest.mark.parametrize("c", [-0.1, 0.0, 0.2])
+def test_spot_recovers_gpd_quantile(c):
+    rng = np.random.default_rng(0)
+    x = genpareto.rvs(c, scale=1.0, size=100_000, random_state=rng)
+    q = 1e-3
+    spot = SPOT(q=q, level=0.98).fit(x)
+    truth = genpareto.ppf(1 - q, c, scale=1.0)
+    assert abs(spot.threshold_ - truth) / truth < 0.05
+
+
+def test_spot_calibrates_after_init_and_flags_spike_without_adding_it():
+    rng = np.random.default_rng(1)
+    spot = SPOT(q=1e-3, init=500)
+    decisions = [spot.update(v) for v in rng.normal(size=500)]
+    assert all(not d.is_anomaly and d.threshold == math.inf for d in decisions)
+    assert spot.calibrated and math.isfinite(spot.threshold_)
+    peaks = len(spot.peaks_)
+    d = spot.update(100.0)
+    assert d.is_anomaly and len(spot.peaks_) == peaks
+    assert not spot.update(0.0).is_anomaly
+
+
+def test_spot_false_alarm_rate_close_to_q():
+    rng = np.random.default_rng(2)
+    spot = SPOT(q=1e-2).fit(rng.exponential(size=2000))
+    rate = np.mean([spot.update(v).is_anomaly for v in rng.exponential(size=5000)])
+    assert 0.003 < rate < 0.03
+
+
+def test_dspot_follows_drifting_level():
+    rng = np.random.default_rng(3)
+    level = np.linspace(0, 50, 4000)
+    x = level + rng.normal(size=4000)
+    x[3000] += 15
+    d = DSPOT(depth=20, init=500, q=1e-3)
+    decisions = [d.update(v) for v in x]
+    th = np.array([dd.threshold for dd in decisions[600:]])
+    assert np.all(th > level[600:]) and np.all(th < level[600:] + 10)
+    flagged = [i for i, dd in enumerate(decisions) if dd.is_anomaly]
+    assert 3000 in flagged and len(flagged) < 20
+    # a SPOT on the same stream flags the drift as anomalous over and over
+    spot = SPOT(init=500, q=1e-3)
+    assert sum(spot.update(v).is_anomaly for v in x) > 1000
+
+
+def test_quantile_matches_numpy():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=3000)
+    th = Quantile(q=0.99, window=1000, init=50)
+    for i, v in enumerate(x):
+        d = th.update(v)
+        if i >= 50:
+            expect = np.quantile(x[max(0, i - 1000):i], 0.99)
+            assert d.threshold == pytest.approx(expect, rel=1e-12, abs=1e-12)
+            assert d.is_anomaly == (v > expect)
+        else:
+            assert not d.is_anomaly
+
+
+def test_fixed():
+    f = Fixed(2.0)
+    assert f.update(2.5).is_anomaly and not f.update(2.0).is_anomaly
+
+
+@pytest.mark.parametrize("factory", [lambda: SPOT(init=200), lambda: DSPOT(init=200, depth=5),
+                                     lambda: Quantile(q=0.95, window=300, init=20), lambda: Fixed(1.5)])
+def test_state_round_trip_mid_stream(factory, tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.standard_t(3, size=1200) + np.linspace(0, 3, 1200)
+    a = factory()
+    for v in x[:150]:  # mid-calibration too
+        a.update(v)
+    b = factory()
+    b.load_state_dict(_state.loads(_state.dumps(a.state_dict())))
+    for v in x[150:700]:
+        assert a.update(v) == b.update(v)
+    c = factory()
+    _state.save_atomic(tmp_path / "t.state", a.state_dict())
+    c.load_state_dict(_state.load(tmp_path / "t.state"))
+    assert _state.trees_equal(a.state_dict(), c.state_dict())
+    assert [a.update(v) for v in x[700:]] == [c.update(v) for v in x[700:]]
+
+
+def test_load_wrong_state_raises():
+    with pytest.raises(StateError):
+        SPOT().load_state_dict(Quantile().state_dict())
+
+
+@pytest.mark.parametrize("build", [lambda: SPOT(q=0), lambda: SPOT(level=1.5), lambda: SPOT(init=3),
+                                   lambda: DSPOT(depth=0), lambda: Quantile(q=2), lambda: Quantile(window=0),
+                                   lambda: Fixed("x"), lambda: make("nope"), lambda: make("spot", bogus=1),
+                                   lambda: find_anomalies(np.ones(10), window_size_portion=0),
+                                   lambda: find_anomalies(np.ones(10), anomaly_padding=-1),
+                                   lambda: find_anomalies([1.0, np.nan])])
+def test_bad_params_raise_config_error(build):
+    with pytest.raises(ConfigError):
+        build()
+
+
+def test_make_builds_registered_thresholds():
+    assert isinstance(make("spot", q=1e-4), SPOT) and make("fixed", value=1.0).value == 1.0
+
+
+def test_find_anomalies_spike_padding_and_index():
+    rng = np.random.default_rng(6)
+    e = rng.uniform(0, 0.1, size=1000)
+    e[500] = 5.0
+    idx = np.arange(1000) * 10 + 7
+    out = find_anomalies(e, index=idx, anomaly_padding=20)
+    assert len(out) == 1
+    start, end, severity = out[0]
+    assert (start, end) == (idx[480], idx[520]) and severity > 0
+
+
+def test_find_anomalies_merges_overlapping_padded_sequences():
+    e = np.zeros(1000)
+    e[500], e[530] = 5.0, 5.0
+    out = find_anomalies(e, anomaly_padding=20)
+    assert [(s, t) for s, t, _ in out] == [(480, 550)]
+    # far apart they stay separate
+    e = np.zeros(1000)
+    e[300], e[600] = 5.0, 5.0
+    assert [(s, t) for s, t, _ in find_anomalies(e, anomaly_padding=10)] == [(290, 310), (590, 610)]
+
+
+def test_find_anomalies_prunes_weak_second_sequence():
+    rng = np.random.default_rng(8)
+    e = rng.uniform(0, 0.1, size=1000)
+    e[500] = 10.0  # strong
+    e[700] = 1.4  # just above mean + 4 std ...
+    e[300] = 1.3  # ... but only 7% above the largest normal error
+    threshold = e.mean() + 4 * e.std()
+    assert e[300] < threshold < e[700]
+    kept = find_anomalies(e, window_size_portion=1.0, anomaly_padding=5, min_percent=0.1)
+    assert [(s, t) for s, t, _ in kept] == [(495, 505)]
+    both = find_anomalies(e, window_size_portion=1.0, anomaly_padding=5, min_percent=0.05)
+    assert [(s, t) for s, t, _ in both] == [(495, 505), (695, 705)]
+    assert both[0][2] > both[1][2] > 0
+
+
+def test_find_anomalies_dynamic_inverse_and_lower():
+    rng = np.random.default_rng(7)
+    e = rng.normal(1.0, 0.05, size=600)
+    e[200] = 3.0
+    e[400] = -1.0
+    up = find_anomalies(e, fixed_threshold=False, anomaly_padding=3)
+    assert any(s <= 200 <= t for s, t, _ in up)
+    assert not any(s <= 400 <= t for s, t, _ in find_anomalies(e, anomaly_padding=3))
+    both = find_anomalies(e, lower_threshold=True, anomaly_padding=3)
+    assert any(s <= 400 <= t for s, t, _ in both) and any(s <= 200 <= t for s, t, _ in both)
+    inv = find_anomalies(e, inverse=True, anomaly_padding=3)
+    assert any(s <= 400 <= t for s, t, _ in inv)
