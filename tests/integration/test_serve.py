@@ -62,8 +62,8 @@ def _produce(bootstrap, topic, n_per_key, malformed=0, seed=0, spike_at=None):
 
 
 def _read_all(bootstrap, topic, expect=None, timeout_s=30.0):
-    """Every message of ``topic`` (all partitions, from the start): at least ``expect`` of them,
-    or (no ``expect``) until nothing new arrives for a second."""
+    """Every message of ``topic`` (all partitions, from the start): at least ``expect`` of them
+    and then until nothing new arrives for a moment (duplicates may follow)."""
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -79,7 +79,7 @@ def _read_all(bootstrap, topic, expect=None, timeout_s=30.0):
             out.extend(got)
             if got:
                 idle_since = time.monotonic()
-            if expect is not None and len(out) >= expect or expect is None and time.monotonic() - idle_since > 1.0:
+            if len(out) >= (expect or 0) and time.monotonic() - idle_since > (0.5 if expect else 1.0):
                 break
         ends = {}
         for m in out:
