@@ -1,0 +1,262 @@
+"""``streamad detect``: score a CSV offline, threshold the scores, report anomalous intervals.
+
+The detector runs prequentially (each row is scored, then learned), as it would on a stream.
+The first ``warmup`` rows only teach the detector; they are never flagged. Thresholds
+(higher score = more anomalous):
+
+- ``spot``: :class:`~streamad.thresholds.SPOT`, calibrated on the first ``init`` scores after the
+  warm-up (not flagged either), then streaming;
+- ``quantile``: :class:`~streamad.thresholds.Quantile` over the recent scores, streaming;
+- ``orion``: Orion's batch :func:`~streamad.thresholds.find_anomalies` over the whole series.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import ConfigError, DataError
+
+__all__ = ["Series", "detect", "read_csv", "run"]
+
+_TS_NAMES = ("timestamp", "time", "ts", "date", "datetime")
+_LABEL_NAMES = ("label", "is_anomaly", "anomaly")
+MIN_ROWS = 20
+
+
+@dataclass
+class Series:
+    """A CSV read into arrays: ``ts`` seconds since epoch, ``raw_ts`` as written."""
+
+    ts: np.ndarray
+    raw_ts: list[str]
+    values: np.ndarray  # (n, d)
+    columns: list[str]
+    labels: np.ndarray | None
+    iso: bool
+
+
+def _parse_ts(text: str) -> tuple[float, bool]:
+    try:
+        v = float(text)
+        if math.isfinite(v):
+            return v, False
+    except ValueError:
+        pass
+    t = text.strip()
+    if t.endswith("Z"):
+        t = t[:-1] + "+00:00"
+    d = datetime.fromisoformat(t)  # ValueError when not a date
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.timestamp(), True
+
+
+def read_csv(path: str | Path, label_column: str | None = None) -> Series:
+    """Read ``timestamp,value[,more values][,label]``; any problem is a one-line DataError."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file")
+    if p.is_dir():
+        raise DataError(f"{p}: is a directory, not a CSV file")
+    try:
+        with p.open(newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except UnicodeDecodeError:
+        raise DataError(f"{p}: not a text CSV file (not UTF-8)") from None
+    except csv.Error as e:
+        raise DataError(f"{p}: not a valid CSV file ({e})") from None
+    if not rows:
+        raise DataError(f"{p}: file is empty")
+    header = [h.strip() for h in rows[0]]
+    if len(header) < 2:
+        raise DataError(f"{p}: need a header with a timestamp column and at least one value column, "
+                        f"got {header!r}")
+    lower = [h.lower() for h in header]
+    ts_col = next((i for i, h in enumerate(lower) if h in _TS_NAMES), 0)
+    if label_column is not None:
+        if label_column not in header:
+            raise DataError(f"{p}: no label column {label_column!r} (columns: {', '.join(header)})")
+        label_col: int | None = header.index(label_column)
+    else:
+        label_col = next((i for i, h in enumerate(lower) if h in _LABEL_NAMES), None)
+    value_cols = [i for i in range(len(header)) if i not in (ts_col, label_col)]
+    if not value_cols:
+        raise DataError(f"{p}: no value column besides {header[ts_col]!r}")
+    data = rows[1:]
+    if len(data) < MIN_ROWS:
+        raise DataError(f"{p}: too short: {len(data)} data rows, need at least {MIN_ROWS}")
+    n = len(data)
+    ts = np.empty(n)
+    values = np.empty((n, len(value_cols)))
+    labels = np.zeros(n, dtype=bool) if label_col is not None else None
+    iso = False
+    for r, row in enumerate(data):
+        line = r + 2
+        if len(row) != len(header):
+            raise DataError(f"{p}: line {line} has {len(row)} fields, the header has {len(header)}")
+        try:
+            ts[r], is_iso = _parse_ts(row[ts_col])
+        except ValueError:
+            raise DataError(f"{p}: line {line}: timestamp {row[ts_col]!r} is neither a number nor an "
+                            f"ISO date") from None
+        iso = iso or is_iso
+        for j, c in enumerate(value_cols):
+            try:
+                v = float(row[c])
+            except ValueError:
+                raise DataError(f"{p}: line {line}: column {header[c]!r} is not numeric: {row[c]!r}") from None
+            if not math.isfinite(v):
+                raise DataError(f"{p}: line {line}: column {header[c]!r} is {row[c]!r} (NaN/inf not allowed)")
+            values[r, j] = v
+        if labels is not None:
+            try:
+                labels[r] = float(row[label_col]) != 0
+            except ValueError:
+                raise DataError(f"{p}: line {line}: label {row[label_col]!r} is not 0/1") from None
+    return Series(ts, [row[ts_col] for row in data], values, [header[c] for c in value_cols], labels, iso)
+
+
+def _intervals(flags: np.ndarray, severity: np.ndarray) -> list[tuple[int, int, float]]:
+    """Runs of consecutive flagged points -> (start, end inclusive, max severity)."""
+    d = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1
+    return [(int(s), int(e), float(severity[s:e + 1].max())) for s, e in zip(starts, ends, strict=True)]
+
+
+def detect(series: Series, detector: str = "gaussian", params: dict[str, Any] | None = None,
+           threshold: str = "spot", warmup: int | None = None) -> dict[str, Any]:
+    """Score ``series`` and threshold the scores; return scores, thresholds, flags, intervals."""
+    from . import detectors, thresholds
+
+    det = detectors.make(detector, **(params or {}))
+    n = len(series.values)
+    X = series.values
+    t0 = time.perf_counter()
+    if hasattr(det, "process_many"):
+        scores = np.asarray(det.process_many(X, learn=True), dtype=np.float64)
+    else:  # any River-style detector
+        names = series.columns
+        scores = np.empty(n)
+        for i, row in enumerate(X):
+            x = dict(zip(names, row.tolist(), strict=True))
+            scores[i] = det.score_one(x)
+            det.learn_one(x)
+    detect_s = time.perf_counter() - t0
+    if warmup is None:
+        window = getattr(det, "window", 0)
+        window = window if isinstance(window, int) else 0
+        warmup = min(max(2 * window, 50), n // 10)
+    scores = np.where(np.isfinite(scores), scores, 0.0)
+    scores[:warmup] = np.where(np.isfinite(scores[:warmup]), scores[:warmup], 0.0)
+    th = np.full(n, np.inf)
+    flags = np.zeros(n, dtype=bool)
+    severity = np.zeros(n)
+    rest = n - warmup
+    init = min(1000, max(20, rest // 5))
+    if threshold == "orion":
+        found = thresholds.find_anomalies(scores[warmup:], index=np.arange(warmup, n))
+        intervals = [(int(s), int(e), float(v)) for s, e, v in found]
+        for s, e, _ in intervals:
+            flags[s:e + 1] = True
+        th[:] = np.nan
+    else:
+        if threshold == "spot":
+            rule = thresholds.SPOT(q=1e-3, level=0.98, init=max(init, 10))
+        elif threshold == "quantile":
+            rule = thresholds.Quantile(q=0.995, window=max(init * 10, 100), init=init)
+        else:
+            raise ConfigError(f"unknown threshold {threshold!r}; choose one of: orion, quantile, spot")
+        for i in range(warmup, n):
+            dec = rule.update(scores[i])
+            th[i], flags[i] = dec.threshold, dec.is_anomaly
+        with np.errstate(divide="ignore", invalid="ignore"):
+            severity = np.where(flags, (scores - th) / np.maximum(np.abs(th), 1e-12), 0.0)
+        intervals = _intervals(flags, severity)
+    return {"scores": scores, "threshold": th, "flags": flags, "intervals": intervals,
+            "warmup": warmup, "detect_s": detect_s, "detector": det}
+
+
+def _plot(series: Series, result: dict[str, Any], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = series.ts.astype("datetime64[s]") if series.iso else series.ts
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
+    for j, name in enumerate(series.columns[:5]):
+        a1.plot(x, series.values[:, j], lw=0.7, label=name)
+    a2.plot(x, result["scores"], lw=0.7, color="tab:purple", label="score")
+    th = result["threshold"]
+    if np.isfinite(th).any():
+        a2.plot(x, np.where(np.isfinite(th), th, np.nan), lw=0.8, color="tab:red", ls="--", label="threshold")
+    for k, (s, e, _) in enumerate(result["intervals"]):
+        for ax in (a1, a2):
+            ax.axvspan(x[s], x[e], color="tab:red", alpha=0.3, label="detected" if k == 0 and ax is a1 else None)
+    if series.labels is not None and series.labels.any():
+        for k, (s, e, _) in enumerate(_intervals(series.labels, np.zeros(len(series.labels)))):
+            a1.axvspan(x[s], x[e], ymax=0.08, color="tab:green", alpha=0.8, label="true label" if k == 0 else None)
+    a1.legend(loc="upper left", fontsize=8)
+    a2.legend(loc="upper left", fontsize=8)
+    a1.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(args) -> int:
+    """The ``streamad detect`` handler."""
+    params: dict[str, Any] = {}
+    if args.params:
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--params is not valid JSON: {e}") from None
+        if not isinstance(params, dict):
+            raise ConfigError(f"--params must be a JSON object, got {args.params!r}")
+    series = read_csv(args.file, label_column=args.label_column)
+    from . import detectors
+
+    detectors.make(args.detector, **params)  # fail on a bad name/params before any work
+    result = detect(series, args.detector, params, args.threshold)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create output directory {out}: {e.strerror}") from None
+    iv = [{"start": series.raw_ts[s], "end": series.raw_ts[e], "start_index": s, "end_index": e,
+           "severity": round(v, 6)} for s, e, v in result["intervals"]]
+    with (out / "scores.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["timestamp", *series.columns, "score", "threshold", "is_anomaly"]
+                   + (["label"] if series.labels is not None else []))
+        for i in range(len(series.ts)):
+            row = [series.raw_ts[i], *series.values[i].tolist(), repr(float(result["scores"][i])),
+                   repr(float(result["threshold"][i])), int(result["flags"][i])]
+            w.writerow(row + ([int(series.labels[i])] if series.labels is not None else []))
+    with (out / "intervals.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["start", "end", "start_index", "end_index", "severity"])
+        for r in iv:
+            w.writerow([r["start"], r["end"], r["start_index"], r["end_index"], r["severity"]])
+    meta = {"file": str(args.file), "detector": args.detector, "params": params, "threshold": args.threshold,
+            "n_points": len(series.ts), "warmup": result["warmup"], "detect_s": round(result["detect_s"], 3),
+            "intervals": iv}
+    (out / "intervals.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if not args.no_plot:
+        _plot(series, result, out / "plot.png", f"{Path(args.file).name}: {args.detector} + {args.threshold}")
+    print(f"{len(iv)} anomalous interval(s) in {Path(args.file).name} "
+          f"({len(series.ts)} points, detector {args.detector}, threshold {args.threshold}):")
+    for r in iv:
+        print(f"  {r['start']}  ->  {r['end']}  severity {r['severity']:.3f}")
+    print(f"wrote {out}/scores.csv, intervals.csv, intervals.json" + ("" if args.no_plot else ", plot.png"))
+    return 0

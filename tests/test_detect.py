@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+
+from streamad.cli import main
+
+
+def _write_series(path, n=600, spike=400, label=True, iso=True):
+    rng = np.random.default_rng(0)
+    v = np.sin(np.arange(n) / 10) + rng.normal(0, 0.05, n)
+    v[spike:spike + 3] += 6.0
+    lines = ["timestamp,value" + (",label" if label else "")]
+    for i in range(n):
+        ts = np.datetime64("2024-01-01T00:00:00") + np.timedelta64(60 * i, "s") if iso else 1_700_000_000 + 60 * i
+        lines.append(f"{ts},{float(v[i])!r}" + (f",{int(spike <= i < spike + 3)}" if label else ""))
+    path.write_text("\n".join(lines) + "\n")
+    return v
+
+
+@pytest.mark.parametrize("threshold", ["spot", "quantile", "orion"])
+def test_detect_finds_spike_and_writes_outputs(tmp_path, capsys, threshold):
+    f = tmp_path / "s.csv"
+    _write_series(f)
+    out = tmp_path / "out"
+    rc = main(["detect", str(f), "--detector", "zscore", "--params", '{"window": 50}',
+               "--threshold", threshold, "--out", str(out)])
+    assert rc == 0
+    meta = json.loads((out / "intervals.json").read_text())
+    assert meta["n_points"] == 600 and meta["threshold"] == threshold
+    hits = [r for r in meta["intervals"] if r["start_index"] - 60 <= 400 <= r["end_index"] + 2]
+    assert hits, meta["intervals"]
+    assert len(meta["intervals"]) <= 5
+    assert (out / "plot.png").stat().st_size > 1000
+    scores = (out / "scores.csv").read_text().splitlines()
+    assert len(scores) == 601 and scores[0].startswith("timestamp,value,score,threshold,is_anomaly,label")
+    assert (out / "intervals.csv").read_text().count("\n") == len(meta["intervals"]) + 1
+    printed = capsys.readouterr().out
+    assert hits[0]["start"] in printed
+
+
+def test_detect_numeric_timestamps_multiple_columns_no_plot(tmp_path):
+    rng = np.random.default_rng(1)
+    f = tmp_path / "m.csv"
+    rows = ["ts,a,b,anomaly"] + [f"{1e9 + i},{rng.normal()},{rng.normal()},0" for i in range(300)]
+    f.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "o"
+    assert main(["detect", str(f), "--detector", "zscore", "--params", '{"window": 20}',
+                 "--out", str(out), "--no-plot"]) == 0
+    assert not (out / "plot.png").exists()
+    assert (out / "scores.csv").read_text().splitlines()[0] == "timestamp,a,b,score,threshold,is_anomaly,label"
+
+
+@pytest.mark.parametrize("content,args,needle", [
+    (None, [], "no such file"),
+    ("", [], "empty"),
+    ("timestamp,value\n" + "".join(f"{i},x{i}\n" for i in range(30)), [], "not numeric"),
+    ("timestamp,value\n1,2\n2,3\n", [], "too short"),
+    ("timestamp,value\n" + "".join(f"{i},{'nan' if i == 5 else i}\n" for i in range(30)), [], "NaN"),
+    ("timestamp\n" + "".join(f"{i}\n" for i in range(30)), [], "value column"),
+    ("timestamp,value\n" + "".join(f"day{i},{i}\n" for i in range(30)), [], "timestamp"),
+    ("timestamp,value\n" + "".join(f"{i},{i}\n" for i in range(30)), ["--detector", "nope"], "unknown detector"),
+    ("timestamp,value\n" + "".join(f"{i},{i}\n" for i in range(30)), ["--params", "{bad"], "--params"),
+    ("timestamp,value\n" + "".join(f"{i},{i}\n" for i in range(30)), ["--label-column", "lbl"], "label column"),
+])
+def test_detect_errors_are_one_line(tmp_path, capsys, content, args, needle):
+    f = tmp_path / "bad.csv"
+    if content is not None:
+        f.write_text(content)
+    rc = main(["detect", str(f), "--out", str(tmp_path / "o"), "--no-plot", *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_detect_binary_file(tmp_path, capsys):
+    f = tmp_path / "b.csv"
+    f.write_bytes(bytes(range(256)) * 10)
+    assert main(["detect", str(f), "--no-plot", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
