@@ -147,8 +147,11 @@ def run_demo(*, broker_factory, kafka, n_keys: int = 6, n_points: int = 2000, se
                     first = time.monotonic()
                 if time.monotonic() - last >= 2.0:
                     last = time.monotonic()
-                    say(f"  {pipeline.records_in:>7,} / {n:,} records  {pipeline.events_out:>4} events  "
-                        f"{pipeline.dead_letters} dead letters")
+                    if pipeline.records_in:
+                        say(f"  {pipeline.records_in:>7,} / {n:,} records  {pipeline.events_out:>4} events  "
+                            f"{pipeline.dead_letters} dead letters")
+                    else:
+                        say("  joining the consumer group ...")
             seconds = time.monotonic() - (first or t0)
             pipeline.shutdown()
         finally:

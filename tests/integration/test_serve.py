@@ -134,29 +134,38 @@ def test_end_to_end_scores_events_and_dead_letters(bootstrap, tmp_path):
     assert sorted(Path(tmp_path, p.config.group).glob("*.state"))
 
 
-CHILD = r"""
-import sys
-sys.path.insert(0, {tests!r})
-from connectors.kafka import DeadLetterSink, for_embedded_broker, make_sink, make_source
-from streamad.service import ServiceConfig
-from streamad.service.app import configure_logging, serve
-from test_service_pipeline import MaxThreshold
-names = {names!r}
-cfg = ServiceConfig(bootstrap={bootstrap!r}, group={group!r}, input_topics=[names["input"]],
-                    anomalies_topic=names["anomalies"], scores_topic=names["scores"], dead_letter_topic=names["dlq"],
-                    detector="zscore", detector_params={{"window": 30}}, kafka_settings=for_embedded_broker(),
-                    poll_timeout_s=0.2, batch_size=200, checkpoint_dir={ckpt!r}, checkpoint_every_records=500)
-configure_logging("kv")
-sink = make_sink(cfg.bootstrap, cfg.kafka_settings)
-source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings)
-serve(cfg, source, sink, dead_letter=DeadLetterSink(sink, cfg.dead_letter_topic).send, threshold_factory=MaxThreshold)
+SERVE_TOML = """
+[kafka]
+bootstrap = "{bootstrap}"
+group = "{group}"
+settings = {{ session_timeout_ms = 6000, heartbeat_interval_ms = 1000, max_poll_interval_ms = 10000 }}
+[topics]
+input = ["{input}"]
+anomalies = "{anomalies}"
+scores = "{scores}"
+dead_letter = "{dlq}"
+[detector]
+name = "zscore"
+params = {{ window = 30 }}
+[threshold]
+name = "spot"
+params = {{ init = 200 }}
+[checkpoint]
+dir = "{ckpt}"
+every_records = 500
+[service]
+batch_size = 200
+poll_timeout_s = 0.2
 """
 
 
 def _child(names, bootstrap, group, ckpt):
-    code = CHILD.format(tests=str(TESTS), names=names, bootstrap=bootstrap, group=group, ckpt=str(ckpt))
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=TESTS.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    """The real `streamad serve` in its own process, configured by a TOML file."""
+    cfg = Path(ckpt) / "serve.toml"
+    cfg.write_text(SERVE_TOML.format(bootstrap=bootstrap, group=group, ckpt=ckpt, **names))
+    return subprocess.Popen([sys.executable, "-m", "streamad.cli", "serve", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=TESTS.parent,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def _committed(bootstrap, group, topic):
