@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -221,14 +222,23 @@ class Pipeline:
         update = threshold.update
         events = 0
         key_bytes = None
+        head = None
+        isfinite = math.isfinite
         for m, rec, score in scored:
             decision = update(score)
             if key_bytes is None:
                 key_bytes = rec.key.encode()
+                # One score message per record is the service's largest output; formatting it
+                # directly is ~3x cheaper than json.dumps of a dict (same JSON).
+                head = f'{{"key":{dumps(rec.key)},"ts":'
+                tail = f',"topic":{dumps(m.topic)},"partition":{m.partition},"offset":'
             if scores_topic:
-                send(scores_topic, key_bytes, dumps(
-                    {"key": rec.key, "ts": rec.ts, "score": score, "topic": m.topic, "partition": m.partition,
-                     "offset": m.offset}, separators=(",", ":")).encode())
+                if isfinite(score) and isfinite(rec.ts):
+                    value = f'{head}{rec.ts!r},"score":{score!r}{tail}{m.offset}}}'.encode()
+                else:
+                    value = dumps({"key": rec.key, "ts": rec.ts, "score": score, "topic": m.topic,
+                                   "partition": m.partition, "offset": m.offset}, separators=(",", ":")).encode()
+                send(scores_topic, key_bytes, value)
             if decision.is_anomaly:
                 event = {"key": rec.key, "ts": rec.ts, "score": score, "threshold": float(decision.threshold),
                          "is_anomaly": True, "detector": detector_name, "topic": m.topic,
