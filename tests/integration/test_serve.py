@@ -222,20 +222,31 @@ def test_kill9_restart_scores_every_offset_and_sigterm_commits(bootstrap, tmp_pa
         assert _state.load(Path(tmp_path, group, f"{names['input']}-{part}.state"))["offset"] == end
 
 
-def test_two_instances_share_partitions_and_score_everything(bootstrap):
+def test_two_instances_share_partitions_and_one_takes_over_from_checkpoints(bootstrap, tmp_path):
     names = _topics(bootstrap)
     group = f"g-{uuid.uuid4().hex[:6]}"
     sent = _produce(bootstrap, names["input"], 600, seed=5)
-    inputs, ends = _read_all(bootstrap, names["input"], expect=sent)
-    pipelines = [_pipeline(_config(names, bootstrap, group, batch_size=100)) for _ in range(2)]
+    pipelines = [_pipeline(_config(names, bootstrap, group, batch_size=100, checkpoint_dir=str(tmp_path)))
+                 for _ in range(2)]
     owned = [set(), set()]
-    stop = threading.Event()
+    restored = []
+    stops = [threading.Event(), threading.Event()]
+    p1 = pipelines[1][0]
+    original_restore = p1._restore
+
+    def spy(tp):  # which partitions instance 1 resumed from a checkpoint
+        offset = original_restore(tp)
+        if offset is not None:
+            restored.append(tp)
+        return offset
+
+    p1._restore = spy
 
     def work(i):
         p, source, sink = pipelines[i]
         p.start()
         try:
-            while not stop.is_set():
+            while not stops[i].is_set():
                 p.run_once()
                 owned[i] |= set(source.assignment())
         finally:
@@ -248,11 +259,19 @@ def test_two_instances_share_partitions_and_score_everything(bootstrap):
     time.sleep(2)  # the second member joins mid-stream: a rebalance
     threads[1].start()
     try:
+        _wait(lambda: owned[0] and owned[1] and sum(len(p.partitions) for p, _, _ in pipelines) >= 3, 30,
+              "both instances to own partitions")
+        stops[0].set()  # instance 0 leaves: flush, commit, checkpoint; instance 1 takes over
+        threads[0].join(30)
+        sent += _produce(bootstrap, names["input"], 300, seed=6)
+        inputs, ends = _read_all(bootstrap, names["input"], expect=sent)
         _wait(lambda: _committed(bootstrap, group, names["input"]) == ends, 60, "all offsets committed")
     finally:
-        stop.set()
+        for e in stops:
+            e.set()
         for t in threads:
             t.join(30)
     assert owned[0] and owned[1], owned
+    assert set(restored) & owned[0], (restored, owned)  # took over instance 0's partitions from checkpoints
     scores = [json.loads(m.value) for m in _read_all(bootstrap, names["scores"], expect=sent)[0]]
     assert {(s["partition"], s["offset"]) for s in scores} == {(m.partition, m.offset) for m in inputs}
