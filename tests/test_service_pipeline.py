@@ -226,3 +226,43 @@ def test_record_with_changed_features_goes_to_dead_letter_and_the_key_keeps_scor
     assert [d["source"]["offset"] for d in dead] == [bad.offset, renamed.offset]
     assert "features" in dead[0]["reason"]
     assert len(_scores(b)) == 60 and p.dead_letters == 2
+
+
+class FlakySink(MemorySink):
+    """Fails ``failures`` flushes with a retriable error (keeping the messages), then delivers."""
+
+    def __init__(self, broker, failures, retriable=True):
+        super().__init__(broker)
+        self.failures, self.retriable = failures, retriable
+
+    def flush(self, timeout_s=30.0):
+        if self.failures:
+            self.failures -= 1
+            e = OSError("broker away")
+            e.retriable = self.retriable
+            raise e
+        super().flush(timeout_s)
+
+
+def test_retriable_flush_failures_pause_then_deliver_and_commit(monkeypatch):
+    import streamad.service.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module.time, "sleep", lambda s: None)
+    b = _broker()
+    _fill(b, n=20)
+    p = _pipeline(b, sink=FlakySink(b, failures=2))
+    paused = []
+    p.source.pause = lambda: paused.append(True)
+    p.run_once()
+    assert paused == [True, True]
+    assert len(_scores(b)) == 60
+    assert sum(b.committed.values()) == 60
+
+
+def test_non_retriable_flush_failure_stops_without_commit():
+    b = _broker()
+    _fill(b, n=20)
+    p = _pipeline(b, sink=FlakySink(b, failures=1, retriable=False))
+    with pytest.raises(ServiceError, match="1 attempt"):
+        p.run_once()
+    assert b.committed == {}

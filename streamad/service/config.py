@@ -59,7 +59,7 @@ class ServiceConfig:
     poll_timeout_s: float = 0.5
     http_port: int = 0
     log_format: str = "kv"
-    flush_retries: int = 3
+    flush_retries: int = 60  # with backoff capped at 5 s: rides out a ~5 min broker outage
 
     @classmethod
     def from_mapping(cls, doc: dict[str, Any]) -> ServiceConfig:

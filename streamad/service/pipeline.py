@@ -118,7 +118,14 @@ class Pipeline:
     # -- the loop -------------------------------------------------------------------------
     def run_once(self) -> int:
         """Poll one batch, score it, flush outputs, then commit its offsets. Returns its size."""
-        batch = self.source.poll(self.config.poll_timeout_s, self.config.batch_size)
+        try:
+            batch = self.source.poll(self.config.poll_timeout_s, self.config.batch_size)
+        except StreamadError as e:
+            if not getattr(e, "retriable", False):
+                raise
+            log.warning("event=poll_failed error=%s", json.dumps(str(e)))  # broker away: try again
+            time.sleep(1.0)
+            return 0
         self.last_batch_at = time.monotonic()
         if not batch:
             self._maybe_checkpoint()
@@ -250,25 +257,48 @@ class Pipeline:
         return events
 
     def _flush_and_commit(self) -> None:
+        """Flush the sink, then commit the offsets it covers.
+
+        A retriable delivery failure (broker down) is retried with backoff while the input is
+        paused, up to ``flush_retries`` times; the sink keeps and re-sends the messages. Any
+        other failure raises :class:`ServiceError` with nothing committed, so a restart
+        re-scores those records instead of losing them.
+        """
         retries = max(0, self.config.flush_retries)
-        for attempt in range(retries + 1):
+        attempt = 0
+        while True:
             try:
                 self.sink.flush()
                 break
             except Exception as e:
-                if attempt == retries:
-                    raise ServiceError(f"sink could not deliver after {retries + 1} attempts: {e}") from e
+                retriable = getattr(e, "retriable", True)
+                if not retriable or attempt >= retries:
+                    raise ServiceError(f"sink could not deliver after {attempt + 1} attempt(s): {e}") from e
                 # Hold the input while the sink is failing or slow: paused partitions keep the
                 # group membership without fetching more work.
-                log.warning("event=flush_failed attempt=%d error=%r", attempt + 1, str(e))
+                log.warning("event=flush_failed attempt=%d error=%s", attempt + 1, json.dumps(str(e)))
                 self.source.pause()
                 time.sleep(min(5.0, 0.2 * 2 ** attempt))
-        else:  # pragma: no cover
-            return
-        self.source.resume()
+                attempt += 1
+        if attempt:
+            self.source.resume()
         offsets = {tp: p.next_offset for tp, p in self.partitions.items() if p.next_offset is not None}
-        if offsets:
-            self.source.commit(offsets)
+        if not offsets:
+            return
+        for attempt in range(retries + 1):
+            try:
+                self.source.commit(offsets)
+                return
+            except StreamadError as e:
+                if not getattr(e, "retriable", False):
+                    # The group moved on: the new owner re-scores from its committed offset or
+                    # checkpoint (duplicates, never a gap).
+                    log.warning("event=commit_rejected error=%s", json.dumps(str(e)))
+                    return
+                if attempt == retries:
+                    raise ServiceError(f"cannot commit offsets: {e}") from e
+                log.warning("event=commit_failed attempt=%d error=%s", attempt + 1, json.dumps(str(e)))
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
 
     # -- checkpoints ------------------------------------------------------------------------
     def _path(self, tp: TopicPartition) -> Path:
