@@ -139,6 +139,14 @@ class ConfluentSource:
             self._consumer.resume(parts)
         self._paused = False
 
+    def end_offset(self, tp: TopicPartition) -> int | None:
+        """The log end offset of ``tp``; None when the broker does not answer in time."""
+        try:
+            _, high = self._consumer.get_watermark_offsets(self._ck.TopicPartition(tp[0], tp[1]), timeout=2.0)
+        except self._ck.KafkaException:
+            return None
+        return int(high) if high >= 0 else None
+
     def lag(self) -> dict[TopicPartition, int]:
         out = {}
         parts = self._consumer.assignment()

@@ -403,6 +403,19 @@ class KafkaSource:
         """The next offset :meth:`poll` returns for ``tp``, if known without a broker call."""
         return self._next.get((tp[0], tp[1]))
 
+    def end_offset(self, tp: TopicPartition) -> int | None:
+        """The log end offset of ``tp``; None when the broker does not answer in time."""
+        from kafka import TopicPartition as TP
+        from kafka.errors import KafkaError
+
+        try:
+            ends = self._consumer.end_offsets([TP(tp[0], tp[1])], timeout_ms=2000)
+        except (KafkaError, RuntimeError) as e:
+            log.debug("end offset of %s[%d] unavailable: %s", tp[0], tp[1], e)
+            return None
+        end = next(iter(ends.values()), None)
+        return None if end is None else int(end)
+
     def lag(self) -> dict[TopicPartition, int]:
         """Records behind the end of each assigned partition whose position is known."""
         from kafka import TopicPartition as TP

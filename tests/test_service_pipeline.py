@@ -171,6 +171,19 @@ def test_checkpoint_restore_gives_identical_subsequent_scores(tmp_path):
         assert all(math.isclose(x, ref[k], rel_tol=1e-9, abs_tol=1e-12) for x in v), k
 
 
+def test_checkpoint_ahead_of_a_recreated_topic_reads_the_new_log_from_its_start(tmp_path, caplog):
+    b = _broker()
+    _fill(b, n=200)
+    _drain(_pipeline(b, tmp_path))
+    assert max(_state.load(f)["offset"] for f in (tmp_path / "streamad").glob("*.state")) > 100
+    recreated = _broker()  # same topic names, empty logs: the checkpoints point past their ends
+    _fill(recreated, n=30, seed=7)
+    with caplog.at_level("WARNING", logger="streamad.service"):
+        _drain(_pipeline(recreated, tmp_path))
+    assert "event=checkpoint_ahead_of_log" in caplog.text
+    assert len(_scores(recreated)) == 30 * 3  # every record of the new log, none skipped
+
+
 def test_checkpoint_of_another_detector_is_refused(tmp_path):
     b = _broker()
     _fill(b, n=20)

@@ -359,10 +359,19 @@ class Pipeline:
     def _on_assign(self, tps: list[TopicPartition]) -> None:
         for tp in tps:
             offset = self._restore(tp)
-            if offset is not None:
-                self.source.seek(tp, offset)
-                log.info("event=restored topic=%s partition=%d offset=%d keys=%d", tp[0], tp[1], offset,
-                         len(self.partitions[tp].models))
+            if offset is None:
+                continue
+            end = self.source.end_offset(tp) if hasattr(self.source, "end_offset") else None
+            if end is not None and offset > end:
+                # The log is shorter than the checkpoint says: the topic was recreated or
+                # truncated. Waiting for the old offset would leave new records unread.
+                log.warning("event=checkpoint_ahead_of_log topic=%s partition=%d checkpoint_offset=%d "
+                            "log_end=%d action=read_from_start", tp[0], tp[1], offset, end)
+                offset = 0
+                self.partitions[tp].next_offset = None
+            self.source.seek(tp, offset)
+            log.info("event=restored topic=%s partition=%d offset=%d keys=%d", tp[0], tp[1], offset,
+                     len(self.partitions[tp].models))
 
     def _on_revoke(self, tps: list[TopicPartition]) -> None:
         # Called inside poll, between batches: everything processed so far is in ``partitions``.

@@ -51,6 +51,10 @@ class Source(Protocol):
 
     def lag(self) -> dict[TopicPartition, int]: ...
 
+    def end_offset(self, tp: TopicPartition) -> int | None:
+        """The partition's log end offset, or None when the broker cannot say right now."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -153,6 +157,9 @@ class MemorySource:
 
     def lag(self):
         return {tp: len(self.broker.read(*tp)) - pos for tp, pos in self._pos.items()}
+
+    def end_offset(self, tp) -> int | None:
+        return len(self.broker.read(*tp))
 
     def close(self) -> None:
         self._closed = True
