@@ -106,7 +106,7 @@ def _pipeline(cfg):
 
 def test_end_to_end_scores_events_and_dead_letters(bootstrap, tmp_path):
     names = _topics(bootstrap)
-    n, n_bad = 400, 40
+    n, n_bad = 2000, 40  # 10,000 valid records over 5 keys and 3 partitions
     sent = _produce(bootstrap, names["input"], n, malformed=n_bad, spike_at=300)
     inputs, ends = _read_all(bootstrap, names["input"], expect=sent)
     n_dlq = sum(1 for m in inputs if m.key == b"junk")
