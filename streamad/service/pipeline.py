@@ -361,17 +361,31 @@ class Pipeline:
             offset = self._restore(tp)
             if offset is None:
                 continue
-            end = self.source.end_offset(tp) if hasattr(self.source, "end_offset") else None
-            if end is not None and offset > end:
-                # The log is shorter than the checkpoint says: the topic was recreated or
-                # truncated. Waiting for the old offset would leave new records unread.
+            if self._log_restarted_below(tp, offset):
                 log.warning("event=checkpoint_ahead_of_log topic=%s partition=%d checkpoint_offset=%d "
-                            "log_end=%d action=read_from_start", tp[0], tp[1], offset, end)
+                            "action=read_from_start", tp[0], tp[1], offset)
                 offset = 0
                 self.partitions[tp].next_offset = None
             self.source.seek(tp, offset)
             log.info("event=restored topic=%s partition=%d offset=%d keys=%d", tp[0], tp[1], offset,
                      len(self.partitions[tp].models))
+
+    def _log_restarted_below(self, tp: TopicPartition, offset: int) -> bool:
+        """True when ``tp``'s log now ends before the checkpointed ``offset`` and the group has
+        no commit that far: the topic was recreated (or the broker lost its data). Waiting
+        for the old offset would then leave every new record unread.
+
+        The committed offset is the witness because a checkpoint is only written after its
+        offsets were committed; a log-end offset alone is not trusted (the embedded broker
+        reports the base offset of the last batch as the end)."""
+        try:
+            end = self.source.end_offset(tp) if hasattr(self.source, "end_offset") else None
+            if end is None or offset <= end:
+                return False
+            committed = self.source.committed(tp)
+        except StreamadError:
+            return False
+        return committed is None or committed < offset
 
     def _on_revoke(self, tps: list[TopicPartition]) -> None:
         # Called inside poll, between batches: everything processed so far is in ``partitions``.
