@@ -38,6 +38,7 @@ __all__ = [
     "fedpg_local",
     "is_orthonormal",
     "local_pca",
+    "medoid",
     "one_shot_merge",
     "orthonormalize",
     "pool_moments",
@@ -369,6 +370,20 @@ def aggregate(reference: np.ndarray, bases: Sequence[np.ndarray], n_samples: Seq
     w = w / w.sum()
     aligned = sum(wi * (U @ procrustes_rotation(U, reference)) for U, wi in zip(bases, w, strict=True))
     return Aggregate(orthonormalize(aligned, "polar"), w, dist)
+
+
+def medoid(bases: Sequence[np.ndarray]) -> np.ndarray:
+    """The basis whose median chordal distance to the others is smallest: a robust
+    reference when there is no previous consensus (a minority of outliers cannot be it).
+
+    >>> U, V = np.eye(4)[:, :2], np.eye(4)[:, 2:]
+    >>> bool(np.allclose(medoid([U, U, V]), U))
+    True
+    """
+    if len(bases) <= 2:
+        return bases[0]
+    d = np.array([[chordal_distance(a, b) for b in bases] for a in bases])
+    return bases[int(np.argmin(np.median(d, axis=1)))]
 
 
 def _cap(w: np.ndarray, cap: float) -> np.ndarray:
