@@ -250,14 +250,134 @@ def _add_bench(sub) -> Handler:
 
 
 # -- federated ------------------------------------------------------------------------
+def _kafka_options(items: list[str]) -> dict:
+    import json
+
+    from .base import ConfigError
+
+    options = {}
+    for item in items:
+        name, eq, text = item.partition("=")
+        if not eq or not name:
+            raise ConfigError(f"--kafka-option must be NAME=VALUE, got {item!r}")
+        try:  # numbers and booleans as JSON, anything else as a string
+            options[name] = json.loads(text)
+        except ValueError:
+            options[name] = text
+    return options
+
+
+def _fed_common(p) -> None:
+    p.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers host:port[,...]")
+    p.add_argument("--key-file", required=True, help="JSON key file: {\"server\": hex, \"clients\": {id: hex}}")
+    p.add_argument("--prefix", default="streamad.fed", help="topic prefix: PREFIX.updates, PREFIX.global "
+                                                             "(default: streamad.fed)")
+    p.add_argument("--k", type=int, default=2, help="dimension of the normal subspace (default: 2)")
+    p.add_argument("--kafka-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a Kafka client option, e.g. security_protocol=SASL_SSL (repeatable)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this long (default: until signalled)")
+
+
+def _until_signalled(target) -> None:
+    """Make SIGTERM/SIGINT set ``target.stopping``: its run loop ends cleanly (exit 0)."""
+    import signal
+
+    def on_signal(signum, frame):
+        target.stopping = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+
 def _add_fed_server(sub) -> Handler:
-    sub.add_parser("fed-server", help="federated PCA aggregation server")
-    return _not_built("fed-server", "federated PCA, issue 7")
+    p = sub.add_parser("fed-server", help="federated PCA aggregation server",
+                       description="Open rounds, admit signed client subspace updates, aggregate them robustly "
+                                   "on the Grassmann manifold and publish the signed global subspace.")
+    _fed_common(p)
+    p.add_argument("--dim", type=int, required=True, help="number of features d of the clients' records")
+    p.add_argument("--min-clients", type=int, default=2, help="updates needed to close a round (default: 2)")
+    p.add_argument("--round-timeout", type=float, default=10.0,
+                   help="seconds to wait for every known client before closing with --min-clients (default: 10)")
+    p.add_argument("--rounds", type=int, default=None, help="stop after this many rounds (default: run on)")
+    p.add_argument("--checkpoint", default=None, help="state file, written atomically after every round")
+
+    def run(args):
+        from connectors.fedkafka import KafkaFedChannel
+
+        from .base import ConfigError
+        from .federated.protocol import KeyRing
+        from .federated.server import FedServer, ServerConfig
+        from .service.app import configure_logging
+
+        if args.dim < 2 or not 1 <= args.k < args.dim:
+            raise ConfigError(f"need --dim >= 2 and 1 <= --k < --dim, got --dim {args.dim} --k {args.k}")
+        if args.min_clients < 1:
+            raise ConfigError(f"--min-clients must be at least 1, got {args.min_clients}")
+        ring = KeyRing.from_file(args.key_file)
+        configure_logging("kv")
+        channel = KafkaFedChannel(args.bootstrap, args.prefix, "server", _kafka_options(args.kafka_option))
+        server = FedServer(ServerConfig(dim=args.dim, k=args.k, min_clients=args.min_clients,
+                                        round_timeout_s=args.round_timeout, rounds=args.rounds,
+                                        checkpoint=args.checkpoint), ring, channel)
+        _until_signalled(server)
+        try:
+            server.run(max_seconds=args.max_seconds)
+        finally:
+            channel.close()
+        return 0
+
+    return run
 
 
 def _add_fed_client(sub) -> Handler:
-    sub.add_parser("fed-client", help="federated PCA client")
-    return _not_built("fed-client", "federated PCA, issue 7")
+    p = sub.add_parser("fed-client", help="federated PCA client",
+                       description="Learn from a local telemetry topic, take part in federated rounds (only "
+                                   "subspaces leave the client) and publish anomaly events scored with the "
+                                   "latest verified global subspace.")
+    _fed_common(p)
+    p.add_argument("--client-id", required=True, help="this client's id in the key file")
+    p.add_argument("--topic", action="append", dest="input_topics", required=True,
+                   help="local telemetry topic (repeatable)")
+    p.add_argument("--anomalies-topic", required=True, help="topic for anomaly events")
+    p.add_argument("--dead-letter-topic", default=None, help="topic for malformed records (default: TOPIC.dlq)")
+    p.add_argument("--group", default=None, help="consumer group (default: streamad-fed-CLIENT_ID)")
+    p.add_argument("--min-samples", type=int, default=200, help="records to learn before joining rounds")
+    p.add_argument("--quantile", type=float, default=0.99,
+                   help="threshold: this quantile of recent scores under the current model (default: 0.99)")
+
+    def run(args):
+        from connectors.fedkafka import KafkaFedChannel
+        from connectors.kafka import DeadLetterSink, ensure_topics, make_sink, make_source
+
+        from .base import ConfigError
+        from .federated.client import ClientConfig, FedClient
+        from .federated.protocol import KeyRing
+        from .service.app import configure_logging
+
+        if not 0.5 <= args.quantile < 1.0:
+            raise ConfigError(f"--quantile must be in [0.5, 1), got {args.quantile}")
+        ring = KeyRing.from_file(args.key_file).for_client(args.client_id)
+        options = _kafka_options(args.kafka_option)
+        configure_logging("kv")
+        dlq = args.dead_letter_topic or f"{args.input_topics[0]}.dlq"
+        ensure_topics(args.bootstrap, {args.anomalies_topic: 1, dlq: 1}, options)
+        channel = KafkaFedChannel(args.bootstrap, args.prefix, "client", options)
+        sink = make_sink(args.bootstrap, options)
+        source = make_source(args.bootstrap, args.group or f"streamad-fed-{args.client_id}", options)
+        client = FedClient(ClientConfig(client_id=args.client_id, input_topics=args.input_topics,
+                                        anomalies_topic=args.anomalies_topic, k=args.k,
+                                        min_samples=args.min_samples, quantile=args.quantile),
+                           ring, channel, source, sink, dead_letter=DeadLetterSink(sink, dlq).send)
+        _until_signalled(client)
+        try:
+            client.run(max_seconds=args.max_seconds)
+        finally:
+            source.close()
+            sink.close()
+            channel.close()
+        return 0
+
+    return run
 
 
 _COMMANDS = [

@@ -124,6 +124,9 @@ class FedClient:
         raw = self.channel.latest_global(0.0)
         if raw is None or raw == self._last_raw:
             return
+        det = self.detector
+        if det.moments_ is None or det.moments_.n < self.config.min_samples:
+            return  # not enough local data yet: look at this model again later
         self._last_raw = raw
         try:
             g = open_global(raw, self.ring)
@@ -132,9 +135,6 @@ class FedClient:
             return
         if g.round <= self.seen_round and self.sent_round >= g.round:
             return
-        det = self.detector
-        if det.moments_ is None or det.moments_.n < self.config.min_samples:
-            return  # not enough local data yet: join a later round
         d = len(det.features_)
         if g.basis.shape != (d, min(self.config.k, d)):
             log.warning("event=fed_global_rejected reason=%s", json.dumps(
