@@ -245,8 +245,41 @@ def _add_replay(sub) -> Handler:
 
 # -- bench ----------------------------------------------------------------------------
 def _add_bench(sub) -> Handler:
-    sub.add_parser("bench", help="run the NASA / Yahoo / NAB benchmarks")
-    return _not_built("bench", "the benchmark CLI, issue 4")
+    p = sub.add_parser("bench", help="run the NASA / Yahoo / NAB benchmarks",
+                       description="Run a detector over a benchmark data set and score it with Orion's "
+                                   "contextual F1, VUS-PR and the NAB score; `streamad bench report FILES... "
+                                   "--out DIR` turns result files into a table and plots.")
+    from .bench.runner import add_arguments
+
+    add_arguments(p)
+    p.add_argument("files", nargs="*", help=argparse.SUPPRESS)
+
+    def run(args):
+        from .base import ConfigError
+        from .bench import runner
+
+        if args.files:
+            raise ConfigError(f"unexpected arguments {' '.join(args.files)!r} (did you mean `streamad bench report`?)")
+        return runner.main(args)
+
+    return run
+
+
+def _add_bench_report(sub) -> Handler:
+    p = sub.add_parser("bench-report", help="same as `streamad bench report FILES... --out DIR`",
+                       description="Write report.md (tables with published anchors) and plots from bench results.")
+    p.add_argument("files", nargs="+", help="result JSON files of `streamad bench`")
+    p.add_argument("--out", required=True, help="output directory for report.md and plots")
+    p.add_argument("--plots", type=int, default=2, help="plots per result file (default: 2; 0 for none)")
+
+    def run(args):
+        from .bench.report import write_report
+
+        path = write_report(args.files, args.out, plots=args.plots)
+        print(f"wrote {path}")
+        return 0
+
+    return run
 
 
 # -- federated ------------------------------------------------------------------------
@@ -384,6 +417,7 @@ _COMMANDS = [
     ("detect", _add_detect),
     ("serve", _add_serve),
     ("bench", _add_bench),
+    ("bench-report", _add_bench_report),
     ("replay", _add_replay),
     ("broker", _add_broker),
     ("demo", _add_demo),
@@ -408,6 +442,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser, handlers = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bench", "report"]:  # `streamad bench report ...`
+        argv = ["bench-report", *argv[2:]]
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

@@ -1,0 +1,141 @@
+"""`streamad bench report FILES... --out DIR`: one markdown table (groups x runs) with the
+published anchors beside ours, and plots of chosen signals.
+
+Anchors: Orion leaderboard 0.7.1 (overlapping-segment F1) and the NAB scoreboard (standard
+profile), as given in issue 4; they are other systems' published numbers, not our runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..base import DataError
+
+__all__ = ["ORION_ANCHORS", "NAB_ANCHORS", "render", "write_report"]
+
+_ORION_GROUPS = ["MSL", "SMAP", "A1", "A2", "A3", "A4", "artificialWithAnomaly", "realAdExchange",
+                 "realAWSCloudwatch", "realTraffic", "realTweets"]
+ORION_ANCHORS = {
+    "aer": [.657, .764, .782, .978, .893, .716, .750, .733, .702, .611, .606],
+    "tadgan": [.578, .573, .619, .827, .402, .345, .500, .692, .710, .487, .588],
+    "lstm_dynamic_threshold": [.455, .732, .740, .978, .744, .638, .400, .759, .537, .611, .588],
+}
+NAB_ANCHORS = {"ARTime": 74.9, "Numenta HTM": 70.5, "CAD OSE": 69.9, "KNN CAD": 58.0, "Random Cut Forest": 51.7,
+               "Windowed Gaussian": 39.6}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not a bench result JSON: {e}") from None
+    if not isinstance(doc, dict) or "aggregates" not in doc or "meta" not in doc:
+        raise DataError(f"{path} is not a `streamad bench` result (no meta/aggregates)")
+    return doc
+
+
+def _fmt(v, spec=".3f") -> str:
+    return "" if v is None else format(v, spec)
+
+
+def render(docs: list[dict[str, Any]]) -> str:
+    """The markdown report for several result documents."""
+    groups = sorted({g for d in docs for g in d["aggregates"]["groups"]})
+    lines = ["# Benchmark report", "",
+             "Overlapping-segment F1 (Orion's rule, tp/fp/fn micro-averaged per group); VUS-PR and AUC-PR "
+             "averaged over signals; NAB score normalised per group (standard profile, 0 = no detections, "
+             "100 = perfect). Times are medians per signal.", ""]
+    head = "| run | " + " | ".join(groups) + " | overall F1 | P | R | VUS-PR | NAB | fit s | detect s | failed |"
+    lines += ["## F1 per group", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for d in docs:
+        m, a = d["meta"], d["aggregates"]
+        label = f"{m['detector']} ({m['protocol']})"
+        cells = [_fmt(a["groups"].get(g, {}).get("f1")) for g in groups]
+        o = a["overall"]
+        nab = o.get("nab_score", {}).get("standard") if o else None
+        lines.append(f"| {label} | " + " | ".join(cells) +
+                     f" | {_fmt(o.get('f1'))} | {_fmt(o.get('precision'))} | {_fmt(o.get('recall'))} | "
+                     f"{_fmt(o.get('vus_pr'))} | {_fmt(nab, '.1f')} | {_fmt(o.get('fit_s'), '.2f')} | "
+                     f"{_fmt(o.get('detect_s'), '.2f')} | {a['failed']} |")
+    anchored = [g for g in groups if g in _ORION_GROUPS]
+    if anchored:
+        for name, vals in ORION_ANCHORS.items():
+            row = dict(zip(_ORION_GROUPS, vals, strict=True))
+            lines.append(f"| {name} (Orion 0.7.1, published) | " +
+                         " | ".join(_fmt(row.get(g)) for g in groups) + " | | | | | | | | |")
+    if any("nab_score" in d["aggregates"].get("overall", {}) for d in docs):
+        lines += ["", "## NAB score per group", "",
+                  "| run | " + " | ".join(groups) + " | overall (standard) | reward low FP | reward low FN |",
+                  "|" + "---|" * (len(groups) + 4)]
+        for d in docs:
+            a = d["aggregates"]
+            if "nab_score" not in a.get("overall", {}):
+                continue
+            cells = [_fmt(a["groups"].get(g, {}).get("nab_score", {}).get("standard"), ".1f") for g in groups]
+            ns = a["overall"]["nab_score"]
+            lines.append(f"| {d['meta']['detector']} ({d['meta']['protocol']}) | " + " | ".join(cells) +
+                         f" | {ns['standard']:.1f} | {ns['reward_low_FP_rate']:.1f} | {ns['reward_low_FN_rate']:.1f} |")
+        lines += ["", "NAB scoreboard (standard profile, published): " +
+                  ", ".join(f"{k} {v}" for k, v in NAB_ANCHORS.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(doc: dict[str, Any], row: dict[str, Any], out: Path) -> Path | None:
+    """Series, true anomalies, detected intervals and the score of one signal (rescored)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .datasets import load
+    from .runner import run_signal
+
+    m = doc["meta"]
+    try:
+        kw = {"mode": m["nasa_mode"]} if m["dataset"] == "nasa" else {}
+        [sig] = [s for s in load(m["dataset"], m["data_dir"], row["signal"] + "*", **kw) if s.name == row["signal"]]
+    except Exception:  # noqa: BLE001 - the data may not be here: no plot, not an error
+        return None
+    res = run_signal(sig, m["detector"], m["params"], m["protocol"], m["seed"])
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 5), sharex=True)
+    x = np.arange(sig.n)
+    ax1.plot(x, sig.values[:, 0], lw=0.7, color="black")
+    for s, e in sig.anomalies:
+        ax1.axvspan(s, e, color="tab:green", alpha=0.25, lw=0)
+    for s, e in res["detected"]:
+        ax1.axvspan(s, e + 1, color="tab:red", alpha=0.35, lw=0)
+    ax1.set_title(f"{row['signal']}: {m['detector']} ({m['protocol']}), F1 {row['f1']:.2f} "
+                  "- green: labelled, red: detected", fontsize=9)
+    ax2.plot(x, res["_scores"], lw=0.7, color="tab:blue")
+    ax2.set_ylabel("score")
+    fig.tight_layout()
+    path = out / f"{m['dataset']}_{m['detector']}_{m['protocol']}_{row['signal'].replace('/', '_')}.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def write_report(files: list[str], out_dir: str, plots: int = 2) -> Path:
+    docs = [_load(Path(f)) for f in files]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = render(docs)
+    made = []
+    for d in docs:
+        rows = sorted((r for r in d["signals"] if "error" not in r and r.get("n_anomalies")),
+                      key=lambda r: (-r["f1"], r["signal"]))
+        for r in rows[:plots]:
+            p = _plot(d, r, out)
+            if p is not None:
+                made.append(p)
+    if made:
+        text += "\n## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in made) + "\n"
+    path = out / "report.md"
+    path.write_text(text)
+    return path

@@ -1,0 +1,340 @@
+"""`streamad bench`: run a detector over a benchmark data set and score it.
+
+Protocols
+---------
+``orion``   as Orion's benchmark: the detector learns the training part (NASA) or the whole
+            signal (NAB, Yahoo, CSV), then scores the signal; detectors with a series-level
+            path (``score_series``, e.g. HypAD / TadGAN) use it, online detectors score
+            prequentially from the state they learned. Anomalous intervals come from Orion's
+            ``find_anomalies`` on the score series.
+``streaming`` no labels, no second pass: the detector learns and scores online from the first
+            point; a warm-up prefix (twice the detector's window, at least 50 points, at most
+            10% of the signal) is never flagged nor counted in the threshold-free metrics; SPOT
+            thresholds the scores (as ``streamad detect``).
+
+Per signal: tp / fp / fn (Orion's overlapping-segment rule), precision / recall / F1, AUC-PR,
+VUS-PR, the NAB score when the data set has NAB windows (one detection per detected interval,
+at its first point), fit_s / detect_s. Data sets are micro-averaged per group (NAB category,
+Yahoo A1-A4, NASA spacecraft) and overall; a signal that fails or exceeds ``--time-limit`` is
+recorded with its error and left out of the aggregates.
+
+Other data sets are run by their own modules through :data:`EXTERNAL`
+(``streamad bench --dataset hpc-sim|iot23|nsl-kdd``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..base import ConfigError, StreamadError
+from . import metrics as M
+from .datasets import Signal, load
+
+__all__ = ["EXTERNAL", "aggregate", "run", "run_signal"]
+
+#: Data sets evaluated by their own modules: ``module:function(args)``.
+EXTERNAL = {"hpc-sim": "streamad.bench.hpc:bench_main", "iot23": "streamad.bench.fed:bench_main",
+            "nsl-kdd": "streamad.bench.fed:bench_main"}
+PROTOCOLS = ("orion", "streaming")
+
+
+def _warmup(det, n: int) -> int:
+    window = getattr(det, "window", 0)
+    window = window if isinstance(window, int) else 0
+    return min(max(2 * window, 50), n // 10)
+
+
+def _score(det, X: np.ndarray, learn: bool = True) -> np.ndarray:
+    if hasattr(det, "process_many"):
+        return np.asarray(det.process_many(X, learn=learn), dtype=np.float64)
+    names = [f"x{j}" for j in range(X.shape[1])]
+    out = np.empty(len(X))
+    for i, row in enumerate(X):
+        x = dict(zip(names, row.tolist(), strict=True))
+        out[i] = det.score_one(x)
+        if learn:
+            det.learn_one(x)
+    return out
+
+
+def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str, seed: int = 0) -> dict[str, Any]:
+    """Fit, score, threshold and evaluate one signal; returns its result row (with the scores
+    and detected intervals under private keys for plots)."""
+    from .. import detectors, thresholds
+
+    try:
+        import torch
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    np.random.seed(seed)
+    kwargs = dict(params)
+    if "seed" in _signature(detectors, detector) and "seed" not in kwargs:
+        kwargs["seed"] = seed
+    det = detectors.make(detector, **kwargs)
+    X = np.asarray(sig.values, dtype=np.float64)
+    n = len(X)
+    fit_s = 0.0
+    skip = 0
+    t0 = time.perf_counter()
+    if protocol == "orion":
+        train = sig.train if sig.train is not None else X
+        det.learn_many(train)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores = (np.asarray(det.score_series(X), dtype=np.float64) if hasattr(det, "score_series")
+                  else _score(det, X, learn=True))
+        scores = np.where(np.isfinite(scores), scores, 0.0)
+        found = thresholds.find_anomalies(scores, index=np.arange(n))
+        intervals = [(int(s), int(e)) for s, e, _ in found]
+    elif protocol == "streaming":
+        scores = _score(det, X, learn=True)
+        scores = np.where(np.isfinite(scores), scores, 0.0)
+        skip = _warmup(det, n)
+        rest = n - skip
+        rule = thresholds.SPOT(q=1e-3, level=0.98, init=max(10, min(1000, max(20, rest // 5))))
+        flags = np.zeros(n, dtype=bool)
+        for i in range(skip, n):
+            flags[i] = rule.update(scores[i]).is_anomaly
+        intervals = M.label_intervals(flags)
+    else:
+        raise ConfigError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    detect_s = time.perf_counter() - t0
+    tp, fp, fn = M.contextual_confusion(sig.anomalies, intervals)
+    labels = M.point_labels(n, sig.anomalies)
+    row: dict[str, Any] = {"signal": sig.name, "group": sig.group, "n_points": n, "n_anomalies": len(sig.anomalies),
+                           "tp": tp, "fp": fp, "fn": fn, **M.contextual_scores(tp, fp, fn),
+                           "auc_pr": M.auc_pr(labels[skip:], scores[skip:]),
+                           "vus_pr": M.vus_pr(labels[skip:], scores[skip:]),
+                           "fit_s": round(fit_s, 4), "detect_s": round(detect_s, 4), "warmup": skip,
+                           "detected": [list(iv) for iv in intervals]}
+    if sig.meta.get("nab"):
+        starts = np.zeros(n, dtype=bool)
+        starts[[s for s, _ in intervals]] = True
+        row["nab"] = {p: vars(M.nab_file_score(n, starts, sig.anomalies, p)) for p in M.NAB_PROFILES}
+        row["nab_score"] = M.nab_normalized([M.NabFileScore(**row["nab"]["standard"])])
+    row["_scores"] = scores
+    return row
+
+
+def _signature(detectors, name: str) -> set[str]:
+    """Constructor parameter names of a registered detector (empty if unknown)."""
+    import inspect
+    try:
+        cls = getattr(detectors, detectors.REGISTRY[name][0])
+    except (KeyError, AttributeError, ImportError):
+        return set()
+    return set(inspect.signature(cls).parameters)
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (np.floating, np.integer)):
+        return _clean(v.item())
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Micro-averaged scores per group and overall, NAB normalised scores, medians of time."""
+    ok = [r for r in rows if "error" not in r]
+
+    def summary(part):
+        out = M.micro_average(part)
+        for key in ("auc_pr", "vus_pr"):
+            vals = [r[key] for r in part if r.get(key) is not None and not math.isnan(r[key])]
+            out[key] = float(np.mean(vals)) if vals else None
+        out["fit_s"] = float(np.median([r["fit_s"] for r in part]))
+        out["detect_s"] = float(np.median([r["detect_s"] for r in part]))
+        out["signals"] = len(part)
+        if all("nab" in r for r in part):
+            out["nab_score"] = {p: M.nab_normalized([M.NabFileScore(**r["nab"][p]) for r in part])
+                                for p in M.NAB_PROFILES}
+        return out
+
+    groups = sorted({r["group"] for r in ok})
+    return {"groups": {g: summary([r for r in ok if r["group"] == g]) for g in groups},
+            "overall": summary(ok) if ok else {}, "failed": len(rows) - len(ok)}
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for mod in ("streamad", "numpy", "scipy", "torch", "river"):
+        try:
+            out[mod] = importlib.import_module(mod).__version__
+        except Exception:  # noqa: BLE001 - versions are informative only
+            pass
+    return out
+
+
+def _one(args: tuple) -> dict[str, Any]:
+    sig, detector, params, protocol, seed = args
+    try:
+        return run_signal(sig, detector, params, protocol, seed)
+    except StreamadError as e:
+        return {"signal": sig.name, "group": sig.group, "n_points": sig.n, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - a failing signal is recorded, the run goes on
+        return {"signal": sig.name, "group": sig.group, "n_points": sig.n,
+                "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
+
+
+def run(dataset: str, data_dir: str, detector: str, *, params: dict | None = None, signals: str | None = None,
+        protocol: str = "orion", workers: int = 1, seed: int = 0, time_limit: float | None = None,
+        progress: bool = True, nasa_mode: str = "univariate") -> dict[str, Any]:
+    """Run and score every signal; returns the result document (see DESIGN.md)."""
+    from .. import detectors
+
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    detectors.make(detector, **(params or {}))  # fail fast on a bad name or parameters
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    kw = {"mode": nasa_mode} if dataset == "nasa" else {}
+    sigs = load(dataset, data_dir, signals, **kw)
+    jobs = [(s, detector, params or {}, protocol, seed) for s in sigs]
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), desc=f"{dataset}/{detector}", unit="signal", file=sys.stderr, disable=not progress)
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    if workers == 1 and time_limit is None:
+        for job in jobs:
+            rows.append(_one(job))
+            bar.update()
+    else:
+        rows = _pooled(jobs, workers, time_limit, bar)
+    bar.close()
+    for r in rows:
+        r.pop("_scores", None)
+    return _clean({
+        "meta": {"dataset": dataset, "data_dir": str(data_dir), "detector": detector, "params": params or {},
+                 "protocol": protocol, "signals": signals, "seed": seed, "time_limit_s": time_limit,
+                 "workers": workers, "nasa_mode": nasa_mode if dataset == "nasa" else None,
+                 "versions": _versions(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                 "wall_s": round(time.perf_counter() - t0, 2)},
+        "signals": rows,
+        "aggregates": aggregate(rows),
+    })
+
+
+def _child(job, queue) -> None:
+    queue.put(_one(job))
+
+
+def _pooled(jobs, workers: int, time_limit: float | None, bar) -> list[dict[str, Any]]:
+    """Each signal in its own process, ``workers`` at a time; one running longer than
+    ``time_limit`` is killed and recorded as failed."""
+    import multiprocessing as mp
+    import queue as queue_mod
+
+    ctx = mp.get_context("spawn")
+    rows: dict[int, dict[str, Any]] = {}
+    running: dict[int, tuple[Any, Any, float]] = {}
+    pending = list(range(len(jobs)))
+    while pending or running:
+        while pending and len(running) < workers:
+            i = pending.pop(0)
+            q = ctx.Queue()
+            proc = ctx.Process(target=_child, args=(jobs[i], q), daemon=True)
+            proc.start()
+            running[i] = (proc, q, time.monotonic())
+        time.sleep(0.05)
+        for i, (proc, q, started) in list(running.items()):
+            try:
+                rows[i] = q.get_nowait()
+            except queue_mod.Empty:
+                sig = jobs[i][0]
+                if time_limit is not None and time.monotonic() - started > time_limit:
+                    proc.kill()
+                    rows[i] = {"signal": sig.name, "group": sig.group, "n_points": sig.n,
+                               "error": f"time limit of {time_limit:g} s exceeded"}
+                elif not proc.is_alive():
+                    try:  # the result may still be in the queue's pipe
+                        rows[i] = q.get(timeout=2)
+                    except queue_mod.Empty:
+                        rows[i] = {"signal": sig.name, "group": sig.group, "n_points": sig.n,
+                                   "error": f"worker exited with code {proc.exitcode}"}
+                else:
+                    continue
+            proc.join(5)
+            del running[i]
+            bar.update()
+    return [rows[i] for i in range(len(jobs))]
+
+
+# -- CLI --------------------------------------------------------------------------------
+def add_arguments(p) -> None:
+    p.add_argument("--dataset", required=True,
+                   help="nab | nasa | yahoo | csv | orion, or hpc-sim | iot23 | nsl-kdd (their own modules)")
+    p.add_argument("--data-dir", help="directory of the data set (not needed for hpc-sim)")
+    p.add_argument("--detector", default="gaussian", help="detector name (default: gaussian)")
+    p.add_argument("--params", default=None, help="detector parameters as a JSON object")
+    p.add_argument("--signals", default=None, help="only signals matching these comma-separated glob patterns")
+    p.add_argument("--protocol", default="orion", choices=PROTOCOLS, help="orion (default) or streaming")
+    p.add_argument("--nasa-mode", default="univariate", choices=("univariate", "multivariate"),
+                   help="NASA: the first column (Orion's benchmark) or all columns")
+    p.add_argument("--workers", type=int, default=1, help="signals run in parallel processes (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--time-limit", type=float, default=None, help="seconds per signal; slower ones are recorded as failed")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="option for hpc-sim / iot23 / nsl-kdd runs (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="result JSON file")
+
+
+def main(args) -> int:
+    if args.dataset in EXTERNAL:
+        mod, _, fn = EXTERNAL[args.dataset].partition(":")
+        try:
+            target = getattr(importlib.import_module(mod), fn)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(f"--dataset {args.dataset} is not available in this build ({e})") from None
+        opts = []
+        for item in args.option:
+            k, eq, v = item.partition("=")
+            if not eq or not k:
+                raise ConfigError(f"--option must be KEY=VALUE, got {item!r}")
+            opts.append((k, v))
+        args.option = opts
+        return target(args) or 0
+    if not args.data_dir:
+        raise ConfigError(f"--data-dir is required for --dataset {args.dataset}")
+    try:
+        params = json.loads(args.params) if args.params else {}
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--params is not JSON: {e}") from None
+    if not isinstance(params, dict):
+        raise ConfigError("--params must be a JSON object")
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
+    result = run(args.dataset, args.data_dir, args.detector, params=params, signals=args.signals,
+                 protocol=args.protocol, workers=args.workers, seed=args.seed, time_limit=args.time_limit,
+                 progress=not args.no_progress, nasa_mode=args.nasa_mode)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    o = result["aggregates"]["overall"]
+    failed = result["aggregates"]["failed"]
+    line = (f"{len(result['signals'])} signals ({failed} failed): F1 {o.get('f1', 0):.3f} precision "
+            f"{o.get('precision', 0):.3f} recall {o.get('recall', 0):.3f}")
+    if "nab_score" in o:
+        line += f", NAB standard {o['nab_score']['standard']:.1f}"
+    print(f"{line}; wrote {out}")
+    return 0
