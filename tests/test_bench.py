@@ -192,3 +192,12 @@ def test_real_nab_file_runs():
     res = runner.run("nab", SHARED_NAB, "gaussian", signals="realKnownCause/nyc_taxi*", progress=False)
     [row] = res["signals"]
     assert row["n_points"] == 10320 and row["n_anomalies"] == 5 and row["tp"] >= 1
+
+
+def test_bench_dispatches_generated_and_federated_datasets(tmp_path):
+    out = tmp_path / "hpc.json"
+    assert main(["bench", "--dataset", "hpc-sim", "--option", "n_nodes=3", "--option", "days=10",
+                 "--option", "epochs=2", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["params"]["n_nodes"] == 3 and doc["fleet"]["nodes"] == 3  # generation parameters recorded
+    assert main(["bench", "--dataset", "hpc-sim", "--option", "nodes", "--out", str(out)]) == 2

@@ -43,7 +43,7 @@ import numpy as np
 from ..base import ConfigError
 from ..synthetic import FAULT_KINDS, SyntheticData, node_fleet
 
-__all__ = ["DEFAULT_PARAMS", "DETECTORS", "run_hpc_sim", "to_markdown"]
+__all__ = ["DEFAULT_PARAMS", "DETECTORS", "bench_main", "run_hpc_sim", "to_markdown"]
 
 #: Default benchmark parameters: the simulator's, then the protocol's, then the models'.
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -330,3 +330,28 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(
             f"{rec[k]:.2f}" if k in rec else "-" for k in FAULT_KINDS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def bench_main(args) -> int:
+    """``streamad bench --dataset hpc-sim [--seed S] [--option KEY=VALUE ...] --out FILE.json``:
+    generate the fleet, run every detector, write the result JSON and a markdown table beside it.
+    Options are :data:`DEFAULT_PARAMS` keys (values parsed as JSON when they are JSON)."""
+    import json
+    from pathlib import Path
+
+    params: dict[str, Any] = {}
+    for key, value in getattr(args, "option", None) or []:
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
+    if getattr(args, "seed", None) is not None and "seed" in DEFAULT_PARAMS:
+        params.setdefault("seed", args.seed)
+    result = run_hpc_sim(params)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    md = to_markdown(result)
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
