@@ -110,7 +110,13 @@ def _reject_constant(name: str) -> float:
     raise NonFiniteValue(f"JSON contains {name}, which is not a finite number")
 
 
+# One decoder for every message (json.loads with options builds a new one per call).
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _number(name: str, v: Any) -> float:
+    if type(v) is float and v - v == 0.0:  # the common case: a finite float (inf - inf and nan are nan)
+        return v
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise NonNumericValue(f"value of feature {name!r} is not a number: {_short(v)}")
     try:
@@ -128,6 +134,8 @@ def _short(v: Any) -> str:
 
 
 def _timestamp(v: Any) -> float:
+    if (type(v) is float and v - v == 0.0) or (type(v) is int and -1e300 < v < 1e300):
+        return v / 1000.0 if abs(v) > _MS_CUTOFF else float(v)
     if isinstance(v, bool):
         raise BadTimestamp(f"timestamp is a boolean: {v}")
     if isinstance(v, int | float):
@@ -167,11 +175,11 @@ def decode(data: bytes, *, key: str | bytes | None = None, default_ts: float | N
     if len(data) > max_bytes:
         raise MessageTooLarge(f"message is {len(data)} bytes, over the {max_bytes}-byte limit")
     try:
-        text = bytes(data).decode("utf-8")
+        text = (data if type(data) is bytes else bytes(data)).decode("utf-8")
     except UnicodeDecodeError as e:
         raise NotUtf8(f"message is not UTF-8 (byte {e.start})") from None
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = _JSON.decode(text)
     except DecodeError:
         raise
     except RecursionError:
