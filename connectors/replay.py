@@ -25,7 +25,7 @@ from typing import TextIO
 from streamad.base import ConfigError, DataError
 from streamad.records import Record, encode
 
-__all__ = ["ReplayStats", "TokenBucket", "read_csv", "read_nab", "read_npy", "read_synthetic", "read_yahoo",
+__all__ = ["ReplayStats", "TokenBucket", "read_csv", "read_nab", "read_npy", "read_synthetic", "read_synthetic_hpc", "read_yahoo",
            "replay"]
 
 #: Column names taken as the timestamp, in order of preference.
@@ -168,6 +168,19 @@ def read_synthetic(n_keys: int = 4, n_points: int = 2000, seed: int = 0, **param
         data = synthetic.generate(n_keys=n_keys, n_points=n_points, seed=seed, **params)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad synthetic generator parameters: {e}") from None
+    for r in synthetic.iter_records(data):
+        yield Record(r.key, r.ts, r.values)
+
+
+def read_synthetic_hpc(n_nodes: int = 16, days: float = 14, seed: int = 0, **params) -> Iterator[Record]:
+    """The simulated HPC node fleet of :func:`streamad.synthetic.node_fleet`: one record per
+    node and 5-minute sample, keyed by node, with all its metrics as values."""
+    from streamad import synthetic
+
+    try:
+        data = synthetic.node_fleet(n_nodes=n_nodes, days=days, seed=seed, **params)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad node fleet parameters: {e}") from None
     for r in synthetic.iter_records(data):
         yield Record(r.key, r.ts, r.values)
 

@@ -177,7 +177,9 @@ def _add_replay(sub) -> Handler:
     src.add_argument("--yahoo", metavar="FILE.csv", help="a Yahoo S5 file (A1-A4); publishes 'value'")
     src.add_argument("--csv", metavar="FILE.csv", help="a CSV with a header: timestamp, [key], numeric columns")
     src.add_argument("--npy", metavar="FILE.npy", help="a NASA SMAP/MSL channel (.npy)")
-    src.add_argument("--synthetic", action="store_true", help="the synthetic multi-key generator")
+    src.add_argument("--synthetic", nargs="?", const="multi", choices=("multi", "hpc"),
+                     help="the synthetic multi-key generator (multi, the default) or the simulated HPC "
+                          "node fleet (hpc: --keys nodes, --points days)")
     p.add_argument("--keys", type=int, default=4, help="--synthetic: number of keys (default: 4)")
     p.add_argument("--points", type=int, default=2000, help="--synthetic: points per key (default: 2000)")
     p.add_argument("--seed", type=int, default=0, help="--synthetic: random seed (default: 0)")
@@ -208,8 +210,12 @@ def _add_replay(sub) -> Handler:
         if args.synthetic:
             if args.keys < 1 or args.points < 1:
                 raise ConfigError("--keys and --points must be at least 1")
-            records = rp.read_synthetic(n_keys=args.keys, n_points=args.points, seed=args.seed)
-            total = args.keys * args.points
+            if args.synthetic == "hpc":
+                records = rp.read_synthetic_hpc(n_nodes=args.keys, days=args.points, seed=args.seed)
+                total = args.keys * int(args.points * 288)
+            else:
+                records = rp.read_synthetic(n_keys=args.keys, n_points=args.points, seed=args.seed)
+                total = args.keys * args.points
         elif args.npy:
             records = rp.read_npy(args.npy, args.key)
         else:

@@ -210,7 +210,7 @@ class Pipeline:
         else:
             for item in rest:
                 self._score_one(detector, item, scored)
-        return len(scored), self._emit(threshold, scored)
+        return len(scored), self._emit(threshold, scored, detector)
 
     def _score_one(self, detector, item, scored: list) -> None:
         m, rec = item
@@ -222,7 +222,7 @@ class Pipeline:
             return
         scored.append((m, rec, score))
 
-    def _emit(self, threshold, scored: list) -> int:
+    def _emit(self, threshold, scored: list, detector=None) -> int:
         cfg = self.config
         send, dumps = self.sink.send, json.dumps
         scores_topic, anomalies_topic, detector_name = cfg.scores_topic, cfg.anomalies_topic, cfg.detector
@@ -250,6 +250,12 @@ class Pipeline:
                 event = {"key": rec.key, "ts": rec.ts, "score": score, "threshold": float(decision.threshold),
                          "is_anomaly": True, "detector": detector_name, "topic": m.topic,
                          "partition": m.partition, "offset": m.offset}
+                explain = getattr(detector, "explain", None)
+                if explain is not None:  # e.g. node-ae: the metrics that are off, largest error first
+                    try:
+                        event["top_features"] = [[name, round(err, 4)] for name, err in explain(rec.values)]
+                    except StreamadError:
+                        pass
                 send(anomalies_topic, key_bytes, dumps(event, separators=(",", ":")).encode())
                 events += 1
                 if self.on_event is not None:
