@@ -164,10 +164,17 @@ def read_synthetic(n_keys: int = 4, n_points: int = 2000, seed: int = 0, **param
     time order (labels stay in the generator; regenerate with the same seed to score)."""
     from streamad import synthetic
 
+    yield from _generated(synthetic.generate, "synthetic generator", n_keys=n_keys, n_points=n_points, seed=seed,
+                          **params)
+
+
+def _generated(make, what: str, **params) -> Iterator[Record]:
+    from streamad import synthetic
+
     try:
-        data = synthetic.generate(n_keys=n_keys, n_points=n_points, seed=seed, **params)
+        data = make(**params)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"bad synthetic generator parameters: {e}") from None
+        raise ConfigError(f"bad {what} parameters: {e}") from None
     for r in synthetic.iter_records(data):
         yield Record(r.key, r.ts, r.values)
 
@@ -177,12 +184,7 @@ def read_synthetic_hpc(n_nodes: int = 16, days: float = 14, seed: int = 0, **par
     node and 5-minute sample, keyed by node, with all its metrics as values."""
     from streamad import synthetic
 
-    try:
-        data = synthetic.node_fleet(n_nodes=n_nodes, days=days, seed=seed, **params)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"bad node fleet parameters: {e}") from None
-    for r in synthetic.iter_records(data):
-        yield Record(r.key, r.ts, r.values)
+    yield from _generated(synthetic.node_fleet, "node fleet", n_nodes=n_nodes, days=days, seed=seed, **params)
 
 
 class TokenBucket:

@@ -195,7 +195,6 @@ def _add_replay(sub) -> Handler:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(args):
-        import json
 
         from connectors import replay as rp
         from connectors.kafka import make_sink
@@ -227,16 +226,7 @@ def _add_replay(sub) -> Handler:
         first = next(records, None)
         if first is None:
             raise DataError("the data set has no records")
-        options = {}
-        for item in args.kafka_option:
-            name, eq, text = item.partition("=")
-            if not eq or not name:
-                raise ConfigError(f"--kafka-option must be NAME=VALUE, got {item!r}")
-            try:  # numbers and booleans as JSON, anything else as a string
-                options[name] = json.loads(text)
-            except ValueError:
-                options[name] = text
-        sink = make_sink(args.bootstrap, options, client=args.kafka_client)
+        sink = make_sink(args.bootstrap, _kafka_options(args.kafka_option), client=args.kafka_client)
         try:
             stats = rp.replay(itertools.chain([first], records), sink, args.topic, rate=args.rate,
                               limit=args.limit, progress=not args.no_progress, total=total)
