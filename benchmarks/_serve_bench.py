@@ -14,7 +14,6 @@ committed (its score and any event are then acknowledged by the broker), p50 / p
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -68,8 +67,6 @@ def throughput(args, detector: str, client: str, scores: bool = True) -> dict:
 def latency(args, detector: str, client: str) -> dict:
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from connectors.kafka import for_embedded_broker, make_sink
-
     rate = float(args.rate or 5000)
     topic = f"{args.out_topic}-in"
     admin = KafkaAdminClient(bootstrap_servers=args.bootstrap)
@@ -86,29 +83,16 @@ def latency(args, detector: str, client: str) -> dict:
 
     source.poll = spy
     n = int(min(args.n, rate * 20))  # 20 s of traffic
-    stop = threading.Event()
+    import multiprocessing as mp
 
-    def produce():
-        prod = make_sink(args.bootstrap, {**for_embedded_broker(), "linger_ms": 1})
-        t0 = time.perf_counter()
-        for i in range(n):
-            if stop.is_set():
-                break
-            k = i % args.keys
-            due = t0 + i / rate
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            prod.send(topic, f"k{k:06d}".encode(),
-                      f'{{"key":"k{k:06d}","ts":{1.7e9 + 60 * (i // args.keys)},"values":{{"value":{i % 97}}}}}'.encode())
-        prod.flush(60)
-        prod.close()
+    # The producer runs in its own process: a thread would compete with the service for the GIL.
+    producer = mp.get_context("spawn").Process(target=_produce, args=(args.bootstrap, topic, n, rate, args.keys),
+                                               daemon=True)
 
     p.start()
     while not source.assignment():  # join the group before traffic starts
         p.run_once()
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
+    producer.start()
     lat: list[float] = []
     deadline = time.monotonic() + 20 + 60
     try:
@@ -119,14 +103,31 @@ def latency(args, detector: str, client: str) -> dict:
             for b in batches:
                 lat.extend(now - m.timestamp_ms / 1000.0 for m in b if m.timestamp_ms)
     finally:
-        stop.set()
-        thread.join(30)
+        producer.join(30)
+        if producer.is_alive():
+            producer.kill()
         p.shutdown()
         source.close()
         sink.close()
     a = np.array(lat) * 1000
     return {"records": len(a), "seconds": n / rate, "rate": rate,
             "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+
+
+def _produce(bootstrap: str, topic: str, n: int, rate: float, keys: int) -> None:
+    from connectors.kafka import for_embedded_broker, make_sink
+
+    prod = make_sink(bootstrap, {**for_embedded_broker(), "linger_ms": 1})
+    t0 = time.perf_counter()
+    for i in range(n):
+        k = i % keys
+        wait = t0 + i / rate - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        prod.send(topic, f"k{k:06d}".encode(),
+                  f'{{"key":"k{k:06d}","ts":{1.7e9 + 60 * (i // keys)},"values":{{"value":{i % 97}}}}}'.encode())
+    prod.flush(60)
+    prod.close()
 
 
 def scenarios(args) -> dict:
