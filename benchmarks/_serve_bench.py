@@ -19,6 +19,7 @@ import uuid
 
 import numpy as np
 
+COMMIT_INTERVAL_S = float(__import__("os").environ.get("STREAMAD_BENCH_COMMIT_S", "0"))
 DETECTORS = {"gaussian": {"window": 32}, "zscore": {"window": 100}, "hst": {}}
 NAMES = [
     "serve-gaussian-kafka-python", "serve-gaussian-kafka-python-events", "serve-zscore-kafka-python",
@@ -36,7 +37,7 @@ def _pipeline(args, detector: str, client: str, scores: bool, topic: str):
                         kafka_settings=for_embedded_broker(), input_topics=[topic],
                         anomalies_topic=f"{args.out_topic}-anomalies", scores_topic=args.out_topic if scores else "",
                         dead_letter_topic=f"{args.out_topic}-dlq", detector=detector,
-                        detector_params=DETECTORS[detector], batch_size=5000, poll_timeout_s=0.2)
+                        detector_params=DETECTORS[detector], batch_size=5000, poll_timeout_s=0.2, commit_interval_s=COMMIT_INTERVAL_S)
     source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings, client=client)
     sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=client)
     p = Pipeline(source, sink, cfg, dead_letter=DeadLetterSink(sink, cfg.dead_letter_topic).send)

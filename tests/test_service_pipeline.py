@@ -184,6 +184,23 @@ def test_checkpoint_ahead_of_a_recreated_topic_reads_the_new_log_from_its_start(
     assert len(_scores(recreated)) == 30 * 3  # every record of the new log, none skipped
 
 
+def test_commit_interval_batches_the_wait_for_acks_but_commits_only_flushed_output():
+    b = _broker()
+    _fill(b, n=300)
+    sink = MemorySink(b)
+    flushes = []
+    original = sink.flush
+    sink.flush = lambda timeout_s=30.0: (flushes.append(len(b.all("scores"))), original(timeout_s))[1]
+    p = _pipeline(b, sink=sink, commit_interval_s=3600.0)
+    for _ in range(5):
+        assert p.run_once() > 0
+    assert len(flushes) == 1  # the first batch; the next ones wait for the interval
+    assert all(p.source.committed(tp) is None or p.source.committed(tp) <= 97 for tp in p.partitions)
+    _drain(p)  # an empty poll (idle) and shutdown flush and commit everything
+    assert sum(p.source.committed(tp) for tp in p.partitions) == 900
+    assert len(_scores(b)) == 900
+
+
 def test_checkpoint_of_another_detector_is_refused(tmp_path):
     b = _broker()
     _fill(b, n=20)

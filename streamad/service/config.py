@@ -32,7 +32,8 @@ _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
                    "every_seconds": ("checkpoint_every_seconds", (int, float))},
     "service": {"batch_size": ("batch_size", int), "poll_timeout_s": ("poll_timeout_s", (int, float)),
                 "http_port": ("http_port", int), "log_format": ("log_format", str),
-                "flush_retries": ("flush_retries", int)},
+                "flush_retries": ("flush_retries", int),
+                "commit_interval_s": ("commit_interval_s", (int, float))},
 }
 
 
@@ -60,6 +61,9 @@ class ServiceConfig:
     http_port: int = 0
     log_format: str = "kv"
     flush_retries: int = 60  # with backoff capped at 5 s: rides out a ~5 min broker outage
+    # Wait for acknowledgements and commit at most this often (0: after every batch). Outputs
+    # are sent as they are produced either way; only the wait for acks is batched.
+    commit_interval_s: float = 0.0
 
     @classmethod
     def from_mapping(cls, doc: dict[str, Any]) -> ServiceConfig:

@@ -89,6 +89,8 @@ class Pipeline:
         self.records_in = self.events_out = self.dead_letters = self.scored = 0
         self.stopping = False
         self.last_batch_at = time.monotonic()
+        self._unacked = 0  # records processed since the last flush + commit
+        self._committed_at = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -126,18 +128,27 @@ class Pipeline:
             log.warning("event=poll_failed error=%s", json.dumps(str(e)))  # broker away: try again
             time.sleep(1.0)
             return 0
-        self.last_batch_at = time.monotonic()
+        now = self.last_batch_at = time.monotonic()
         if not batch:
+            if self._unacked:
+                self._commit_now(now)
             self._maybe_checkpoint()
             return 0
         t0 = time.perf_counter()
         self._process(batch)
-        self._flush_and_commit()
+        self._unacked += len(batch)
+        if now - self._committed_at >= self.config.commit_interval_s:
+            self._commit_now(now)
         if self.metrics is not None:
             self.metrics.records_in.inc(len(batch))
             self.metrics.latency.observe(time.perf_counter() - t0)
-        self._maybe_checkpoint()
         return len(batch)
+
+    def _commit_now(self, now: float) -> None:
+        # Checkpoints follow a commit: their offsets must never run ahead of acknowledged output.
+        self._flush_and_commit()
+        self._unacked, self._committed_at = 0, now
+        self._maybe_checkpoint()
 
     def _process(self, batch: list[Message]) -> None:
         """Decode the batch, then score it key by key: one vectorised ``process_many`` call per
