@@ -160,3 +160,31 @@ def test_streaming_one_model_per_node_flags_the_faulty_node():
     healthy = [f for k in fleet.keys for i, (f, _) in enumerate(flags[k])
                if i >= 700 and not fleet.labels[k][i]]
     assert np.mean(healthy) < 0.05, "too many false alarms on healthy records"
+
+
+def test_error_q_finds_a_small_offset_more_often_without_more_false_alarms():
+    # x0 is noise, x1..x3 follow the load; an offset on x1 of five times its noise is small
+    # next to the healthy errors of the other metrics under the paper's max score
+    rng = np.random.default_rng(2)
+    load = rng.uniform(0, 1, (1200, 1))
+    X = np.hstack([rng.normal(size=(1200, 1)), load, 2 * load, 1 - load])
+    X[:, 1:] += 0.01 * rng.normal(size=(1200, 3))
+    faulty = X[800:].copy()
+    faulty[:, 1] += 0.05
+    recall = {}
+    for q in (None, 0.999):
+        det = NodeAutoencoder(epochs=30, error_q=q, seed=0)
+        det.fit(X[:800])
+        assert np.mean(det.score_many(X[800:]) > det.threshold_) < 0.02  # healthy stays quiet
+        recall[q] = np.mean(det.score_many(faulty) > det.threshold_)
+        if q is not None:
+            flagged = faulty[det.score_many(faulty) > det.threshold_]
+            tops = [det.explain(dict(zip(det.features_, x, strict=True)), top=1)[0][0]
+                    for x in flagged]
+            assert tops.count("x1") > 0.8 * len(tops)
+            twin = NodeAutoencoder(epochs=30, error_q=q, seed=0)
+            twin.load_state_dict(_state.loads(_state.dumps(det.state_dict())))
+            assert np.array_equal(twin.score_many(faulty), det.score_many(faulty))
+    assert recall[0.999] > recall[None] + 0.1, recall
+    with pytest.raises(ConfigError, match="error_q"):
+        NodeAutoencoder(error_q=0)
