@@ -1,0 +1,92 @@
+"""The benchmark runner (both protocols, failures, time limits, NAB scores), the
+`streamad bench` / `streamad bench report` CLI and its dispatch to other benchmark modules."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_bench_datasets import _nab, _nasa, _yahoo
+
+from streamad.bench import runner
+from streamad.cli import main
+
+SHARED_NAB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nab"
+
+
+@pytest.mark.parametrize("protocol", ["orion", "streaming"])
+def test_runner_scores_signals_and_aggregates(tmp_path, protocol):
+    res = runner.run("nasa", _nasa(tmp_path), "gaussian", params={"window": 16}, protocol=protocol, progress=False)
+    rows = res["signals"]
+    assert len(rows) == 2 and all("error" not in r for r in rows)
+    for r in rows:
+        assert r["tp"] == 1 and r["fn"] == 0  # the spike is found
+        assert r["auc_pr"] > 0.2 and r["vus_pr"] > 0.2 and r["fit_s"] >= 0 and r["detect_s"] > 0
+    agg = res["aggregates"]
+    assert set(agg["groups"]) == {"SMAP", "MSL"} and agg["overall"]["tp"] == 2
+    assert res["meta"]["protocol"] == protocol and res["meta"]["versions"]["numpy"]
+
+
+def test_runner_records_failures_and_time_limits(tmp_path):
+    root = _nasa(tmp_path)
+    np.save(root / "train" / "P-1.npy", np.full((500, 4), np.nan))  # this signal will fail to fit
+    res = runner.run("nasa", root, "gaussian", params={"window": 16}, progress=False)
+    errors = [r for r in res["signals"] if "error" in r]
+    assert [r["signal"] for r in errors] == ["P-1"] and res["aggregates"]["failed"] == 1
+    assert res["aggregates"]["overall"]["signals"] == 1
+    slow = runner.run("nasa", root, "hst", progress=False, time_limit=0.01, workers=2)
+    assert all("time limit" in r["error"] for r in slow["signals"])
+
+
+def test_nab_scores_in_the_result(tmp_path):
+    res = runner.run("nab", _nab(tmp_path), "zscore", progress=False)
+    [row] = res["signals"]
+    assert set(row["nab"]) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+    assert res["aggregates"]["overall"]["nab_score"]["standard"] == pytest.approx(row["nab_score"])
+
+
+def test_cli_bench_and_report(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["bench", "--dataset", "yahoo", "--data-dir", str(_yahoo(tmp_path / "y")), "--detector", "zscore",
+                 "--no-progress", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["signals"]) == 4 and set(doc["aggregates"]["groups"]) == {"A1", "A2", "A3", "A4"}
+    assert main(["bench", "report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| zscore (orion) |" in text and "tadgan (Orion 0.7.1, published)" in text
+    assert list((tmp_path / "rep").glob("*.png"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "nab", "--data-dir", "/nonexistent", "--out", "x.json"], "does not exist"),
+    (["--dataset", "nab", "--out", "x.json"], "--data-dir is required"),
+    (["--dataset", "nope", "--data-dir", ".", "--out", "x.json"], "unknown dataset"),
+    (["--dataset", "yahoo", "--data-dir", ".", "--detector", "nope", "--out", "x.json"], "unknown detector"),
+    (["--dataset", "yahoo", "--data-dir", ".", "--params", "{bad", "--out", "x.json"], "--params is not JSON"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys):
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_report_refuses_other_files(tmp_path, capsys):
+    (tmp_path / "x.json").write_text("{}")
+    assert main(["bench", "report", str(tmp_path / "x.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a `streamad bench` result" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not SHARED_NAB.is_dir(), reason="../shared/data/nab is not beside the clone")
+def test_real_nab_file_runs():
+    res = runner.run("nab", SHARED_NAB, "gaussian", signals="realKnownCause/nyc_taxi*", progress=False)
+    [row] = res["signals"]
+    assert row["n_points"] == 10320 and row["n_anomalies"] == 5 and row["tp"] >= 1
+
+
+def test_bench_dispatches_generated_and_federated_datasets(tmp_path):
+    out = tmp_path / "hpc.json"
+    assert main(["bench", "--dataset", "hpc-sim", "--option", "n_nodes=3", "--option", "days=10",
+                 "--option", "epochs=2", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["params"]["n_nodes"] == 3 and doc["fleet"]["nodes"] == 3  # generation parameters recorded
+    assert main(["bench", "--dataset", "hpc-sim", "--option", "nodes", "--out", str(out)]) == 2
