@@ -2,8 +2,9 @@
 
 Usage: .venv/bin/python benchmarks/nab_baselines.py NAB_DIR  (e.g. ../shared/data/nab)
 
-Writes benchmarks/results/nab/nab_<detector>_<protocol>.json and benchmarks/results/nab/report.md
-(with a few plots). Equivalent to running `streamad bench` once per detector and protocol and
+Baselines: every non-deep registered detector (the deep ones, hypad, node-ae, tadgan and
+fedpca, have their own scripts). Writes benchmarks/results/nab/nab_<detector>_<protocol>.json
+and benchmarks/results/nab/report.md (with a few plots). Equivalent to running `streamad bench` once per detector and protocol and
 `streamad bench report` over the results.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from streamad.bench.report import write_report
 from streamad.bench.runner import run
 
-DETECTORS = ["zscore", "gaussian", "hst"]
+DETECTORS = ["zscore", "gaussian", "hst", "pca"]
 PROTOCOLS = ["orion", "streaming"]
 
 
