@@ -90,3 +90,27 @@ def test_bench_dispatches_generated_and_federated_datasets(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["params"]["n_nodes"] == 3 and doc["fleet"]["nodes"] == 3  # generation parameters recorded
     assert main(["bench", "--dataset", "hpc-sim", "--option", "nodes", "--out", str(out)]) == 2
+
+
+def test_orion_protocol_uses_a_series_level_path(tmp_path, monkeypatch):
+    from streamad import detectors
+    from streamad.bench.datasets import load
+
+    class SeriesStandIn:  # fit + score_series, like a batch model (HypAD, TadGAN)
+        fitted = None
+
+        def fit(self, X):
+            self.fitted = len(X)
+
+        def learn_many(self, X):
+            raise AssertionError("the batch path must be used")
+
+        def score_series(self, X):
+            return np.abs(X[:, 0] - np.median(X[:, 0]))
+
+    stand_in = SeriesStandIn()
+    monkeypatch.setattr(detectors, "make", lambda name, **kw: stand_in)
+    sig = next(s for s in load("nasa", _nasa(tmp_path)) if s.name == "P-1")
+    row = runner.run_signal(sig, "zscore", {}, "orion")
+    assert stand_in.fitted == 500  # NASA: fit on the training part only
+    assert row["tp"] == 1 and row["fn"] == 0
