@@ -50,7 +50,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "n_nodes": 16, "n_metrics": 40, "days": 56, "step_s": 300.0, "seed": 0,
     "faults": list(FAULT_KINDS), "faults_per_node": 2, "healthy_days": None,
     "train_fraction": 0.7, "split_seed": 0, "threshold": "max", "threshold_q": 0.995,
-    "epochs": 30, "hidden_factor": 10, "batch_size": 64, "score": "max", "error_q": 0.999,
+    "epochs": 30, "hidden_factor": 10, "batch_size": 64, "score": "max", "error_q": None,
     "pca_k": 5,
 }
 
