@@ -252,11 +252,19 @@ def run(args) -> int:
             "n_points": len(series.ts), "warmup": result["warmup"], "detect_s": round(result["detect_s"], 3),
             "intervals": iv}
     (out / "intervals.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if getattr(args, "save_state", None):
+        from . import _state
+
+        try:
+            _state.save_atomic(args.save_state, result["detector"].state_dict())
+        except OSError as e:
+            raise DataError(f"cannot write detector state {args.save_state}: {e.strerror}") from None
     if not args.no_plot:
         _plot(series, result, out / "plot.png", f"{Path(args.file).name}: {args.detector} + {args.threshold}")
     print(f"{len(iv)} anomalous interval(s) in {Path(args.file).name} "
           f"({len(series.ts)} points, detector {args.detector}, threshold {args.threshold}):")
     for r in iv:
         print(f"  {r['start']}  ->  {r['end']}  severity {r['severity']:.3f}")
-    print(f"wrote {out}/scores.csv, intervals.csv, intervals.json" + ("" if args.no_plot else ", plot.png"))
+    print(f"wrote {out}/scores.csv, intervals.csv, intervals.json" + ("" if args.no_plot else ", plot.png")
+          + (f", detector state {args.save_state}" if getattr(args, "save_state", None) else ""))
     return 0

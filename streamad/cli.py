@@ -37,6 +37,8 @@ def _add_detect(sub) -> Handler:
     p.add_argument("--out", default="out", help="output directory (default: ./out)")
     p.add_argument("--label-column", default=None, help="name of the label column (default: auto: label/is_anomaly/anomaly)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
+    p.add_argument("--save-state", default=None, metavar="FILE",
+                   help="save the trained detector (npz, no pickle) for `streamad serve --detector-state`")
 
     def run(args):
         from ._detect import run as impl
@@ -60,6 +62,8 @@ def _add_serve(sub) -> Handler:
     p.add_argument("--dead-letter-topic", dest="dead_letter_topic", help="topic for malformed records")
     p.add_argument("--detector", help="detector name (default: gaussian)")
     p.add_argument("--params", help="detector parameters as a JSON object")
+    p.add_argument("--detector-state", dest="detector_state",
+                   help="trained detector (streamad detect --save-state FILE) every key starts from")
     p.add_argument("--threshold", help="threshold name: spot, quantile, fixed (default: spot)")
     p.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="directory for per-partition state")
     p.add_argument("--http-port", dest="http_port", type=int, help="port of /metrics and /healthz (0 = off)")
@@ -86,8 +90,8 @@ def _add_serve(sub) -> Handler:
             if not isinstance(params, dict):
                 raise ConfigError("--params must be a JSON object")
         flags = {k: getattr(args, k) for k in ("bootstrap", "group", "input_topics", "anomalies_topic",
-                                               "scores_topic", "dead_letter_topic", "detector", "threshold",
-                                               "checkpoint_dir", "http_port", "client", "log_format")}
+                                               "scores_topic", "dead_letter_topic", "detector", "detector_state",
+                                               "threshold", "checkpoint_dir", "http_port", "client", "log_format")}
         cfg = load_config(args.config, detector_params=params, **flags)
         configure_logging(cfg.log_format, logging.DEBUG if args.verbose > 1 else logging.INFO)
         sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=cfg.client)

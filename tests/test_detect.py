@@ -80,3 +80,18 @@ def test_detect_binary_file(tmp_path, capsys):
     assert main(["detect", str(f), "--no-plot", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_detect_saves_the_trained_detector_for_serve(tmp_path):
+    from streamad import _state, detectors
+
+    f = tmp_path / "s.csv"
+    v = _write_series(f, label=False)
+    path = tmp_path / "model" / "zscore.npz"
+    assert main(["detect", str(f), "--detector", "zscore", "--params", '{"window": 50}', "--no-plot",
+                 "--out", str(tmp_path / "o"), "--save-state", str(path)]) == 0
+    det = detectors.make("zscore", window=50)
+    det.load_state_dict(_state.load(path))
+    fresh = detectors.make("zscore", window=50)
+    fresh.process_many(v[:, None])  # the saved detector has seen the whole series
+    assert det.score_one({"value": 3.0}) == pytest.approx(fresh.score_one({"value": 3.0}))

@@ -296,3 +296,48 @@ def test_non_retriable_flush_failure_stops_without_commit():
     with pytest.raises(ServiceError, match="1 attempt"):
         p.run_once()
     assert b.committed == {}
+
+
+def test_every_key_starts_from_a_saved_trained_detector(tmp_path):
+    from streamad import detectors
+
+    rng = np.random.default_rng(3)
+    trained = detectors.make("gaussian", window=8)
+    for v in rng.normal(10, 1, size=500):
+        trained.learn_one({"x": float(v)})  # the service's records carry the feature "x"
+    path = tmp_path / "model.npz"
+    _state.save_atomic(path, trained.state_dict())
+
+    b = _broker(2)
+    _fill(b, n=30, keys=("a", "b"))
+    config = ServiceConfig(detector="zscore", detector_state=str(path), scores_topic="scores",
+                           batch_size=97, poll_timeout_s=0.0)
+    p = Pipeline(MemorySource(b), MemorySink(b), config, threshold_factory=MaxThreshold)
+    assert p.config.detector == "gaussian"  # the file names the detector, not the config
+    p.start()
+    _drain(p)
+    got = {}
+    for s in _scores(b):
+        got.setdefault(s["key"], []).append(s["score"])
+    for key in ("a", "b"):  # each key continues from its own copy of the trained model
+        values = np.array([[json.loads(m.value)["values"]["x"]] for m in b.all("telemetry")
+                           if m.key == key.encode()])
+        ref = detectors.make("gaussian", window=8)
+        ref.load_state_dict(_state.load(path))
+        assert got[key] == pytest.approx(ref.process_many(values).tolist(), rel=1e-9)
+    untrained = detectors.make("gaussian", window=8).process_many(values)
+    assert not np.allclose(untrained, got["b"])
+    assert not b.all("telemetry.dlq")  # a fresh detector would score differently
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read detector state"),
+    (b"not an npz file", "is not a streamad state file"),
+])
+def test_bad_detector_state_file_is_a_one_line_config_error(tmp_path, content, message):
+    path = tmp_path / "model.npz"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as e:
+        Pipeline(MemorySource(_broker()), MemorySink(_broker()), ServiceConfig(detector_state=str(path)))
+    assert "\n" not in str(e.value)

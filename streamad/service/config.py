@@ -26,7 +26,8 @@ _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
               "settings": ("kafka_settings", dict)},
     "topics": {"input": ("input_topics", list), "anomalies": ("anomalies_topic", str),
                "scores": ("scores_topic", str), "dead_letter": ("dead_letter_topic", str)},
-    "detector": {"name": ("detector", str), "params": ("detector_params", dict)},
+    "detector": {"name": ("detector", str), "params": ("detector_params", dict),
+                 "state": ("detector_state", str)},
     "threshold": {"name": ("threshold", str), "params": ("threshold_params", dict)},
     "checkpoint": {"dir": ("checkpoint_dir", str), "every_records": ("checkpoint_every_records", int),
                    "every_seconds": ("checkpoint_every_seconds", (int, float))},
@@ -51,6 +52,9 @@ class ServiceConfig:
     dead_letter_topic: str = "telemetry.dlq"
     detector: str = "gaussian"
     detector_params: dict[str, Any] = field(default_factory=dict)
+    # A trained detector (`streamad detect --save-state FILE`): every key starts from it, and
+    # the detector and its parameters are the file's.
+    detector_state: str = ""
     threshold: str = "spot"
     threshold_params: dict[str, Any] = field(default_factory=dict)
     checkpoint_dir: str = ""

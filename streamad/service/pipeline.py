@@ -11,6 +11,7 @@ again: duplicates carry the same source offset).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _state
-from ..base import DecodeError, StateError, StreamadError
+from ..base import ConfigError, DecodeError, StateError, StreamadError
 from ..records import decode
 from .config import ServiceConfig
 from .transport import Message, Sink, Source, TopicPartition
@@ -54,6 +55,37 @@ class _Partition:
         self.checkpointed_at = time.monotonic()
 
 
+def trained_detector_factory(path: str) -> Callable[[], Any]:
+    """A builder of per-key detectors that all start from the trained detector saved at
+    ``path`` (a state file of ``streamad detect --save-state``; npz, never pickle)."""
+    from .. import detectors
+
+    try:
+        blob = Path(path).read_bytes()
+        tree = _state.loads(blob)
+    except OSError as e:
+        raise ConfigError(f"cannot read detector state {path}: {e.strerror}") from None
+    except StateError as e:
+        raise ConfigError(f"detector state {path} is not a streamad state file: {e}") from None
+    if not isinstance(tree, dict) or not isinstance(tree.get("detector"), str) \
+            or not isinstance(tree.get("params"), dict):
+        raise ConfigError(f"detector state {path} is not a saved detector (no detector name and parameters)")
+    name, params = tree["detector"], tree["params"]
+
+    def build():
+        det = detectors.make(name, **params)
+        det.load_state_dict(_state.loads(blob))  # a fresh copy per key: keys never share arrays
+        return det
+
+    try:
+        build()
+    except StateError as e:
+        raise ConfigError(f"detector state {path} does not load: {e}") from None
+    log.info("event=detector_state path=%s detector=%s", path, name)
+    build.detector_name, build.params = name, params
+    return build
+
+
 class Pipeline:
     """Runs the service loop over any :class:`Source`/:class:`Sink` pair.
 
@@ -71,6 +103,11 @@ class Pipeline:
                  threshold_factory: Callable[[], Any] | None = None,
                  metrics=None, on_event: Callable[[dict], None] | None = None) -> None:
         self.source, self.sink, self.config = source, sink, config
+        if detector_factory is None and config.detector_state:
+            detector_factory = trained_detector_factory(config.detector_state)
+            config = dataclasses.replace(config, detector=detector_factory.detector_name,
+                                         detector_params=detector_factory.params)
+            self.config = config
         if detector_factory is None:
             from .. import detectors
             detectors.make(config.detector, **config.detector_params)  # fail on bad params now, not per key
