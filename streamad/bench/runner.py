@@ -238,7 +238,13 @@ def run(dataset: str, data_dir: str, detector: str, *, params: dict | None = Non
     })
 
 
-def _child(job, queue) -> None:
+def _child(job, queue, threads: int) -> None:
+    # Workers share the machine's cores: with torch's default (one thread per core in every
+    # worker) two HypAD workers on two cores ran 6x slower than with one thread each.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     queue.put(_one(job))
 
 
@@ -249,6 +255,7 @@ def _pooled(jobs, workers: int, time_limit: float | None, bar) -> list[dict[str,
     import queue as queue_mod
 
     ctx = mp.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // workers)
     rows: dict[int, dict[str, Any]] = {}
     running: dict[int, tuple[Any, Any, float]] = {}
     pending = list(range(len(jobs)))
@@ -256,7 +263,7 @@ def _pooled(jobs, workers: int, time_limit: float | None, bar) -> list[dict[str,
         while pending and len(running) < workers:
             i = pending.pop(0)
             q = ctx.Queue()
-            proc = ctx.Process(target=_child, args=(jobs[i], q), daemon=True)
+            proc = ctx.Process(target=_child, args=(jobs[i], q, threads), daemon=True)
             proc.start()
             running[i] = (proc, q, time.monotonic())
         time.sleep(0.05)
