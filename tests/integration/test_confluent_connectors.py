@@ -82,3 +82,29 @@ def test_flush_raises_when_delivery_fails(bootstrap):
         sink.send(topic, None, b"x" * 5000)
         sink.flush(10)
     assert "size" in str(info.value).lower() or "large" in str(info.value).lower()
+
+
+def test_poll_returns_what_has_arrived_without_waiting_for_a_full_batch(bootstrap):
+    # librdkafka's consume(n, timeout) holds on until it has n messages or the timeout is
+    # over; the source must hand over a smaller batch as soon as there is one.
+    import time
+
+    topic = _topic(bootstrap, partitions=1)
+    src = ConfluentSource(bootstrap, f"g-{uuid.uuid4().hex[:6]}", EMBEDDED_BROKER_CONSUMER)
+    src.subscribe([topic])
+    for _ in range(60):  # join the group on the empty topic
+        src.poll(0.5, 10)
+        if src.assignment():
+            break
+    sink = ConfluentSink(bootstrap)
+    for i in range(5):
+        sink.send(topic, None, str(i).encode())
+    sink.flush(30)
+    t0 = time.monotonic()
+    got = []
+    while len(got) < 5 and time.monotonic() - t0 < 60:
+        got.extend(src.poll(30.0, 10_000))
+    waited = time.monotonic() - t0
+    src.close()
+    assert [int(m.value) for m in got] == list(range(5))
+    assert waited < 15.0, f"poll held a 5-record batch for {waited:.1f} s"
