@@ -20,12 +20,49 @@ import uuid
 import numpy as np
 
 COMMIT_INTERVAL_S = float(__import__("os").environ.get("STREAMAD_BENCH_COMMIT_S", "0"))
-DETECTORS = {"gaussian": {"window": 32}, "zscore": {"window": 100}, "hst": {}}
+# How long the broker may hold a fetch for more data (consumer setting; default 200 ms).
+FETCH_WAIT_MS = __import__("os").environ.get("STREAMAD_BENCH_FETCH_WAIT_MS")
+# node-ae serves a frozen model: with its default online fine-tuning (5 epochs over up to
+# 2,016 recent samples, every 288 records of a key) 1,000 keys spend the run training, and a
+# batch that fine-tunes many keys outlasts max_poll_interval (measured: the member was evicted).
+DETECTORS = {"gaussian": {"window": 32}, "zscore": {"window": 100}, "hst": {},
+             "node-ae": {"finetune_epochs": 0}, "hypad": {"threads": 1},
+             "ceiling": {}}  # latency-ceiling-*: the consumer alone
+# Slow detectors read smaller batches (a 5,000-record batch of 1,000 HalfSpaceTrees models
+# outlasted max_poll_interval and got the member evicted) and are timed over fewer records.
+BATCH = {"hst": 500, "node-ae": 500, "hypad": 500}
+LIMIT = {"hst": 200_000, "node-ae": 200_000, "hypad": 50_000}
+# These serve a model trained beforehand (`streamad serve --detector-state`), as a user would:
+# training 1,000 per-key models inside the run would measure training, not serving.
+TRAINED = ("node-ae", "hypad")
 NAMES = [
     "serve-gaussian-kafka-python", "serve-gaussian-kafka-python-events", "serve-zscore-kafka-python",
-    "serve-hst-kafka-python", "serve-gaussian-confluent", "serve-zscore-confluent",
-    "latency-gaussian-kafka-python", "latency-gaussian-confluent",
+    "serve-hst-kafka-python", "serve-node-ae-kafka-python", "serve-hypad-kafka-python",
+    "serve-gaussian-confluent", "serve-gaussian-confluent-events", "serve-zscore-confluent",
+    "latency-gaussian-kafka-python", "latency-gaussian-kafka-python-events",
+    "latency-gaussian-confluent", "latency-gaussian-confluent-events",
+    "latency-ceiling-kafka-python", "latency-ceiling-confluent",
 ]
+
+
+def _trained_state(detector: str) -> str:
+    """Train one detector on the series a key of the pre-filled topic sees and save it."""
+    import tempfile
+
+    from streamad import _state, detectors
+
+    det = detectors.make(detector, **DETECTORS[detector])
+    # the shape of every key's series in the pre-filled topic (see throughput.prefill)
+    rng = np.random.default_rng(7)
+    step = np.arange(3000)
+    series = (10 + 3 * np.sin(step / 24) + rng.normal(0, 0.5, len(step)))[:, None]
+    t0 = time.perf_counter()
+    det.learn_many(series)
+    state = det.state_dict()  # lazy trainers train here
+    path = tempfile.mkstemp(suffix=".npz", prefix=f"bench-{detector}-")[1]
+    _state.save_atomic(path, state)
+    print(f"{detector}: trained in {time.perf_counter() - t0:.1f} s", file=__import__("sys").stderr)
+    return path
 
 
 def _pipeline(args, detector: str, client: str, scores: bool, topic: str):
@@ -33,11 +70,17 @@ def _pipeline(args, detector: str, client: str, scores: bool, topic: str):
     from streamad.service import Pipeline, ServiceConfig
 
     run = uuid.uuid4().hex[:6]
+    state = _trained_state(detector) if detector in TRAINED else ""
+    settings = for_embedded_broker()
+    if FETCH_WAIT_MS is not None:
+        settings["fetch.wait.max.ms" if client == "confluent" else "fetch_max_wait_ms"] = int(FETCH_WAIT_MS)
     cfg = ServiceConfig(bootstrap=args.bootstrap, group=f"bench-{run}", client=client,
-                        kafka_settings=for_embedded_broker(), input_topics=[topic],
+                        kafka_settings=settings, input_topics=[topic],
                         anomalies_topic=f"{args.out_topic}-anomalies", scores_topic=args.out_topic if scores else "",
                         dead_letter_topic=f"{args.out_topic}-dlq", detector=detector,
-                        detector_params=DETECTORS[detector], batch_size=5000, poll_timeout_s=0.2, commit_interval_s=COMMIT_INTERVAL_S)
+                        detector_params=DETECTORS[detector], detector_state=state,
+                        batch_size=BATCH.get(detector, 5000), poll_timeout_s=0.2,
+                        commit_interval_s=COMMIT_INTERVAL_S)
     source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings, client=client)
     sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=client)
     p = Pipeline(source, sink, cfg, dead_letter=DeadLetterSink(sink, cfg.dead_letter_topic).send)
@@ -46,6 +89,7 @@ def _pipeline(args, detector: str, client: str, scores: bool, topic: str):
 
 def throughput(args, detector: str, client: str, scores: bool = True) -> dict:
     p, source, sink = _pipeline(args, detector, client, scores, args.topic)
+    n = min(args.n, LIMIT.get(detector, args.n))
     p.start()
     try:
         deadline = time.monotonic() + 120
@@ -55,17 +99,42 @@ def throughput(args, detector: str, client: str, scores: bool = True) -> dict:
                 raise SystemExit("no records within 120 s")
         t0 = time.perf_counter()
         first = p.records_in
-        while p.records_in < args.n:
+        while p.records_in < n:
             p.run_once()
         dt = time.perf_counter() - t0
-        return {"records": p.records_in - first, "seconds": dt, "events": p.events_out}
+        return {"records": p.records_in - first, "seconds": dt, "events": p.events_out,
+                "dead_letters": p.dead_letters, "batch_size": p.config.batch_size}
     finally:
         p.shutdown()
         source.close()
         sink.close()
 
 
-def latency(args, detector: str, client: str) -> dict:
+class _Bare:
+    """The latency floor: the consumer alone (poll, nothing else), in the pipeline's place."""
+
+    def __init__(self, source, topic: str):
+        self.source, self.topic = source, topic
+
+    def start(self) -> None:
+        self.source.subscribe([self.topic])
+
+    def run_once(self) -> None:
+        self.source.poll(0.2, 5000)
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _bare_loop(args, client: str, topic: str):
+    from connectors.kafka import for_embedded_broker, make_sink, make_source
+
+    source = make_source(args.bootstrap, f"bench-{uuid.uuid4().hex[:6]}", for_embedded_broker(), client=client)
+    sink = make_sink(args.bootstrap, for_embedded_broker(), client=client)
+    return _Bare(source, topic), source, sink
+
+
+def latency(args, detector: str, client: str, scores: bool = True) -> dict:
     from kafka.admin import KafkaAdminClient, NewTopic
 
     rate = float(args.rate or 5000)
@@ -73,16 +142,35 @@ def latency(args, detector: str, client: str) -> dict:
     admin = KafkaAdminClient(bootstrap_servers=args.bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=args.partitions, replication_factor=1)])
     admin.close()
-    p, source, sink = _pipeline(args, detector, client, True, topic)
+    if detector == "ceiling":
+        p, source, sink = _bare_loop(args, client, topic)
+    else:
+        p, source, sink = _pipeline(args, detector, client, scores, topic)
     batches: list = []
+    batch_sizes: list[int] = []
     poll = source.poll
 
     def spy(timeout_s, max_records):
         got = poll(timeout_s, max_records)
-        batches.append(got)
+        batches.append((time.time(), got))
+        batch_sizes.append(len(got))
         return got
 
     source.poll = spy
+    spent: dict[str, list[float]] = {"poll": [], "flush": [], "commit": [], "cycle": []}
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[name].append(time.perf_counter() - t)
+        return wrapper
+
+    source.poll = timed("poll", source.poll)
+    sink.flush = timed("flush", sink.flush)
+    source.commit = timed("commit", source.commit)
     n = int(min(args.n, rate * 20))  # 20 s of traffic
     import multiprocessing as mp
 
@@ -95,14 +183,18 @@ def latency(args, detector: str, client: str) -> dict:
         p.run_once()
     producer.start()
     lat: list[float] = []
+    fetched: list[float] = []  # produce -> handed to the pipeline by the consumer
     deadline = time.monotonic() + 20 + 60
     try:
         while len(lat) < n and time.monotonic() < deadline:
             batches.clear()
+            t = time.perf_counter()
             p.run_once()
+            spent["cycle"].append(time.perf_counter() - t)
             now = time.time()
-            for b in batches:
+            for at, b in batches:
                 lat.extend(now - m.timestamp_ms / 1000.0 for m in b if m.timestamp_ms)
+                fetched.extend(at - m.timestamp_ms / 1000.0 for m in b if m.timestamp_ms)
     finally:
         producer.join(30)
         if producer.is_alive():
@@ -110,15 +202,21 @@ def latency(args, detector: str, client: str) -> dict:
         p.shutdown()
         source.close()
         sink.close()
-    a = np.array(lat) * 1000
+    a, f = np.array(lat) * 1000, np.array(fetched) * 1000
     return {"records": len(a), "seconds": n / rate, "rate": rate,
-            "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+            "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "fetch_p50_ms": float(np.percentile(f, 50)), "fetch_p99_ms": float(np.percentile(f, 99)),
+            **{f"{k}_p50_ms": float(np.percentile(v, 50)) * 1000 for k, v in spent.items() if v},
+            **{f"{k}_p99_ms": float(np.percentile(v, 99)) * 1000 for k, v in spent.items() if v},
+            "batch_p50": float(np.median([b for b in batch_sizes if b])) if any(batch_sizes) else 0.0}
 
 
 def _produce(bootstrap: str, topic: str, n: int, rate: float, keys: int) -> None:
-    from connectors.kafka import for_embedded_broker, make_sink
+    from connectors.kafka import make_sink
 
-    prod = make_sink(bootstrap, {**for_embedded_broker(), "linger_ms": 1})
+    # kafka-python, not librdkafka: with librdkafka as the load generator even the bare
+    # consumer's p99 went from ~0.1-0.6 s to 1.3-1.8 s at 5,000 records/s against this broker.
+    prod = make_sink(bootstrap, {"linger_ms": 1})
     t0 = time.perf_counter()
     for i in range(n):
         k = i % keys
@@ -134,12 +232,12 @@ def _produce(bootstrap: str, topic: str, n: int, rate: float, keys: int) -> None
 def scenarios(args) -> dict:
     out = {}
     for name in NAMES:
-        parts = name.split("-")
-        kind, detector = parts[0], parts[1]
+        kind, rest = name.split("-", 1)
+        detector = next(d for d in sorted(DETECTORS, key=len, reverse=True) if rest.startswith(d + "-"))
         client = "confluent" if "confluent" in name else "kafka-python"
         scores = not name.endswith("-events")
         if kind == "serve":
             out[name] = (lambda d=detector, c=client, s=scores: throughput(args, d, c, s))
         else:
-            out[name] = (lambda d=detector, c=client: latency(args, d, c))
+            out[name] = (lambda d=detector, c=client, s=scores: latency(args, d, c, s))
     return out

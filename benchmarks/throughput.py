@@ -167,7 +167,9 @@ def main() -> None:
             common = ["--bootstrap", broker.bootstrap, "--topic", "bench-in", "--out-topic", f"bench-out-{i}",
                       "--n", str(n), "--keys", str(keys), "--partitions", str(args.partitions), "--workdir", work]
             if s.startswith("latency-"):  # at half the maximum the same service reached in this run
-                ref = next((x for x in rows if x["scenario"] == s.replace("latency-", "serve-") and "error" not in x), None)
+                # latency-ceiling-*: the consumer alone at the rate of the events-only service
+                same = s.replace("latency-ceiling-", "serve-gaussian-") + "-events" if "-ceiling-" in s else s.replace("latency-", "serve-")
+                ref = next((x for x in rows if x["scenario"] == same and "error" not in x), None)
                 common += ["--rate", str(round(0.5 * ref["rps"])) if ref else "5000"]
             r = child(s, common, timeout=1800)
             if "error" not in r:
