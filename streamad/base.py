@@ -218,6 +218,17 @@ class BaseDetector:
             step(v)
         return out
 
+    @classmethod
+    def process_keys(cls, jobs: list[tuple[BaseDetector, np.ndarray]]) -> list[np.ndarray]:
+        """``process_many`` for several detectors of this class at once (the service calls it
+        with one job per key of a batch). Detectors that can score many keys in one model call
+        override it; the results are those of calling ``process_many`` on each."""
+        return [det.process_many(X) for det, X in jobs]
+
+    def share_model(self, other: BaseDetector) -> None:
+        """Use ``other``'s trained model instead of an own copy where that is safe (it is never
+        changed in place); a no-op for detectors whose models learn in place."""
+
     # -- hooks for subclasses ----------------------------------------------------------
     def _learn(self, v: np.ndarray) -> None:
         raise NotImplementedError

@@ -166,3 +166,37 @@ def test_a_checkpoint_taken_while_training_in_background_restores_and_trains_aga
     twin.load_state_dict(_state.loads(blob))
     assert np.all(np.isfinite(twin.score_series(X)))  # trains (again) on the saved history
     assert twin.fitted_ and twin.state_dict()["state"]["n"] == 300
+
+
+def test_keys_sharing_one_model_are_scored_together_as_each_alone():
+    X, labels = _sine_with_a_fast_burst()
+    template = HypAD(**{**_SMALL, "refit_every": None})
+    template.learn_many(X[:300])
+    template.state_dict()  # trains
+    state = template.state_dict()
+
+    def copy_of_template():
+        det = HypAD(**{**_SMALL, "refit_every": None})
+        det.load_state_dict(state)
+        return det
+
+    alone = [copy_of_template() for _ in range(3)]
+    shared = [copy_of_template() for _ in range(3)]
+    for det in shared:
+        det.share_model(shared[0])
+    assert shared[1]._nets is shared[0]._nets and alone[1]._nets is not alone[0]._nets
+    untrained = HypAD(**_SMALL)  # no model yet: falls back to its own process_many
+    chunks = [X[300:340], X[600:607], X[620:621]]  # the last two reach into the burst
+    for step in range(3):  # successive batches: each key's context window carries over
+        parts = [c[step::3] for c in chunks]
+        got = HypAD.process_keys([*zip(shared, parts, strict=True), (untrained, X[:5])])
+        want = [det.process_many(p) for det, p in zip(alone, parts, strict=True)]
+        for g, w in zip(got[:3], want, strict=True):
+            assert np.allclose(g, w, rtol=1e-5, atol=1e-7)
+        assert np.all(got[-1] == 0.0) and len(got[-1]) == 5
+    # scored together, the key that sees the burst still stands out from one that does not
+    burst, calm = copy_of_template(), copy_of_template()
+    burst.share_model(template)
+    calm.share_model(template)
+    b, c = HypAD.process_keys([(burst, X[500:650]), (calm, X[300:450])])
+    assert b.max() > 2 * c.max()

@@ -330,6 +330,37 @@ def test_every_key_starts_from_a_saved_trained_detector(tmp_path):
     assert not b.all("telemetry.dlq")  # a fresh detector would score differently
 
 
+def test_keys_of_a_trained_hypad_share_one_model_and_score_as_if_alone(tmp_path):
+    from streamad import detectors
+
+    params = {**detectors.HypAD._unit_test_params(), "refit_every": None}
+    trained = detectors.make("hypad", **params)
+    t = np.arange(400)
+    trained.learn_many(np.sin(t / 5.0)[:, None] * 3 + 10)
+    trained.features_ = ["x"]  # the service's records carry the feature "x"
+    path = tmp_path / "hypad.npz"
+    _state.save_atomic(path, trained.state_dict())
+
+    b = _broker(2)
+    _fill(b, n=60, keys=("a", "b", "c"))
+    config = ServiceConfig(detector_state=str(path), scores_topic="scores", batch_size=50, poll_timeout_s=0.0)
+    p = Pipeline(MemorySource(b), MemorySink(b), config, threshold_factory=MaxThreshold)
+    p.start()
+    _drain(p)
+    models = [m[0] for part in p.partitions.values() for m in part.models.values()]
+    assert len(models) == 3 and models[0]._nets is models[1]._nets is models[2]._nets
+    got = {}
+    for s in _scores(b):
+        got.setdefault(s["key"], []).append(s["score"])
+    for key in ("a", "b", "c"):  # one model call per batch, the scores of each key alone
+        values = np.array([[json.loads(m.value)["values"]["x"]] for m in b.all("telemetry")
+                           if m.key == key.encode()])
+        ref = detectors.make("hypad", **params)
+        ref.load_state_dict(_state.load(path))
+        assert np.allclose(got[key], ref.process_many(values), rtol=1e-5, atol=1e-7)
+        assert len(got[key]) == 60 and max(got[key]) > 0
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "cannot read detector state"),
     (b"not an npz file", "is not a streamad state file"),

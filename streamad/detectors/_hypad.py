@@ -568,6 +568,41 @@ class HypAD(BaseDetector):
             i = j
         return out
 
+    @classmethod
+    def process_keys(cls, jobs: list[tuple[HypAD, np.ndarray]]) -> list[np.ndarray]:
+        """``process_many`` per detector, with the windows of detectors that share one trained
+        model (``share_model``) scored in one forward pass: with many keys a batch holds a few
+        records per key, and one model call per key would cost more than the model itself."""
+        out: list[np.ndarray | None] = [None] * len(jobs)
+        groups: dict[int, list[int]] = {}
+        for i, (det, X) in enumerate(jobs):
+            X = det._mat(X)
+            jobs[i] = (det, X)
+            det._ensure_model()
+            due = det._until_due() if det._job is None else None
+            if det._nets is None or len(X) == 0 or (due is not None and due <= len(X)):
+                out[i] = det.process_many(X)  # untrained, or training falls inside X
+            else:
+                groups.setdefault(id(det._nets), []).append(i)
+        for members in groups.values():
+            wins = [jobs[i][0]._context_windows(jobs[i][1], advance=True) for i in members]
+            o = jobs[members[0]][0]._forward(np.concatenate(wins))
+            start = 0
+            for i, w in zip(members, wins, strict=True):
+                det, X = jobs[i]
+                part = {k: v[start:start + len(w)] for k, v in o.items()}
+                start += len(w)
+                out[i] = det._stream_scores(part)
+                det._push(X, learn=True)
+        return out  # type: ignore[return-value]
+
+    def share_model(self, other: BaseDetector) -> None:
+        # Training always works on a copy (_trained_copy) and installs a new model, so a shared
+        # model is never changed under another detector's feet.
+        if isinstance(other, HypAD) and other._nets is not None and self._nets is not None \
+                and type(other) is type(self) and other._d == self._d:
+            self._nets = other._nets
+
     # -- whole-series scoring (Orion's protocol) --------------------------------------
     def score_series(self, X: np.ndarray) -> np.ndarray:
         """One score per point of X from every window covering it, as Orion's TadGAN does.

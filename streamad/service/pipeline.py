@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import _state
 from ..base import ConfigError, DecodeError, StateError, StreamadError
 from ..records import decode
@@ -55,6 +57,17 @@ class _Partition:
         self.checkpointed_at = time.monotonic()
 
 
+@dataclasses.dataclass
+class _KeyBatch:
+    """One key's part of a batch while it is being scored."""
+
+    detector: Any
+    threshold: Any
+    scored: list = dataclasses.field(default_factory=list)  # (message, record, score), in order
+    rows: list = dataclasses.field(default_factory=list)    # feature rows still to score ...
+    ok: list = dataclasses.field(default_factory=list)      # ... and their (message, record)
+
+
 def trained_detector_factory(path: str) -> Callable[[], Any]:
     """A builder of per-key detectors that all start from the trained detector saved at
     ``path`` (a state file of ``streamad detect --save-state``; npz, never pickle)."""
@@ -72,15 +85,23 @@ def trained_detector_factory(path: str) -> Callable[[], Any]:
         raise ConfigError(f"detector state {path} is not a saved detector (no detector name and parameters)")
     name, params = tree["detector"], tree["params"]
 
-    def build():
+    def fresh():
         det = detectors.make(name, **params)
         det.load_state_dict(_state.loads(blob))  # a fresh copy per key: keys never share arrays
         return det
 
     try:
-        build()
+        template = fresh()
     except StateError as e:
         raise ConfigError(f"detector state {path} does not load: {e}") from None
+
+    def build():
+        det = fresh()
+        share = getattr(det, "share_model", None)
+        if share is not None:  # e.g. HypAD: one model for all keys, scored across keys at once
+            share(template)
+        return det
+
     log.info("event=detector_state path=%s detector=%s", path, name)
     build.detector_name, build.params = name, params
     return build
@@ -214,10 +235,20 @@ class Pipeline:
                 group = groups[(tp, rec.key)] = []
             group.append((m, rec))
         events = 0
-        for (tp, key), items in groups.items():
-            n_ok, n_events = self._score_key(parts[tp], key, items)
-            dlq += len(items) - n_ok
-            events += n_events
+        keyed = [self._prepare_key(parts[tp], key, items) for (tp, key), items in groups.items()]
+        # one process_keys call per detector class: detectors that share a model score the
+        # windows of every key of the batch in one model call
+        by_class: dict[type, list] = {}
+        for k in keyed:
+            if k.rows:
+                by_class.setdefault(type(k.detector), []).append(k)
+        for cls, ks in by_class.items():
+            results = cls.process_keys([(k.detector, np.asarray(k.rows, dtype=np.float64)) for k in ks])
+            for k, scores in zip(ks, results, strict=True):
+                k.scored.extend((m, rec, score) for (m, rec), score in zip(k.ok, scores.tolist(), strict=True))
+        for k, items in zip(keyed, groups.values(), strict=True):
+            dlq += len(items) - len(k.scored)
+            events += self._emit(k.threshold, k.scored, k.detector)
         self.records_in += len(batch)
         self.scored += len(batch) - dlq
         self.events_out += events
@@ -226,12 +257,15 @@ class Pipeline:
             self.metrics.events_out.inc(events)
             self.metrics.dead_letters.inc(dlq)
 
-    def _score_key(self, part: _Partition, key: str, items: list) -> tuple[int, int]:
+    def _prepare_key(self, part: _Partition, key: str, items: list) -> _KeyBatch:
+        """The key's models, and its records split into those already scored one by one and
+        the feature rows left for one vectorised call (``process_keys``)."""
         models = part.models.get(key)
         if models is None:
             models = part.models[key] = (self.detector_factory(), self.threshold_factory())
         detector, threshold = models
-        scored: list[tuple[Message, Any, float]] = []
+        batch = _KeyBatch(detector, threshold)
+        scored = batch.scored
         process_many = getattr(detector, "process_many", None)
         rest = items
         if process_many is not None and getattr(detector, "features_", None) is None:
@@ -252,13 +286,15 @@ class Pipeline:
                         pass
                 self.dead_letter(m, f"record of key {key!r} has features {sorted(vals)}, "
                                     f"earlier records had {list(feats)}")
-            if rows:
+            if rows and hasattr(type(detector), "process_keys"):
+                batch.rows, batch.ok = rows, ok
+            elif rows:
                 for (m, rec), score in zip(ok, process_many(rows).tolist(), strict=True):
                     scored.append((m, rec, score))
         else:
             for item in rest:
                 self._score_one(detector, item, scored)
-        return len(scored), self._emit(threshold, scored, detector)
+        return batch
 
     def _score_one(self, detector, item, scored: list) -> None:
         m, rec = item
