@@ -1,11 +1,9 @@
 """Benchmark metrics on worked examples and against the reference implementations' outputs
 (../shared/data/oracles: Orion's own confusion counts, NAB's published windowedGaussian run)."""
 
-import csv
 import json
 import math
 from collections import defaultdict
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +20,11 @@ from streamad.bench.metrics import (
     nab_detections,
     nab_file_score,
     nab_normalized,
-    nab_windows_to_index,
     point_labels,
     range_auc,
     vus_pr,
     vus_roc,
 )
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ORACLES = SHARED / "oracles"
-needs_oracles = pytest.mark.skipif(not ORACLES.is_dir(), reason="../shared/data/oracles is not beside the clone")
 
 
 # -- contextual ----------------------------------------------------------------------------
@@ -119,32 +112,24 @@ def test_nab_rules_worked_example():
     assert 0 < nab_file_score(n, late, wins).raw < s.raw + 0.11 + 0.5
 
 
-def _nab_epoch(text):
-    return datetime.fromisoformat(text.split(".")[0]).timestamp()
-
-
-@needs_oracles
 def test_nab_windowed_gaussian_reproduces_published_scores():
-    windows = json.loads((SHARED / "nab" / "labels" / "combined_windows.json").read_text())
-    threshold = json.loads((ORACLES / "nab_thresholds.json").read_text())["windowedGaussian"]
-    published = json.loads((SHARED / "nab" / "results" / "final_results.json").read_text())["windowedGaussian"]
-    files = sorted((ORACLES / "nab_windowedGaussian").glob("*/*.csv"))
-    assert len(files) == 58
+    # NAB's own windowedGaussian outputs for all 58 files, reduced to the rows at or above the
+    # lowest profile threshold (the others cannot be detections) and NAB's per-file raw score
+    # (the sum of its per-row S(t)); see tests/data/README.md
+    oracle = json.loads((Path(__file__).parent / "data" / "nab_windowed_gaussian.json").read_text())
+    assert len(oracle["files"]) == 58
     per_profile = defaultdict(list)
-    for f in files:
-        with f.open() as fh:
-            rows = list(csv.DictReader(fh))
-        name = f"{f.parent.name}/{f.name.removeprefix('windowedGaussian_')}"
-        ts = [_nab_epoch(r["timestamp"]) for r in rows]
-        wins = nab_windows_to_index(ts, [(_nab_epoch(s), _nab_epoch(e)) for s, e in windows[name]])
-        scores = [float(r["anomaly_score"]) for r in rows]
+    for name, f in oracle["files"].items():
+        scores = np.zeros(f["rows"])
+        for i, v in f["scores_at_or_above_lowest_threshold"]:
+            scores[i] = v
+        wins = [tuple(w) for w in f["windows"]]
         for profile in NAB_PROFILES:
-            det = nab_detections(scores, threshold[profile]["threshold"])
-            fs = nab_file_score(ts, det, wins, profile)
-            # NAB writes each row's contribution S(t); their sum is the file's raw score.
-            assert fs.raw == pytest.approx(sum(float(r[f"S(t)_{profile}"]) for r in rows), abs=1e-6), (name, profile)
+            det = nab_detections(scores, oracle["thresholds"][profile])
+            fs = nab_file_score(f["rows"], det, wins, profile)
+            assert fs.raw == pytest.approx(f["raw"][profile], abs=1e-6), (name, profile)
             per_profile[profile].append(fs)
-    for profile, want in published.items():
+    for profile, want in oracle["published"].items():
         assert nab_normalized(per_profile[profile]) == pytest.approx(want, abs=0.05)
     assert round(nab_normalized(per_profile["standard"]), 1) == 39.6
 
