@@ -225,9 +225,11 @@ class BaseDetector:
         override it; the results are those of calling ``process_many`` on each."""
         return [det.process_many(X) for det, X in jobs]
 
-    def share_model(self, other: BaseDetector) -> None:
+    def share_model(self, other: BaseDetector, only_if_equal: bool = False) -> None:
         """Use ``other``'s trained model instead of an own copy where that is safe (it is never
-        changed in place); a no-op for detectors whose models learn in place."""
+        changed in place); with ``only_if_equal``, only when the two models hold the same
+        weights (a key restored from a checkpoint). A no-op for detectors whose models learn
+        in place."""
 
     # -- hooks for subclasses ----------------------------------------------------------
     def _learn(self, v: np.ndarray) -> None:

@@ -185,6 +185,14 @@ def test_keys_sharing_one_model_are_scored_together_as_each_alone():
     for det in shared:
         det.share_model(shared[0])
     assert shared[1]._nets is shared[0]._nets and alone[1]._nets is not alone[0]._nets
+    alone[1].share_model(alone[0], only_if_equal=True)  # same weights (loaded from one state)
+    assert alone[1]._nets is alone[0]._nets
+    alone[1] = copy_of_template()
+    other = HypAD(**{**_SMALL, "refit_every": None, "seed": 1})
+    other.learn_many(X[:300])
+    other.state_dict()  # trains other weights
+    alone[2].share_model(other, only_if_equal=True)
+    assert alone[2]._nets is not other._nets
     untrained = HypAD(**_SMALL)  # no model yet: falls back to its own process_many
     chunks = [X[300:340], X[600:607], X[620:621]]  # the last two reach into the burst
     for step in range(3):  # successive batches: each key's context window carries over

@@ -343,12 +343,19 @@ def test_keys_of_a_trained_hypad_share_one_model_and_score_as_if_alone(tmp_path)
 
     b = _broker(2)
     _fill(b, n=60, keys=("a", "b", "c"))
-    config = ServiceConfig(detector_state=str(path), scores_topic="scores", batch_size=50, poll_timeout_s=0.0)
+    config = ServiceConfig(detector_state=str(path), scores_topic="scores", batch_size=50, poll_timeout_s=0.0,
+                           checkpoint_dir=str(tmp_path / "ck"))
     p = Pipeline(MemorySource(b), MemorySink(b), config, threshold_factory=MaxThreshold)
     p.start()
     _drain(p)
     models = [m[0] for part in p.partitions.values() for m in part.models.values()]
     assert len(models) == 3 and models[0]._nets is models[1]._nets is models[2]._nets
+    again = Pipeline(MemorySource(b), MemorySink(b), config, threshold_factory=MaxThreshold)
+    again.start()  # restores every key from its checkpoint: same weights, so one model again
+    restored = [m[0] for part in again.partitions.values() for m in part.models.values()]
+    assert len(restored) == 3 and restored[0]._nets is restored[1]._nets is restored[2]._nets
+    assert restored[0]._nets is not models[0]._nets
+    again.shutdown()
     got = {}
     for s in _scores(b):
         got.setdefault(s["key"], []).append(s["score"])

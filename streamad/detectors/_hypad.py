@@ -596,12 +596,19 @@ class HypAD(BaseDetector):
                 det._push(X, learn=True)
         return out  # type: ignore[return-value]
 
-    def share_model(self, other: BaseDetector) -> None:
+    def share_model(self, other: BaseDetector, only_if_equal: bool = False) -> None:
         # Training always works on a copy (_trained_copy) and installs a new model, so a shared
         # model is never changed under another detector's feet.
-        if isinstance(other, HypAD) and other._nets is not None and self._nets is not None \
-                and type(other) is type(self) and other._d == self._d:
-            self._nets = other._nets
+        if not (isinstance(other, HypAD) and type(other) is type(self) and other._nets is not None
+                and self._nets is not None and other._d == self._d) or other._nets is self._nets:
+            return
+        if only_if_equal:
+            for name, net in self._nets.items():
+                theirs = other._nets[name].state_dict()
+                for k, v in net.state_dict().items():
+                    if k not in theirs or v.shape != theirs[k].shape or not torch.equal(v, theirs[k]):
+                        return
+        self._nets = other._nets
 
     # -- whole-series scoring (Orion's protocol) --------------------------------------
     def score_series(self, X: np.ndarray) -> np.ndarray:

@@ -102,8 +102,14 @@ def trained_detector_factory(path: str) -> Callable[[], Any]:
             share(template)
         return det
 
+    def rejoin(det) -> None:
+        """A key restored from a checkpoint shares the model again if it has not retrained."""
+        share = getattr(det, "share_model", None)
+        if share is not None:
+            share(template, only_if_equal=True)
+
     log.info("event=detector_state path=%s detector=%s", path, name)
-    build.detector_name, build.params = name, params
+    build.detector_name, build.params, build.rejoin = name, params, rejoin
     return build
 
 
@@ -441,6 +447,9 @@ class Pipeline:
             d, t = self.detector_factory(), self.threshold_factory()
             d.load_state_dict(st["detector"])
             t.load_state_dict(st["threshold"])
+            rejoin = getattr(self.detector_factory, "rejoin", None)
+            if rejoin is not None:
+                rejoin(d)
             p.models[key] = (d, t)
         p.next_offset = int(tree["offset"])
         self.partitions[tp] = p
