@@ -235,8 +235,7 @@ class UpdateGate:
         seen[nonce] = None
         while len(seen) > self.memory:
             seen.popitem(last=False)
-        if expected_round is not None and rnd != expected_round:
-            raise Rejected(f"update from client {client!r} is for round {rnd}, not the open round {expected_round}")
+        # content first, round last: a bad update is reported as bad whenever it arrives
         if basis.shape != (self.d, self.k) or mean.shape != (self.d,) or var.shape != (self.d,):
             raise Rejected(f"wrong shape from client {client!r}: basis {basis.shape}, mean {mean.shape}, "
                            f"var {var.shape}; expected ({self.d}, {self.k}) and ({self.d},)")
@@ -247,6 +246,8 @@ class UpdateGate:
             raise Rejected(f"non-orthonormal basis from client {client!r} (max |U^T U - I| = {err:.2e})")
         if not isinstance(n, int) or isinstance(n, bool) or n <= 0 or np.any(var < 0):
             raise Rejected(f"bad sample count {n!r} or negative variance from client {client!r}")
+        if expected_round is not None and rnd != expected_round:
+            raise Rejected(f"update from client {client!r} is for round {rnd}, not the open round {expected_round}")
         return Update(rnd, client, nonce, basis, n, mean, var)
 
     def state(self) -> dict:
