@@ -573,11 +573,10 @@ class HypAD(BaseDetector):
         """``process_many`` per detector, with the windows of detectors that share one trained
         model (``share_model``) scored in one forward pass: with many keys a batch holds a few
         records per key, and one model call per key would cost more than the model itself."""
+        jobs = [(det, det._mat(X)) for det, X in jobs]
         out: list[np.ndarray | None] = [None] * len(jobs)
         groups: dict[int, list[int]] = {}
         for i, (det, X) in enumerate(jobs):
-            X = det._mat(X)
-            jobs[i] = (det, X)
             det._ensure_model()
             due = det._until_due() if det._job is None else None
             if det._nets is None or len(X) == 0 or (due is not None and due <= len(X)):

@@ -95,18 +95,17 @@ def trained_detector_factory(path: str) -> Callable[[], Any]:
     except StateError as e:
         raise ConfigError(f"detector state {path} does not load: {e}") from None
 
-    def build():
-        det = fresh()
-        share = getattr(det, "share_model", None)
-        if share is not None:  # e.g. HypAD: one model for all keys, scored across keys at once
-            share(template)
-        return det
-
-    def rejoin(det) -> None:
-        """A key restored from a checkpoint shares the model again if it has not retrained."""
+    def rejoin(det, only_if_equal: bool = True) -> None:
+        """Share the template's model (e.g. HypAD: one model for all keys, scored across keys
+        at once); a key restored from a checkpoint only if it has not retrained."""
         share = getattr(det, "share_model", None)
         if share is not None:
-            share(template, only_if_equal=True)
+            share(template, only_if_equal=only_if_equal)
+
+    def build():
+        det = fresh()
+        rejoin(det, only_if_equal=False)
+        return det
 
     log.info("event=detector_state path=%s detector=%s", path, name)
     build.detector_name, build.params, build.rejoin = name, params, rejoin
