@@ -135,3 +135,29 @@ def test_clients_ignore_a_global_model_the_server_did_not_sign(bad, caplog):
             c.run_once()
     assert c.detector.global_basis_ is None and c.sent_round == -1
     assert "bad server signature" in caplog.text
+
+
+@pytest.mark.parametrize("counted, scale", [(False, 1.0), (True, 1.0), (True, 0.25)])
+def test_a_clients_dual_moves_only_as_far_as_the_server_counted_its_update(counted, scale):
+    """The global model lists the updates it counted and each one's dual scale (its robust
+    weight relative to its sample share); a client's dual step follows it, so the federation's
+    duals keep balancing when the server leaves out or down-weights an update."""
+    from streamad.federated.grassmann import dual_update
+    from streamad.federated.protocol import GlobalModel, sign_global
+    ring, channel, server, clients, _ = _federation()
+    assert _rounds(server, clients, 3) == 3
+    for c, _ in clients:
+        c.run_once()  # everyone answers the open round; the server has not closed it
+    c = clients[0][0]
+    assert c.sent_round == server.round
+    Y, U, prev = c.Y.copy(), c.U.copy(), c.prev_global
+    Z = random_basis(D, K, 3)
+    others = ["gw1", "gw2"]
+    g = GlobalModel(server.round + 1, Z, server.mean, server.scale, ["gw0", *others] if counted else others, 1800,
+                    {"gw0": scale} if counted else {})
+    channel.publish_global(sign_global(g, ring))
+    c.run_once()
+    assert c.sent_round == server.round + 1
+    want = dual_update(Y, U, Z, c.config.rho, reference=prev, weight=scale) if counted else Y
+    assert np.allclose(c.Y, want)
+    assert not np.allclose(want, dual_update(Y, U, Z, c.config.rho, reference=prev, weight=0.5))

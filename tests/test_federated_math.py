@@ -16,6 +16,7 @@ from streamad.federated.grassmann import (
     orthonormalize,
     principal_angles,
     random_basis,
+    top_subspace,
 )
 
 D, K = 12, 3
@@ -92,6 +93,51 @@ def test_fedpg_rounds_converge_to_the_centralised_subspace():
     assert start > 0.5
     assert chordal_distance(Z, central) < 0.02
     assert np.allclose(Z.T @ Z, np.eye(K), atol=1e-10)  # the server's mean is re-orthonormalised
+
+
+def _fedpg(parts, rounds, *, rho=10.0, robust=True, seed=7):
+    covs = [X.T @ X / len(X) for X in parts]
+    counts = [len(X) for X in parts]
+    rng = np.random.default_rng(seed)
+    Z = random_basis(parts[0].shape[1], K, rng)
+    U = [Z.copy() for _ in parts]
+    Y = [np.zeros_like(Z) for _ in parts]
+    for _ in range(rounds):
+        U = [fedpg_local(U[i], covs[i], Z, Y[i], step=0.3, rho=rho, local_steps=30) for i in range(len(parts))]
+        prev = Z
+        agg = aggregate(prev, U, counts, robust=robust)
+        Z = agg.basis
+        Y = [dual_update(Y[i], U[i], Z, rho, reference=prev, weight=agg.dual_scale[i]) for i in range(len(parts))]
+    return Z
+
+
+@pytest.mark.parametrize("robust", [False, True])
+def test_fedpg_reaches_the_pooled_pca_when_each_client_sees_a_different_range(robust):
+    """Non-IID: pooled data sorted by one feature and cut into clients, so the clients' own
+    subspaces differ a lot. FedPG must still converge to the PCA of the pooled data, with
+    robust weights too (their dual steps are scaled to match) and whatever the start."""
+    rng = np.random.default_rng(8)
+    A = rng.normal(size=(D, D)) * np.linspace(2.0, 0.2, D)
+    X = rng.standard_t(4, size=(3000, D)) @ A.T
+    X = (X - X.mean(0)) / X.std(0)
+    parts = np.array_split(X[np.argsort(X[:, 0])], 8)
+    central, _ = local_pca(X, K)
+    own = [chordal_distance(top_subspace(P.T @ P / len(P), K)[0], central) for P in parts]
+    assert np.median(own) > 0.4  # far from IID: most clients' own subspaces are far off
+    for seed in (7, 9):
+        Z = _fedpg(parts, 120, robust=robust, seed=seed)
+        assert np.degrees(principal_angles(Z, central).max()) < 0.1
+
+
+def test_robust_weights_scale_the_dual_steps_so_the_weighted_duals_still_balance():
+    rng = np.random.default_rng(10)
+    ref = random_basis(D, K, rng)
+    honest = [orthonormalize(ref + 0.05 * rng.normal(size=(D, K))) for _ in range(4)]
+    agg = aggregate(ref, [*honest, random_basis(D, K, rng)], [100, 100, 100, 100, 50_000])
+    share = np.full(5, 0.2)  # counts clipped at the median: the inflated claim buys nothing
+    assert agg.dual_scale[-1] < 1.0 and np.all(agg.dual_scale[:4] > 1.0)
+    assert np.allclose(agg.dual_scale * share, agg.weights)
+    assert np.allclose(aggregate(ref, honest, [100, 200, 300, 400], robust=False).dual_scale, 1.0)
 
 
 def test_streaming_estimators_track_the_batch_answers():

@@ -5,7 +5,8 @@ Records never leave the client: an update carries only the basis ``U`` (``d x k`
 sample count and per-feature mean and variance. Each round the client
 
 1. verifies the server's signature on the global model ``G_r`` and adopts it for scoring;
-2. if it took part in round ``r - 1``, updates its dual ``Y += rho (U - Z_r)``;
+2. if its update for round ``r - 1`` was counted (``G_r.clients``), updates its dual
+   ``Y += s rho (U - Z_r)``, ``s`` its weight relative to its sample share (``G_r.dual_scale``);
 3. takes ``local_steps`` Riemannian gradient steps (FedPG) on its local objective under the
    federation's standardisation, starting from its previous ``U`` (in its first round it
    sends its local principal subspace instead);
@@ -153,8 +154,11 @@ class FedClient:
             # while honest clients are still far apart a poisoned one is hard to tell apart).
             self.U, self.Y = det.local_subspace()[0], np.zeros_like(Z)
         else:
-            if self.sent_round == g.round - 1 and self.prev_global is not None:
-                self.Y = dual_update(self.Y, self.U, Z, self.config.rho, reference=self.prev_global)
+            me = self.config.client_id
+            if self.sent_round == g.round - 1 and self.prev_global is not None and me in g.clients:
+                # only an update the server counted moves the dual, by as much as it counted
+                self.Y = dual_update(self.Y, self.U, Z, self.config.rho, reference=self.prev_global,
+                                     weight=g.dual_scale.get(me, 1.0))
             self.U = fedpg_local(self.U, det.local_covariance(), Z, self.Y, step=self.config.step,
                                  rho=self.config.rho, local_steps=self.config.local_steps)
         mom = det.moments_

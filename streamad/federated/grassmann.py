@@ -299,7 +299,16 @@ def fedpg_local(U: np.ndarray, C: np.ndarray, Z: np.ndarray, Y: np.ndarray, *, s
     covariance, so the first two terms are ``(1/N) ||(I - U U^T) X||^2``), each step projected
     with ``(I - U U^T)`` and retracted with QR. ``step`` is relative to the largest eigenvalue
     of ``C`` so one setting works whatever the data's scale.
+
+    The coupling terms compare matrices, not subspaces, so they need ``U`` and ``Y`` in ``Z``'s
+    gauge: ``U`` is first rotated onto ``Z`` (Procrustes; same subspace) and ``Y`` projected to
+    the tangent space at ``Z``. Without this a client keeps whatever frame its basis drifted
+    to, ``<Y, U - Z>`` pulls in a rotated direction, and the rounds settle at a spurious fixed
+    point: on IoT-23 split by feature range, 0.3-2.3 degrees from the pooled PCA depending on
+    the initial basis, instead of converging to it.
     """
+    U = U @ procrustes_rotation(U, Z)
+    Y = riemannian_gradient(Z, Y)
     lam = float(np.linalg.eigvalsh((C + C.T) / 2)[-1]) + rho
     eta = step / max(lam, 1e-12)
     for _ in range(local_steps):
@@ -309,17 +318,23 @@ def fedpg_local(U: np.ndarray, C: np.ndarray, Z: np.ndarray, Y: np.ndarray, *, s
 
 
 def dual_update(Y: np.ndarray, U: np.ndarray, Z: np.ndarray, rho: float,
-                reference: np.ndarray | None = None) -> np.ndarray:
-    """ADMM dual ascent ``Y += rho (U - Z)``, kept in the tangent space at the new ``Z``.
+                reference: np.ndarray | None = None, weight: float = 1.0) -> np.ndarray:
+    """ADMM dual ascent ``Y += weight * rho (U - Z)``, kept in the tangent space at the new ``Z``.
 
     ``U`` is aligned (Procrustes) to ``reference``, the basis the server aligned it to when
     it computed ``Z`` (the previous global basis; default ``Z``), so that the duals of all
     clients keep summing to zero. The result is projected with ``(I - Z Z^T)``: the
     component along ``Z`` only reflects that an average of orthonormal bases is shorter than
     orthonormal; left in ``Y`` it piles up round after round and pins every client to ``Z``.
+
+    ``weight`` is the client's weight in the aggregate relative to its sample share
+    (:attr:`Aggregate.dual_scale`). The sum of the duals weighted by sample counts stays zero
+    only if each client's dual moves in proportion to how much it moved ``Z``; a client the
+    robust aggregation down-weighted but whose dual moved in full would bias the fixed point
+    (on IoT-23 split by feature range: 10-27 degrees off the pooled PCA).
     """
     ref = Z if reference is None else reference
-    D = Y + rho * (U @ procrustes_rotation(U, ref) - Z)
+    D = Y + weight * rho * (U @ procrustes_rotation(U, ref) - Z)
     return riemannian_gradient(Z, D)
 
 
@@ -331,11 +346,16 @@ def projection_mean(bases: Sequence[np.ndarray], weights: Sequence[float], k: in
 
 @dataclass
 class Aggregate:
-    """Result of one aggregation: the new global basis and what each client counted for."""
+    """Result of one aggregation: the new global basis, what each client counted for
+    (``weights``, normalised), each client's chordal distance to the reference and its
+    ``dual_scale``: weight divided by its share of the samples (counts clipped at the median
+    in robust mode, so inflated claims cannot blow up the others' dual steps; 1 when nothing
+    was down-weighted), the factor for its ADMM dual step (:func:`dual_update`)."""
 
     basis: np.ndarray
     weights: np.ndarray
     distances: np.ndarray
+    dual_scale: np.ndarray
 
 
 def aggregate(reference: np.ndarray, bases: Sequence[np.ndarray], n_samples: Sequence[int], *,
@@ -363,13 +383,16 @@ def aggregate(reference: np.ndarray, bases: Sequence[np.ndarray], n_samples: Seq
     w = n.copy()
     if robust and len(bases) > 1:
         w = np.minimum(w, np.median(n))
+        share = w / w.sum()  # the share a client is entitled to; claimed counts beyond it buy nothing
         m = float(np.median(dist))
         if m > 1e-9:
             w = w * np.minimum(1.0, tau * m / np.maximum(dist, 1e-12))
         w = _cap(w / w.sum(), max_weight)
+    else:
+        share = n / n.sum()
     w = w / w.sum()
     aligned = sum(wi * (U @ procrustes_rotation(U, reference)) for U, wi in zip(bases, w, strict=True))
-    return Aggregate(orthonormalize(aligned, "polar"), w, dist)
+    return Aggregate(orthonormalize(aligned, "polar"), w, dist, w / share)
 
 
 def medoid(bases: Sequence[np.ndarray]) -> np.ndarray:

@@ -59,6 +59,7 @@ class FedServer:
         self.scale: np.ndarray | None = None
         self.contributors: list[str] = []
         self.n_samples = 0
+        self.dual_scale: dict[str, float] = {}
         self.pending: dict[str, Update] = {}
         self.rejected = 0
         self.history: list[np.ndarray] = []
@@ -71,7 +72,8 @@ class FedServer:
     # -- state -----------------------------------------------------------------------
     def _tree(self) -> dict:
         return {"format": 1, "round": self.round, "basis": self.basis, "mean": self.mean, "scale": self.scale,
-                "contributors": list(self.contributors), "n_samples": self.n_samples, "gate": self.gate.state()}
+                "contributors": list(self.contributors), "n_samples": self.n_samples, "gate": self.gate.state(),
+                "dual_scale": dict(self.dual_scale)}
 
     def _restore(self, path: str) -> None:
         tree = _state.load(path)
@@ -81,6 +83,7 @@ class FedServer:
         self.scale = None if tree["scale"] is None else np.asarray(tree["scale"], dtype=np.float64)
         self.contributors = list(tree["contributors"])
         self.n_samples = int(tree["n_samples"])
+        self.dual_scale = {str(c): float(v) for c, v in (tree.get("dual_scale") or {}).items()}
         self.gate.load(tree["gate"])
         log.info("event=fed_restored round=%d checkpoint=%s", self.round, path)
 
@@ -90,7 +93,8 @@ class FedServer:
 
     # -- rounds ----------------------------------------------------------------------
     def publish(self) -> None:
-        msg = GlobalModel(self.round, self.basis, self.mean, self.scale, self.contributors, self.n_samples)
+        msg = GlobalModel(self.round, self.basis, self.mean, self.scale, self.contributors, self.n_samples,
+                          self.dual_scale)
         self.channel.publish_global(sign_global(msg, self.ring))
         self._published_at = time.monotonic()
 
@@ -137,6 +141,7 @@ class FedServer:
         self.basis, self.mean, self.scale = agg.basis, mom.mean, mom.scale
         self.contributors = sorted(u.client for u in ups)
         self.n_samples = int(sum(u.n_samples for u in ups))
+        self.dual_scale = {u.client: float(f) for u, f in zip(ups, agg.dual_scale, strict=True)}
         weights = " ".join(f"{u.client}:{w:.3f}" for u, w in zip(ups, agg.weights, strict=True))
         log.info("event=fed_round_closed round=%d clients=%d weights=%s", self.round, len(ups), _quote(weights))
         self.history.append(self.basis.copy())
