@@ -377,6 +377,8 @@ def _add_fed_client(sub) -> Handler:
     p.add_argument("--min-samples", type=int, default=200, help="records to learn before joining rounds")
     p.add_argument("--quantile", type=float, default=0.99,
                    help="threshold: this quantile of recent scores under the current model (default: 0.99)")
+    p.add_argument("--checkpoint", default=None,
+                   help="state file: the client's local model, rounds and offsets; a restart resumes from it")
 
     def run(args):
         from connectors.fedkafka import KafkaFedChannel
@@ -399,7 +401,8 @@ def _add_fed_client(sub) -> Handler:
         source = make_source(args.bootstrap, args.group or f"streamad-fed-{args.client_id}", options)
         client = FedClient(ClientConfig(client_id=args.client_id, input_topics=args.input_topics,
                                         anomalies_topic=args.anomalies_topic, k=args.k,
-                                        min_samples=args.min_samples, quantile=args.quantile),
+                                        min_samples=args.min_samples, quantile=args.quantile,
+                                        checkpoint=args.checkpoint),
                            ring, channel, source, sink, dead_letter=DeadLetterSink(sink, dlq).send)
         _until_signalled(client)
         try:

@@ -161,3 +161,30 @@ def test_a_clients_dual_moves_only_as_far_as_the_server_counted_its_update(count
     want = dual_update(Y, U, Z, c.config.rho, reference=prev, weight=scale) if counted else Y
     assert np.allclose(c.Y, want)
     assert not np.allclose(want, dual_update(Y, U, Z, c.config.rho, reference=prev, weight=0.5))
+
+
+def test_a_restarted_client_resumes_from_its_checkpoint_without_learning_a_record_twice(tmp_path):
+    from streamad.base import StateError
+    ring, channel, server, clients, rng = _federation()
+    c, b = clients[0]
+    c.config.checkpoint, c.config.checkpoint_every_s = str(tmp_path / "gw0.state"), 3600.0
+    assert _rounds(server, clients, 4) == 4
+    c.run_once()  # answers the open round: sending an update writes a checkpoint
+    assert (tmp_path / "gw0.state").exists()
+    saved = (c.detector.moments_.n, c.U.copy(), c.Y.copy(), c.threshold, c.sent_round)
+    _fill(b, "telemetry", 300, rng)
+    c.run_once()  # learns and commits 300 more records, then "crashes" before its next checkpoint
+    assert c.detector.moments_.n == saved[0] + 300 and MemorySource(b).committed(("telemetry", 0)) == 900
+
+    again = FedClient(c.config, ring.for_client("gw0"), channel, MemorySource(b), MemorySink(b))
+    assert again.detector.moments_.n == saved[0] and again.sent_round == saved[4]
+    assert np.array_equal(again.U, saved[1]) and np.array_equal(again.Y, saved[2]) and again.threshold == saved[3]
+    again.source.subscribe(["telemetry"], on_assign=again._on_assign)  # seeks back to offset 600
+    again.run_once()
+    assert again.detector.moments_.n == c.detector.moments_.n  # the 300 records learned once, not twice
+    assert np.allclose(again.detector.local_covariance(), c.detector.local_covariance())
+
+    other = ClientConfig(client_id="gw1", input_topics=["telemetry"], anomalies_topic="anomalies", k=K,
+                         checkpoint=c.config.checkpoint)
+    with pytest.raises(StateError, match="belongs to client 'gw0'"):
+        FedClient(other, ring.for_client("gw1"), channel, MemorySource(b), MemorySink(b))

@@ -15,6 +15,13 @@ sample count and per-feature mean and variance. Each round the client
 Anomaly threshold: the ``quantile`` of the scores of the client's most recent
 ``threshold_window`` records under the current model (recomputed when the model changes);
 those records are assumed to be mostly normal. Events have the service's format.
+
+State: with ``checkpoint`` set, the client's local state (its moments and covariance, the
+global model it scores with, ``U``, ``Y``, its round bookkeeping, the threshold window) is
+written atomically with the next offset of every partition, at most every
+``checkpoint_every_s`` seconds, after every update it sends, and on stop. A restarted client
+loads it and seeks its partitions back to those offsets, so no record is learned twice or
+skipped (records after the checkpoint are scored again: events are at-least-once).
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from ..base import DecodeError, StreamadError
+from .. import _state
+from ..base import DecodeError, StateError, StreamadError
 from ..detectors._fedpca import FedPCA
 from ..records import decode
 from .channel import FedChannel
@@ -53,6 +62,8 @@ class ClientConfig:
     local_steps: int = 30
     batch_size: int = 500
     poll_timeout_s: float = 0.2
+    checkpoint: str | None = None
+    checkpoint_every_s: float = 10.0
 
 
 class FedClient:
@@ -71,6 +82,47 @@ class FedClient:
         self.records = self.events = self.dead_letters = self.rounds = 0
         self.next_offsets: dict = {}
         self.stopping = False
+        self._restored_offsets: dict = {}
+        self._checkpointed_at = time.monotonic()
+        if config.checkpoint and Path(config.checkpoint).exists():
+            self._restore(config.checkpoint)
+
+    # -- state -----------------------------------------------------------------------
+    def _tree(self) -> dict:
+        return {"format": 1, "client_id": self.config.client_id, "k": self.config.k,
+                "detector": self.detector.state_dict(), "U": self.U, "Y": self.Y, "prev_global": self.prev_global,
+                "sent_round": self.sent_round, "seen_round": self.seen_round, "threshold": self.threshold,
+                "recent": np.array(self.recent) if self.recent else None,
+                "offsets": [[t, p, int(o)] for (t, p), o in sorted(self.next_offsets.items())]}
+
+    def checkpoint(self) -> None:
+        """Write the local state with the next offset of every partition (atomically)."""
+        if self.config.checkpoint:
+            _state.save_atomic(self.config.checkpoint, self._tree())
+            self._checkpointed_at = time.monotonic()
+
+    def _restore(self, path: str) -> None:
+        tree = _state.load(path)
+        if tree.get("client_id") != self.config.client_id or tree.get("k") != self.config.k:
+            raise StateError(f"checkpoint {path} belongs to client {tree.get('client_id')!r} with k={tree.get('k')}; "
+                             f"this is client {self.config.client_id!r} with k={self.config.k} "
+                             "(remove it to start fresh)")
+        self.detector.load_state_dict(tree["detector"])
+        arr = lambda v: None if v is None else np.asarray(v, dtype=np.float64)  # noqa: E731
+        self.U, self.Y, self.prev_global = arr(tree["U"]), arr(tree["Y"]), arr(tree["prev_global"])
+        self.sent_round, self.seen_round = int(tree["sent_round"]), int(tree["seen_round"])
+        self.threshold = None if tree["threshold"] is None else float(tree["threshold"])
+        if tree["recent"] is not None:
+            self.recent.extend(np.asarray(tree["recent"], dtype=np.float64))
+        self._restored_offsets = {(str(t), int(p)): int(o) for t, p, o in tree["offsets"]}
+        self.next_offsets = dict(self._restored_offsets)
+        log.info("event=fed_client_restored client=%s round=%d records=%d checkpoint=%s", self.config.client_id,
+                 self.sent_round, 0 if self.detector.moments_ is None else self.detector.moments_.n, path)
+
+    def _on_assign(self, tps) -> None:
+        for tp in tps:  # back to where the checkpointed state ends
+            if tuple(tp) in self._restored_offsets:
+                self.source.seek(tp, self._restored_offsets[tuple(tp)])
 
     # -- the stream ------------------------------------------------------------------
     def run_once(self) -> int:
@@ -103,7 +155,10 @@ class FedClient:
         if batch:
             self.sink.flush()
             self.source.commit(dict(self.next_offsets))
-        self._take_part()
+        sent = self._take_part()
+        if self.config.checkpoint and (sent or (batch and time.monotonic() - self._checkpointed_at
+                                                >= self.config.checkpoint_every_s)):
+            self.checkpoint()
         return len(batch)
 
     def _dead(self, m, reason: str) -> None:
@@ -121,32 +176,33 @@ class FedClient:
         self.threshold = float(np.quantile(scores, self.config.quantile))
 
     # -- rounds ----------------------------------------------------------------------
-    def _take_part(self) -> None:
+    def _take_part(self) -> bool:
+        """Answer a new global model; True when an update was sent."""
         raw = self.channel.latest_global(0.0)
         if raw is None or raw == self._last_raw:
-            return
+            return False
         det = self.detector
         if det.moments_ is None or det.moments_.n < self.config.min_samples:
-            return  # not enough local data yet: look at this model again later
+            return False  # not enough local data yet: look at this model again later
         self._last_raw = raw
         try:
             g = open_global(raw, self.ring)
         except Rejected as e:
             log.warning("event=fed_global_rejected reason=%s", json.dumps(e.reason))
-            return
+            return False
         if g.round <= self.seen_round and self.sent_round >= g.round:
-            return
+            return False
         d = len(det.features_)
         if g.basis.shape != (d, min(self.config.k, d)):
             log.warning("event=fed_global_rejected reason=%s", json.dumps(
                 f"global basis has shape {g.basis.shape}, this client has {d} features and k={self.config.k}"))
-            return
+            return False
         self.seen_round = g.round
         if g.mean is not None:
             det.set_global(g.basis, g.mean, g.scale, g.round)
             self._refresh_threshold()
         if self.sent_round == g.round:
-            return  # already answered this round (the server re-published it)
+            return False  # already answered this round (the server re-published it)
         Z = g.basis
         if self.U is None:
             # First round: the local principal subspace itself, so the server's first mean
@@ -167,10 +223,11 @@ class FedClient:
         self.sent_round, self.prev_global = g.round, Z
         self.rounds += 1
         log.info("event=fed_update_sent round=%d client=%s n_samples=%d", g.round, self.config.client_id, mom.n)
+        return True
 
     def run(self, max_seconds: float | None = None) -> None:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        self.source.subscribe(self.config.input_topics)
+        self.source.subscribe(self.config.input_topics, on_assign=self._on_assign)
         try:
             while not self.stopping:
                 self.run_once()
@@ -180,5 +237,6 @@ class FedClient:
             self.sink.flush()
             if self.next_offsets:
                 self.source.commit(dict(self.next_offsets))
+            self.checkpoint()
             log.info("event=fed_client_stopped client=%s records=%d events=%d rounds=%d", self.config.client_id,
                      self.records, self.events, self.rounds)

@@ -1,5 +1,6 @@
 """`streamad fed-server` and three `streamad fed-client` processes on the embedded broker:
-rounds complete, a client killed with SIGKILL does not stop them, forged / replayed / NaN
+rounds complete, a client killed with SIGKILL does not stop them and rejoins from its
+checkpoint when restarted, forged / replayed / NaN
 updates are refused with logged reasons, and a poisoned client cannot drag the subspace."""
 
 import json
@@ -127,9 +128,12 @@ def test_server_and_three_client_processes(bootstrap, tmp_path):
     procs = {"server": _start(["fed-server", *common, "--dim", str(D), "--min-clients", "2", "--round-timeout", "2",
                                "--checkpoint", str(tmp_path / "server.state")], server_log)}
     try:
+        def client_args(c):
+            return ["fed-client", *common, "--client-id", c, "--topic", f"tel-{run}-{c}", "--anomalies-topic",
+                    f"anom-{run}", "--group", f"g-{run}-{c}", "--checkpoint", str(tmp_path / f"{c}.state")]
+
         for c in clients:
-            procs[c] = _start(["fed-client", *common, "--client-id", c, "--topic", f"tel-{run}-{c}",
-                               "--anomalies-topic", f"anom-{run}", "--group", f"g-{run}-{c}"], tmp_path / f"{c}.log")
+            procs[c] = _start(client_args(c), tmp_path / f"{c}.log")
         _wait(lambda: _rounds_closed(server_log) >= 3, 90, "three rounds")
         assert "clients=3" in _log(server_log)  # all three took part
 
@@ -137,6 +141,11 @@ def test_server_and_three_client_processes(bootstrap, tmp_path):
         procs["gw2"].wait(10)
         before = _rounds_closed(server_log)
         _wait(lambda: _rounds_closed(server_log) >= before + 2, 60, "two more rounds without gw2")
+        procs["gw2"].log_file.close()
+        # restarted, gw2 resumes from its checkpoint (not from scratch) and rejoins the rounds
+        procs["gw2"] = _start(client_args("gw2"), tmp_path / "gw2-restarted.log")
+        _wait(lambda: "event=fed_update_sent" in _log(tmp_path / "gw2-restarted.log"), 60, "gw2 to rejoin")
+        assert "event=fed_client_restored client=gw2" in _log(tmp_path / "gw2-restarted.log")
 
         # Attacks on the update topic: forged, replayed, NaN, and a poisoned client.
         updates_topic = f"{prefix}.updates"
@@ -173,9 +182,9 @@ def test_server_and_three_client_processes(bootstrap, tmp_path):
         assert "evil" in log  # the poisoned updates were admitted, and down-weighted
         assert worst < 5.0, worst  # the stated bound: under 5 degrees with 1 poisoned of 3 clients
 
-        for name in ("server", "gw0", "gw1"):
+        for name in ("server", "gw0", "gw1", "gw2"):
             procs[name].send_signal(signal.SIGTERM)
-        for name in ("server", "gw0", "gw1"):
+        for name in ("server", "gw0", "gw1", "gw2"):
             assert procs[name].wait(20) == 0, _log(tmp_path / f"{name}.log")[-2000:]
     finally:
         for p in procs.values():
