@@ -188,3 +188,19 @@ def test_error_q_finds_a_small_offset_more_often_without_more_false_alarms():
     assert recall[0.999] > recall[None] + 0.1, recall
     with pytest.raises(ConfigError, match="error_q"):
         NodeAutoencoder(error_q=0)
+
+
+def test_denoising_training_is_seeded_and_can_be_switched_off():
+    rng = np.random.default_rng(3)
+    load = rng.uniform(0, 1, (400, 1))
+    X = np.hstack([load, 2 * load + 0.05 * rng.normal(size=(400, 1)), 1 - load, load**2])
+    scores = {}
+    for noise in (0.0, 0.1):
+        a, b = NodeAutoencoder(epochs=5, input_noise=noise, seed=1), NodeAutoencoder(epochs=5, input_noise=noise, seed=1)
+        a.fit(X)
+        b.fit(X)
+        assert np.array_equal(a.score_many(X), b.score_many(X))  # the noise comes from the model's own generator
+        scores[noise] = a.score_many(X)
+    assert not np.allclose(scores[0.0], scores[0.1])
+    with pytest.raises(ConfigError, match="input_noise"):
+        NodeAutoencoder(input_noise=-0.1)

@@ -50,7 +50,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "n_nodes": 16, "n_metrics": 40, "days": 56, "step_s": 300.0, "seed": 0,
     "faults": list(FAULT_KINDS), "faults_per_node": 2, "healthy_days": None,
     "train_fraction": 0.7, "split_seed": 0, "threshold": "max", "threshold_q": 0.995,
-    "epochs": 30, "hidden_factor": 10, "batch_size": 64, "score": "max", "error_q": None,
+    "epochs": 100, "hidden_factor": 10, "batch_size": 64, "score": "max", "error_q": None,
+    "input_noise": 0.1,
     "pca_k": 5,
 }
 
@@ -67,7 +68,7 @@ def _factory(name: str, p: dict[str, Any]):
         return lambda: make("node-ae", epochs=int(p["epochs"]), hidden_factor=p["hidden_factor"],
                             batch_size=int(p["batch_size"]), score=p["score"],
                             threshold_q=p["threshold_q"], error_q=p["error_q"],
-                            seed=int(p["seed"]))
+                            input_noise=float(p["input_noise"]), seed=int(p["seed"]))
     if name == "gaussian":
         return lambda: make("gaussian", window=1)
     if name == "pca":
