@@ -113,3 +113,39 @@ def test_orion_protocol_uses_a_series_level_path(tmp_path, monkeypatch):
     row = runner.run_signal(sig, "zscore", {}, "orion")
     assert stand_in.fitted == 500  # NASA: fit on the training part only
     assert row["tp"] == 1 and row["fn"] == 0
+
+
+def _nasa_broken_correlation(root: Path) -> Path:
+    """NASA layout, 5 columns per channel: four copies of one oscillation (two inverted) and a
+    command bit. The anomaly flips the sign of one copy: every value stays in its normal range,
+    only the relation between the channels breaks."""
+    for part in ("train", "test"):
+        (root / part).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def series(n, anomaly=None):
+        base = np.sin(2 * np.pi * np.arange(n) / 50) + 0.05 * rng.normal(size=n)
+        X = np.column_stack([base, 0.8 * base, -base, 0.5 * base, np.zeros(n)]) + 0.05 * rng.normal(size=(n, 5))
+        X[:, 4] = rng.integers(0, 2, n)
+        if anomaly:
+            X[anomaly[0]:anomaly[1], 1] *= -1
+        return X
+
+    rows = ["chan_id,spacecraft,anomaly_sequences,class,num_values"]
+    for chan, craft in (("P-1", "SMAP"), ("M-2", "MSL")):
+        np.save(root / "train" / f"{chan}.npy", series(1500))
+        np.save(root / "test" / f"{chan}.npy", series(2000, (1200, 1260)))
+        rows.append(f'{chan},{craft},"[[1200, 1259]]","[contextual]",2000')
+    (root / "labeled_anomalies.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_nasa_multivariate_mode_lets_multivariate_detectors_see_a_broken_correlation(tmp_path):
+    root = _nasa_broken_correlation(tmp_path)
+    found = {}
+    for det in ("node-ae", "gaussian", "pca", "zscore"):
+        res = runner.run("nasa", root, det, nasa_mode="multivariate", progress=False)
+        assert all("error" not in r for r in res["signals"]), res["signals"]
+        found[det] = res["aggregates"]["overall"]["tp"]
+    assert found["node-ae"] == found["gaussian"] == found["pca"] == 2, found  # both channels' events
+    assert found["zscore"] == 0, found  # per-column z-scores: no single value is unusual
