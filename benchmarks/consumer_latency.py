@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def measure(bootstrap: str, rate: float, n: int, fetch_wait_ms: int, work: str) -> dict:
+    import _serve_bench as sb
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    import _serve_bench as sb
     from connectors.kafka import for_embedded_broker, make_source
 
     topic = f"lat-{uuid.uuid4().hex[:6]}"
