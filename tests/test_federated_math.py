@@ -172,3 +172,19 @@ def test_a_poisoned_client_moves_the_robust_aggregate_by_less_than_five_degrees(
         worst_plain = max(worst_plain, np.degrees(principal_angles(plain, ref).max()))
     assert worst_robust < 5.0
     assert worst_plain > 3 * worst_robust  # without the bounds the same client drags it far
+
+
+def test_dp_covariance_clips_rows_and_adds_noise_of_the_stated_scale():
+    from streamad.federated.grassmann import dp_covariance
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(2000, D))
+    X[0] *= 100.0  # one huge row: clipped to norm 5, so it cannot dominate the release
+    eps, delta, clip = 1.0, 1e-5, 5.0
+    sigma = 2 * clip**2 / len(X) * np.sqrt(2 * np.log(1.25 / delta)) / eps
+    clipped = X * np.minimum(1.0, clip / np.linalg.norm(X, axis=1, keepdims=True))
+    exact = clipped.T @ clipped / len(X)
+    noise = np.array([dp_covariance(X, epsilon=eps, delta=delta, clip=clip, rng=s) - exact for s in range(200)])
+    assert np.allclose(noise, noise.transpose(0, 2, 1))  # symmetric
+    assert abs(noise.std() / sigma - 1) < 0.05 and abs(noise.mean()) < 0.05 * sigma
+    with pytest.raises(ValueError, match="epsilon"):
+        dp_covariance(X, epsilon=0.0)
