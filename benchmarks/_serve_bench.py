@@ -204,9 +204,7 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
                 fetched.extend(at - m.timestamp_ms / 1000.0 for m in b if m.timestamp_ms)
                 done.extend((m.partition, m.offset, now) for m in b)
     finally:
-        producer.join(30)
-        if producer.is_alive():
-            producer.kill()
+        stop(producer, 30)
         p.shutdown()
         source.close()
         sink.close()
@@ -216,9 +214,7 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
     # producer at 10-20k records/s on a shared core queues records before sending them).
     from_ack = {}
     try:
-        acks = np.load(ack_path)
-        when = {(int(p_), int(o)): t for p_, o, t in acks if t > 0}
-        d = np.array([now - when[(p_, o)] for p_, o, now in done if (p_, o) in when]) * 1000
+        d = since_ack_ms(ack_path, done)
         if len(d):
             from_ack = {"ack_p50_ms": float(np.percentile(d, 50)), "ack_p99_ms": float(np.percentile(d, 99)),
                         "ack_matched": int(len(d))}
@@ -230,6 +226,20 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
             **{f"{k}_p50_ms": float(np.percentile(v, 50)) * 1000 for k, v in spent.items() if v},
             **{f"{k}_p99_ms": float(np.percentile(v, 99)) * 1000 for k, v in spent.items() if v},
             "batch_p50": float(np.median([b for b in batch_sizes if b])) if any(batch_sizes) else 0.0}
+
+
+def stop(process, timeout_s: float) -> None:
+    """Wait for a load-generator process; kill it if it does not finish in time."""
+    process.join(timeout_s)
+    if process.is_alive():
+        process.kill()
+
+
+def since_ack_ms(ack_path: str, done: list[tuple[int, int, float]]) -> np.ndarray:
+    """Milliseconds from each record's broker acknowledgement (written by :func:`_produce`)
+    to ``done``'s time for it; ``done`` holds ``(partition, offset, time)``."""
+    when = {(int(p), int(o)): t for p, o, t in np.load(ack_path) if t > 0}
+    return np.array([now - when[(p, o)] for p, o, now in done if (p, o) in when]) * 1000
 
 
 def _produce(bootstrap: str, topic: str, n: int, rate: float, keys: int, ack_path: str | None = None) -> None:

@@ -55,12 +55,9 @@ def measure(bootstrap: str, rate: float, n: int, fetch_wait_ms: int, work: str) 
             empty += not got
             seen.extend((m.partition, m.offset, now) for m in got)
     finally:
-        producer.join(60)
-        if producer.is_alive():
-            producer.kill()
+        sb.stop(producer, 60)
         src.close()
-    when = {(int(p), int(o)): t for p, o, t in np.load(ack_path) if t > 0}
-    d = np.array([now - when[(p, o)] for p, o, now in seen if (p, o) in when]) * 1000
+    d = sb.since_ack_ms(ack_path, seen)
     return {"rate": rate, "records": len(seen), "fetch_max_wait_ms": fetch_wait_ms,
             "p50_ms": float(np.percentile(d, 50)), "p99_ms": float(np.percentile(d, 99)),
             "poll_p50_ms": float(np.median(polls)) * 1000, "poll_p99_ms": float(np.percentile(polls, 99)) * 1000,
