@@ -399,13 +399,13 @@ def _add_fed_client(sub) -> Handler:
         channel = KafkaFedChannel(args.bootstrap, args.prefix, "client", options)
         sink = make_sink(args.bootstrap, options)
         source = make_source(args.bootstrap, args.group or f"streamad-fed-{args.client_id}", options)
-        client = FedClient(ClientConfig(client_id=args.client_id, input_topics=args.input_topics,
-                                        anomalies_topic=args.anomalies_topic, k=args.k,
-                                        min_samples=args.min_samples, quantile=args.quantile,
-                                        checkpoint=args.checkpoint),
-                           ring, channel, source, sink, dead_letter=DeadLetterSink(sink, dlq).send)
-        _until_signalled(client)
-        try:
+        try:  # a bad checkpoint fails here: close what is open before the one-line error
+            client = FedClient(ClientConfig(client_id=args.client_id, input_topics=args.input_topics,
+                                            anomalies_topic=args.anomalies_topic, k=args.k,
+                                            min_samples=args.min_samples, quantile=args.quantile,
+                                            checkpoint=args.checkpoint),
+                               ring, channel, source, sink, dead_letter=DeadLetterSink(sink, dlq).send)
+            _until_signalled(client)
             client.run(max_seconds=args.max_seconds)
         finally:
             source.close()

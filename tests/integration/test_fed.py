@@ -199,3 +199,23 @@ def test_server_and_three_client_processes(bootstrap, tmp_path):
     assert "event=fed_client_stopped client=gw1" in _log(tmp_path / "gw1.log")
     dead = [json.loads(v) for v in _updates(bootstrap, f"tel-{run}-gw1.dlq")]
     assert len(dead) == 1 and dead[0]["reason"]  # the malformed record, not lost
+
+
+def test_fed_client_refuses_another_clients_checkpoint_with_a_one_line_error(bootstrap, tmp_path):
+    from streamad.federated.client import ClientConfig, FedClient
+    from streamad.federated.channel import MemoryChannel
+    from streamad.service import MemoryBroker, MemorySink, MemorySource
+
+    run = uuid.uuid4().hex[:6]
+    ring = write_key_file(tmp_path / "keys.json", ["gw0", "gw1"])
+    state = tmp_path / "gw0.state"
+    mem = MemoryBroker()
+    FedClient(ClientConfig(client_id="gw0", input_topics=["t"], anomalies_topic="a", k=K, checkpoint=str(state)),
+              ring.for_client("gw0"), MemoryChannel(), MemorySource(mem), MemorySink(mem)).checkpoint()
+    out = subprocess.run([sys.executable, "-m", "streamad.cli", "fed-client", "--bootstrap", bootstrap, "--key-file",
+                          str(tmp_path / "keys.json"), "--client-id", "gw1", "--k", str(K), "--topic", f"tel-{run}",
+                          "--anomalies-topic", f"anom-{run}", "--checkpoint", str(state), *_kafka_args()],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 2
+    assert "belongs to client 'gw0'" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
