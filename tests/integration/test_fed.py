@@ -202,8 +202,8 @@ def test_server_and_three_client_processes(bootstrap, tmp_path):
 
 
 def test_fed_client_refuses_another_clients_checkpoint_with_a_one_line_error(bootstrap, tmp_path):
-    from streamad.federated.client import ClientConfig, FedClient
     from streamad.federated.channel import MemoryChannel
+    from streamad.federated.client import ClientConfig, FedClient
     from streamad.service import MemoryBroker, MemorySink, MemorySource
 
     run = uuid.uuid4().hex[:6]
