@@ -20,6 +20,9 @@ import uuid
 import numpy as np
 
 COMMIT_INTERVAL_S = float(__import__("os").environ.get("STREAMAD_BENCH_COMMIT_S", "0"))
+# Records per poll for every detector (default: BATCH below, else 5,000): a latency-tuned
+# configuration reads smaller batches.
+BATCH_OVERRIDE = __import__("os").environ.get("STREAMAD_BENCH_BATCH")
 # How long the broker may hold a fetch for more data (consumer setting; default 200 ms).
 FETCH_WAIT_MS = __import__("os").environ.get("STREAMAD_BENCH_FETCH_WAIT_MS")
 # node-ae serves a frozen model: with its default online fine-tuning (5 epochs over up to
@@ -81,7 +84,7 @@ def _pipeline(args, detector: str, client: str, scores: bool, topic: str):
                         anomalies_topic=f"{args.out_topic}-anomalies", scores_topic=args.out_topic if scores else "",
                         dead_letter_topic=f"{args.out_topic}-dlq", detector=detector,
                         detector_params=DETECTORS[detector], detector_state=state,
-                        batch_size=BATCH.get(detector, 5000), poll_timeout_s=0.2,
+                        batch_size=int(BATCH_OVERRIDE) if BATCH_OVERRIDE else BATCH.get(detector, 5000), poll_timeout_s=0.2,
                         commit_interval_s=COMMIT_INTERVAL_S)
     source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings, client=client)
     sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=client)
