@@ -135,13 +135,18 @@ class FedServer:
         bases = [u.basis for u in ups]
         # Before any round closed the current basis is random: judge updates against their
         # medoid instead, so a poisoned first update cannot pass for a normal one.
-        reference = self.basis if self.history or self.round > 0 else medoid(bases)
+        first = not (self.history or self.round > 0)
+        reference = medoid(bases) if first else self.basis
         agg = aggregate(reference, bases, [u.n_samples for u in ups], robust=self.config.robust)
         mom = pool_moments([(u.n_samples, u.mean, u.var) for u in ups])
         self.basis, self.mean, self.scale = agg.basis, mom.mean, mom.scale
         self.contributors = sorted(u.client for u in ups)
         self.n_samples = int(sum(u.n_samples for u in ups))
-        self.dual_scale = {u.client: float(f) for u, f in zip(ups, agg.dual_scale, strict=True)}
+        # A round judged against the medoid is the initialisation (clients sent their local
+        # subspaces), not an ADMM step, and clients could not align to the medoid as the server
+        # did: a dual step there would leave the duals unbalanced for good (measured: 0.27 deg
+        # off the pooled PCA at consensus on a non-IID split). So no client moves its dual.
+        self.dual_scale = {u.client: 0.0 if first else float(f) for u, f in zip(ups, agg.dual_scale, strict=True)}
         weights = " ".join(f"{u.client}:{w:.3f}" for u, w in zip(ups, agg.weights, strict=True))
         log.info("event=fed_round_closed round=%d clients=%d weights=%s", self.round, len(ups), _quote(weights))
         self.history.append(self.basis.copy())
