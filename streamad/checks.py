@@ -117,6 +117,44 @@ def check_many_equals_one(factory: Factory) -> None:
     assert np.allclose(c, d, rtol=1e-5, atol=1e-8), "process_many differs from score_one + learn_one"
 
 
+def check_keys_equal_many(factory: Factory) -> None:
+    """``process_keys`` over several detectors, a few rows per key and call as in the service's
+    batches, equals one ``process_many`` call over each key's rows, whatever the keys'
+    histories (fresh, warming up, long)."""
+    rng = np.random.default_rng(3)
+    for d in (1, 3):
+        X = sample_stream(d=d)
+        starts = [0, 0, 5, 40, 150]  # key j has learned X[:starts[j]] before the batches
+        keyed, alone = [factory() for _ in starts], [factory() for _ in starts]
+        for det, twin, s in zip(keyed, alone, starts, strict=True):
+            if s:
+                det.learn_many(X[:s])
+                twin.learn_many(X[:s])
+        pos = list(starts)
+        got: list[list[float]] = [[] for _ in starts]
+        for _ in range(30):
+            jobs, who = [], []
+            for j, det in enumerate(keyed):
+                rows = X[pos[j]:pos[j] + int(rng.choice([0, 1, 1, 1, 2, 3, 12]))]
+                pos[j] += len(rows)
+                if len(rows):
+                    jobs.append((det, rows))
+                    who.append(j)
+            res = type(keyed[0]).process_keys(jobs) if jobs else []
+            assert len(res) == len(jobs), f"process_keys returned {len(res)} results for {len(jobs)} jobs"
+            for j, r, (_, rows) in zip(who, res, jobs, strict=True):
+                assert len(r) == len(rows), f"process_keys returned {len(r)} scores for {len(rows)} rows"
+                got[j].extend(np.asarray(r, dtype=np.float64).tolist())
+        for j, (det, twin) in enumerate(zip(keyed, alone, strict=True)):
+            want = twin.process_many(X[starts[j]:pos[j]])
+            bad = np.flatnonzero(~np.isclose(got[j], want, rtol=1e-5, atol=1e-8))
+            assert not len(bad), f"row {bad[0]} of key {j} (d={d}): process_keys gives {got[j][bad[0]]:.6g}, " \
+                                 f"one process_many call {want[bad[0]]:.6g}"
+            tail = X[-20:]
+            assert np.allclose(det.score_many(tail), twin.score_many(tail), rtol=1e-5, atol=1e-8), \
+                f"key {j} learned differently through process_keys (d={d})"
+
+
 def check_wrong_dimension(factory: Factory) -> None:
     """Input of another dimension than the one learned raises a StreamadError."""
     X = sample_stream()
@@ -133,7 +171,7 @@ def check_wrong_dimension(factory: Factory) -> None:
 
 
 CHECKS = [check_state_round_trip, check_score_does_not_learn, check_same_seed_same_scores,
-          check_finite_scores, check_many_equals_one, check_wrong_dimension]
+          check_finite_scores, check_many_equals_one, check_keys_equal_many, check_wrong_dimension]
 
 
 def check_detector(factory: Factory) -> None:

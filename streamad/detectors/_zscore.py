@@ -119,7 +119,7 @@ class ZScore(BaseDetector):
         std = np.maximum(np.sqrt(var), self.min_std * (1.0 + np.abs(shifted_mean)))
         z = np.max(np.abs(xs - mean) / std, axis=1)
         z[cnt < 2] = 0.0
-        self._buf.extend(series[-w:])
+        self._buf.extend(xs[-w:])  # only the new rows: the past ones are in the buffer already
         tail = self._buf.values()
         self._sum = tail.sum(axis=0)
         self._sumsq = (tail * tail).sum(axis=0)
