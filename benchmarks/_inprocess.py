@@ -11,6 +11,9 @@ learn it, with one detector per key, as the service does.
 - ``inproc-<name>-batched``: the same records grouped per key and passed to
   ``process_many`` in one call per key (the benchmark CLI's path and the service's path
   when a poll brings many records of one key).
+- ``inproc-<name>-keys``: the records in arrival order, cut into batches of
+  ``KEYS_BATCH`` (about 1.2 records per key with 1,000 keys, what the service polls at half
+  its maximum rate); each batch is one ``process_keys`` call over its keys (the service's path).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import time
 import numpy as np
 
 DETECTORS = {"zscore": {}, "gaussian": {}, "hst": {}}
+KEYS_BATCH = 1200
 NAMES: list[str] = ["inproc-river-hst"] + [f"inproc-{d}" for d in DETECTORS] + \
-    [f"inproc-{d}-batched" for d in DETECTORS]
+    [f"inproc-{d}-batched" for d in DETECTORS] + [f"inproc-{d}-keys" for d in DETECTORS]
 
 
 def stream(n: int, keys: int, seed: int = 7) -> tuple[list[str], np.ndarray]:
@@ -76,6 +80,26 @@ def _batched(name: str, params: dict, names, values) -> dict:
     return {"records": len(names), "seconds": time.perf_counter() - t0}
 
 
+def _across_keys(name: str, params: dict, names, values) -> dict:
+    from streamad.detectors import make
+
+    dets: dict = {}
+    vals = values.tolist()
+    t0 = time.perf_counter()
+    for lo in range(0, len(names), KEYS_BATCH):
+        groups: dict[str, list[float]] = {}
+        for k, v in zip(names[lo:lo + KEYS_BATCH], vals[lo:lo + KEYS_BATCH], strict=True):
+            groups.setdefault(k, []).append(v)
+        jobs = []
+        for k, vs in groups.items():
+            d = dets.get(k)
+            if d is None:
+                d = dets[k] = make(name, **params)
+            jobs.append((d, np.array(vs)[:, None]))
+        type(jobs[0][0]).process_keys(jobs)
+    return {"records": len(names), "seconds": time.perf_counter() - t0}
+
+
 def scenarios(args) -> dict:
     n = min(args.n, 300_000)  # in-process rates are stable well before a million records
     out = {}
@@ -90,4 +114,5 @@ def scenarios(args) -> dict:
     for d, p in DETECTORS.items():
         out[f"inproc-{d}"] = lazy(_per_record, d, p)
         out[f"inproc-{d}-batched"] = lazy(_batched, d, p)
+        out[f"inproc-{d}-keys"] = lazy(_across_keys, d, p)
     return out

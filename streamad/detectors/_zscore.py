@@ -99,6 +99,30 @@ class ZScore(BaseDetector):
             out[lo:lo + 8192] = self._process_block(X[lo:lo + 8192] - self._shift, w)
         return out
 
+    #: Keys with at most this many rows in a batch take the cross-key step in
+    #: :meth:`process_keys`; longer runs use the per-key cumulative sums.
+    keys_step_max = 8
+
+    @classmethod
+    def process_keys(cls, jobs: list[tuple[ZScore, np.ndarray]]) -> list[np.ndarray]:
+        """``process_many`` for many keys at once (the service's batches hold about one record
+        per key): univariate keys with a full window take one vectorised step per row position
+        across keys. Same results as ``process_many`` up to rounding."""
+        jobs = [(det, det._mat(X)) for det, X in jobs]
+        out: list[np.ndarray | None] = [None] * len(jobs)
+        fast = []
+        for i, (det, X) in enumerate(jobs):
+            if len(X) > cls.keys_step_max:
+                out[i] = det.process_many(X)
+            elif len(X) and det._buf.dim == 1 and det._buf.full:
+                fast.append(i)
+            else:  # a few rows while the window fills (or several features): record by record
+                out[i] = BaseDetector.process_many(det, X)
+        if fast:
+            for i, scores in zip(fast, _univariate_steps([jobs[i] for i in fast]), strict=True):
+                out[i] = scores
+        return out  # type: ignore[return-value]
+
     def _process_block(self, xs: np.ndarray, w: int) -> np.ndarray:
         past = self._buf.values()
         b, n = len(past), len(xs)
@@ -143,3 +167,43 @@ class ZScore(BaseDetector):
         self._sum = np.asarray(state["sum"], dtype=np.float64).copy()
         self._sumsq = np.asarray(state["sumsq"], dtype=np.float64).copy()
         self._pushes = int(state["pushes"])
+
+
+def _univariate_steps(jobs: list[tuple[ZScore, np.ndarray]]) -> list[np.ndarray]:
+    """Score-then-learn the rows of univariate z-score detectors with full windows, one row
+    position at a time across all of them (see ``process_keys``)."""
+    out = [np.empty(len(X)) for _, X in jobs]
+    for s in range(max(len(X) for _, X in jobs)):
+        act = [j for j, (_, X) in enumerate(jobs) if len(X) > s]
+        st = np.empty((len(act), 7))  # x, shift, sum, sumsq, oldest, n, min_std
+        for r, j in enumerate(act):
+            det, X = jobs[j]
+            b = det._buf
+            st[r] = (X[s, 0], det._shift[0], det._sum[0], det._sumsq[0], b._data[b._head, 0], b.size,
+                     det.min_std)
+        x, shift, s1, s2, old, n, min_std = st.T
+        mean = s1 / n
+        var = np.maximum((s2 - n * mean * mean) / (n - 1), 0.0)
+        sm = mean + shift
+        std = np.maximum(np.sqrt(var), min_std * (1.0 + np.abs(sm)))
+        z = np.abs(x - sm) / std
+        xs = x - shift
+        s1 = s1 + xs - old
+        s2 = s2 + xs * xs - old * old
+        for r, j in enumerate(act):
+            det = jobs[j][0]
+            out[j][s] = z[r]
+            v = xs[r]
+            b = det._buf
+            hd, c = b._head, b.capacity
+            b._data[hd, 0] = v
+            b._data[hd + c, 0] = v
+            b._head = hd + 1 if hd + 1 < c else 0
+            det._sum[0] = s1[r]
+            det._sumsq[0] = s2[r]
+            det._pushes += 1
+            if det._pushes % c == 0:  # wipe accumulated rounding error, as _learn does
+                vals = b.values()
+                det._sum = vals.sum(axis=0)
+                det._sumsq = (vals * vals).sum(axis=0)
+    return out

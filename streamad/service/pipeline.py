@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import _state
-from ..base import ConfigError, DecodeError, StateError, StreamadError
+from ..base import BaseDetector, ConfigError, DecodeError, StateError, StreamadError
 from ..records import decode
 from .config import ServiceConfig
 from .transport import Message, Sink, Source, TopicPartition
@@ -48,24 +49,26 @@ def dead_letter_json(message: Message, reason: str) -> bytes:
 
 
 class _Partition:
-    __slots__ = ("models", "next_offset", "since_checkpoint", "checkpointed_at")
+    __slots__ = ("models", "next_offset", "since_checkpoint", "checkpointed_at", "heads")
 
     def __init__(self) -> None:
         self.models: dict[str, tuple[Any, Any]] = {}  # key -> (detector, threshold)
+        self.heads: dict[str, tuple[bytes, str, str]] = {}  # key -> its output key and JSON parts
         self.next_offset: int | None = None
         self.since_checkpoint = 0
         self.checkpointed_at = time.monotonic()
 
 
-@dataclasses.dataclass
 class _KeyBatch:
     """One key's part of a batch while it is being scored."""
 
-    detector: Any
-    threshold: Any
-    scored: list = dataclasses.field(default_factory=list)  # (message, record, score), in order
-    rows: list = dataclasses.field(default_factory=list)    # feature rows still to score ...
-    ok: list = dataclasses.field(default_factory=list)      # ... and their (message, record)
+    __slots__ = ("detector", "threshold", "scored", "rows", "ok")
+
+    def __init__(self, detector: Any, threshold: Any) -> None:
+        self.detector, self.threshold = detector, threshold
+        self.scored: list = []  # (message, record, score), in order
+        self.rows: list = []    # feature rows still to score ...
+        self.ok: list = []      # ... and their (message, record)
 
 
 def trained_detector_factory(path: str) -> Callable[[], Any]:
@@ -110,6 +113,14 @@ def trained_detector_factory(path: str) -> Callable[[], Any]:
     log.info("event=detector_state path=%s detector=%s", path, name)
     build.detector_name, build.params, build.rejoin = name, params, rejoin
     return build
+
+
+@functools.cache
+def _across_keys(cls: type) -> bool:
+    """True when ``cls`` scores many keys in one call (overrides ``process_keys``): then even
+    a key with a single record in the batch goes into that call."""
+    own = getattr(getattr(cls, "process_keys", None), "__func__", None)
+    return own is not None and own is not BaseDetector.process_keys.__func__
 
 
 class Pipeline:
@@ -243,17 +254,24 @@ class Pipeline:
         keyed = [self._prepare_key(parts[tp], key, items) for (tp, key), items in groups.items()]
         # one process_keys call per detector class: detectors that share a model score the
         # windows of every key of the batch in one model call
-        by_class: dict[type, list] = {}
+        by_class: dict[tuple[type, int], list] = {}
         for k in keyed:
             if k.rows:
-                by_class.setdefault(type(k.detector), []).append(k)
-        for cls, ks in by_class.items():
-            results = cls.process_keys([(k.detector, np.asarray(k.rows, dtype=np.float64)) for k in ks])
+                by_class.setdefault((type(k.detector), len(k.rows[0])), []).append(k)
+        for (cls, _), ks in by_class.items():
+            # one array for the class's rows, one view of it per key
+            rows = np.array([r for k in ks for r in k.rows], dtype=np.float64)
+            jobs, start = [], 0
+            for k in ks:
+                jobs.append((k.detector, rows[start:start + len(k.rows)]))
+                start += len(k.rows)
+            results = cls.process_keys(jobs)
             for k, scores in zip(ks, results, strict=True):
                 k.scored.extend((m, rec, score) for (m, rec), score in zip(k.ok, scores.tolist(), strict=True))
-        for k, items in zip(keyed, groups.values(), strict=True):
+        for k, ((tp, _), items) in zip(keyed, groups.items(), strict=True):
             dlq += len(items) - len(k.scored)
-            events += self._emit(k.threshold, k.scored, k.detector)
+            if k.scored:
+                events += self._emit(k.threshold, k.scored, k.detector, parts[tp].heads)
         self.records_in += len(batch)
         self.scored += len(batch) - dlq
         self.events_out += events
@@ -277,7 +295,7 @@ class Pipeline:
             rest = items[1:]  # the first record names the features (dict keys), then batch the rest
             self._score_one(detector, items[0], scored)
         feats = getattr(detector, "features_", None)
-        if process_many is not None and feats is not None and len(rest) > 1:
+        if process_many is not None and feats is not None and (len(rest) > 1 or rest and _across_keys(type(detector))):
             rows, ok = [], []
             n = len(feats)
             for m, rec in rest:
@@ -311,23 +329,27 @@ class Pipeline:
             return
         scored.append((m, rec, score))
 
-    def _emit(self, threshold, scored: list, detector=None) -> int:
+    def _emit(self, threshold, scored: list, detector=None, heads: dict | None = None) -> int:
+        """Update the key's threshold with each score, send score messages and events.
+        ``scored`` holds one key's records of one partition; ``heads`` caches their JSON parts."""
         cfg = self.config
         send, dumps = self.sink.send, json.dumps
         scores_topic, anomalies_topic, detector_name = cfg.scores_topic, cfg.anomalies_topic, cfg.detector
         update = threshold.update
         events = 0
-        key_bytes = None
-        head = None
         isfinite = math.isfinite
+        m, rec = scored[0][0], scored[0][1]
+        cached = None if heads is None else heads.get(rec.key)
+        if cached is None:
+            # One score message per record is the service's largest output; formatting it
+            # directly is ~3x cheaper than json.dumps of a dict (same JSON).
+            cached = (rec.key.encode(), f'{{"key":{dumps(rec.key)},"ts":',
+                      f',"topic":{dumps(m.topic)},"partition":{m.partition},"offset":')
+            if heads is not None:
+                heads[rec.key] = cached
+        key_bytes, head, tail = cached
         for m, rec, score in scored:
             decision = update(score)
-            if key_bytes is None:
-                key_bytes = rec.key.encode()
-                # One score message per record is the service's largest output; formatting it
-                # directly is ~3x cheaper than json.dumps of a dict (same JSON).
-                head = f'{{"key":{dumps(rec.key)},"ts":'
-                tail = f',"topic":{dumps(m.topic)},"partition":{m.partition},"offset":'
             if scores_topic:
                 if isfinite(score) and isfinite(rec.ts):
                     value = f'{head}{rec.ts!r},"score":{score!r}{tail}{m.offset}}}'.encode()
