@@ -113,6 +113,11 @@ def _reject_constant(name: str) -> float:
 # One decoder for every message (json.loads with options builds a new one per call).
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
+try:  # optional (pip install streamad[fast]): ~6x faster on telemetry-sized messages
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - depends on the environment
+    _fast_loads = None
+
 
 def _number(name: str, v: Any) -> float:
     if type(v) is float and v - v == 0.0:  # the common case: a finite float (inf - inf and nan are nan)
@@ -163,6 +168,22 @@ def _timestamp(v: Any) -> float:
     raise BadTimestamp(f"timestamp must be a number or an ISO-8601 string, got {_short(v)}")
 
 
+def _parse(data: bytes | bytearray | memoryview) -> Any:
+    """The standard library's parse of a message, with a :class:`DecodeError` saying why not."""
+    try:
+        text = (data if type(data) is bytes else bytes(data)).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NotUtf8(f"message is not UTF-8 (byte {e.start})") from None
+    try:
+        return _JSON.decode(text)
+    except DecodeError:
+        raise
+    except RecursionError:
+        raise NotJson("message JSON is nested too deeply") from None
+    except ValueError as e:
+        raise NotJson(f"message is not JSON: {e.msg} at character {e.pos}") from None
+
+
 def decode(data: bytes, *, key: str | bytes | None = None, default_ts: float | None = None,
            max_bytes: int = MAX_BYTES, max_features: int = MAX_FEATURES) -> Record:
     """Turn one message into a :class:`Record`, or raise a :class:`DecodeError` saying why.
@@ -174,18 +195,21 @@ def decode(data: bytes, *, key: str | bytes | None = None, default_ts: float | N
         raise NotJson(f"message is {type(data).__name__}, not bytes")
     if len(data) > max_bytes:
         raise MessageTooLarge(f"message is {len(data)} bytes, over the {max_bytes}-byte limit")
-    try:
-        text = (data if type(data) is bytes else bytes(data)).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise NotUtf8(f"message is not UTF-8 (byte {e.start})") from None
-    try:
-        obj = _JSON.decode(text)
-    except DecodeError:
-        raise
-    except RecursionError:
-        raise NotJson("message JSON is nested too deeply") from None
-    except ValueError as e:
-        raise NotJson(f"message is not JSON: {e.msg} at character {e.pos}") from None
+    obj = None
+    if _fast_loads is not None:
+        # orjson accepts what the standard parser accepts, minus NaN/Infinity and lone
+        # surrogates, and reads integers beyond 64 bits as floats. Anything it refuses, and a
+        # numeric key (whose text must keep every digit), goes through the standard parser,
+        # so results and error reasons are the same with and without it.
+        try:
+            obj = _fast_loads(data)
+        except ValueError:
+            obj = None
+        else:
+            if type(obj) is dict and type(obj.get("key")) is float:
+                obj = None
+    if obj is None:
+        obj = _parse(data)
     if not isinstance(obj, dict):
         raise NotAnObject(f"message is a JSON {type(obj).__name__}, not an object")
 

@@ -105,3 +105,39 @@ def test_decode_never_raises_anything_else_on_json_objects(obj):
 def test_encode_decode_round_trip(key, ts, values):
     r = Record(key, ts, values)
     assert decode(encode(r)) == r
+
+
+def _outcome(data, fast):
+    """decode's result, or its error class and reason, with or without the orjson parser."""
+    saved = records._fast_loads
+    records._fast_loads = fast
+    try:
+        return decode(data, key=b"k", default_ts=1.0)
+    except DecodeError as e:
+        return type(e).__name__, e.reason
+    finally:
+        records._fast_loads = saved
+
+
+def _same_with_and_without_orjson(data):
+    orjson = pytest.importorskip("orjson")
+    assert _outcome(data, orjson.loads) == _outcome(data, None), data
+
+
+@pytest.mark.parametrize("data", [
+    b'{"key": "k", "ts": 10, "values": {"b": 2, "a": 1.5}}', b'{"key": 123456789012345678901234567890, "value": 1}',
+    b'{"key": 1.5, "value": 1}', b'{"value": 123456789012345678901234567890}', b'{"ts": 1, "value": 1e999}',
+    b'{"ts": 1, "value": NaN}', b'{"value": "\\ud800"}', b'{"key": "\\ud800", "value": 1}', b"\xff\xfe", b"null",
+    b"[" * 100000, b'{"a": 1, "a": 2, "value": 3}', b' {"value": 1} ', b'{"value": 1}{}',
+    b'{"ts": 99999999999999999999999, "value": 1}', b'{"ts": "2014-07-01 00:30:00", "value": 1}',
+])
+def test_orjson_decodes_like_the_standard_parser(data):
+    _same_with_and_without_orjson(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.dictionaries(
+    st.sampled_from(["key", "ts", "timestamp", "values", "value", "x"]),
+    json_values | st.dictionaries(st.text(max_size=3), json_values, max_size=3)).map(lambda o: json.dumps(o).encode()))
+def test_orjson_decodes_like_the_standard_parser_on_generated_messages(data):
+    _same_with_and_without_orjson(data)
