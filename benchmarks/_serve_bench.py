@@ -19,12 +19,16 @@ import uuid
 
 import numpy as np
 
+from streamad.service.app import settle_gc
+
 COMMIT_INTERVAL_S = float(__import__("os").environ.get("STREAMAD_BENCH_COMMIT_S", "0"))
 # Records per poll for every detector (default: BATCH below, else 5,000): a latency-tuned
 # configuration reads smaller batches.
 BATCH_OVERRIDE = __import__("os").environ.get("STREAMAD_BENCH_BATCH")
 # How long the broker may hold a fetch for more data (consumer setting; default 200 ms).
 FETCH_WAIT_MS = __import__("os").environ.get("STREAMAD_BENCH_FETCH_WAIT_MS")
+# STREAMAD_BENCH_GC=default leaves the garbage collector as Python sets it (to compare).
+GC_SETTLE = __import__("os").environ.get("STREAMAD_BENCH_GC") != "default"
 # node-ae serves a frozen model: with its default online fine-tuning (5 epochs over up to
 # 2,016 recent samples, every 288 records of a key) 1,000 keys spend the run training, and a
 # batch that fine-tunes many keys outlasts max_poll_interval (measured: the member was evicted).
@@ -102,6 +106,8 @@ def throughput(args, detector: str, client: str, scores: bool = True) -> dict:
             p.run_once()
             if time.monotonic() > deadline:
                 raise SystemExit("no records within 120 s")
+        if GC_SETTLE:
+            settle_gc(p)  # as `streamad serve` does
         t0 = time.perf_counter()
         first = p.records_in
         while p.records_in < n:
@@ -176,6 +182,7 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
                 spent[name].append(time.perf_counter() - t)
         return wrapper
 
+    gc_pauses = _gc_pauses()
     source.poll = timed("poll", source.poll)
     sink.flush = timed("flush", sink.flush)
     source.commit = timed("commit", source.commit)
@@ -190,6 +197,8 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
     p.start()
     while not source.assignment():  # join the group before traffic starts
         p.run_once()
+    if GC_SETTLE:
+        settle_gc(p)  # as `streamad serve` does
     producer.start()
     lat: list[float] = []
     fetched: list[float] = []  # produce -> handed to the pipeline by the consumer
@@ -223,12 +232,38 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
                         "ack_matched": int(len(d))}
     except OSError:
         pass
-    return {"records": len(a), "seconds": n / rate, "rate": rate, **from_ack,
+    import gc
+
+    gc.callbacks.remove(gc_pauses.callback)
+    return {"records": len(a), "seconds": n / rate, "rate": rate, **from_ack, **gc_pauses.summary(),
             "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
             "fetch_p50_ms": float(np.percentile(f, 50)), "fetch_p99_ms": float(np.percentile(f, 99)),
             **{f"{k}_p50_ms": float(np.percentile(v, 50)) * 1000 for k, v in spent.items() if v},
             **{f"{k}_p99_ms": float(np.percentile(v, 99)) * 1000 for k, v in spent.items() if v},
             "batch_p50": float(np.median([b for b in batch_sizes if b])) if any(batch_sizes) else 0.0}
+
+
+class _gc_pauses:
+    """Counts the cyclic garbage collector's pauses by generation (a gc callback)."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.count, self.total, self.longest, self._t = [0, 0, 0], [0.0] * 3, [0.0] * 3, 0.0
+        gc.callbacks.append(self.callback)
+
+    def callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+            return
+        g, d = info["generation"], time.perf_counter() - self._t
+        self.count[g] += 1
+        self.total[g] += d
+        self.longest[g] = max(self.longest[g], d)
+
+    def summary(self) -> dict:
+        return {f"gc{g}_{k}": v for g in range(3) for k, v in
+                (("count", self.count[g]), ("total_ms", self.total[g] * 1000), ("max_ms", self.longest[g] * 1000))}
 
 
 def stop(process, timeout_s: float) -> None:

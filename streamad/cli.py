@@ -101,7 +101,7 @@ def _add_serve(sub) -> Handler:
             sink.close()
             raise
         dlq = DeadLetterSink(sink, cfg.dead_letter_topic)
-        serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds)
+        serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True)
         return 0
 
     return run

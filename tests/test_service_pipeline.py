@@ -405,3 +405,40 @@ def test_many_keys_one_record_each_per_batch_score_as_if_alone(detector):
         ref = detectors.make(detector, **params).process_many(values)
         assert np.allclose(got[key], ref, rtol=1e-9, atol=1e-12), key
     assert got["k07"][70] == max(got["k07"][20:])  # the spike stands out after warm-up
+
+
+@pytest.mark.parametrize("full_every_s", [60.0, 0.0])
+def test_managed_gc_collects_between_batches_and_gives_automatic_collection_back(full_every_s):
+    import gc
+    import weakref
+
+    class Cycle:
+        pass
+
+    made = []
+
+    class LeakyThreshold(MaxThreshold):
+        def update(self, score):
+            c = Cycle()
+            c.me = c  # garbage only the cyclic collector can free
+            made.append(weakref.ref(c))
+            return super().update(score)
+
+    b = _broker()
+    _fill(b, n=400)
+    config = ServiceConfig(detector="zscore", batch_size=97, poll_timeout_s=0.0)
+    p = Pipeline(MemorySource(b), MemorySink(b), config, threshold_factory=LeakyThreshold)
+    p.manage_gc, p.full_gc_every_s = True, full_every_s
+    p.start()
+    assert gc.isenabled()
+    try:
+        p.run_once()
+        assert not gc.isenabled()  # no automatic collections inside batches
+        while p.run_once():
+            alive = sum(r() is not None for r in made)
+            # young generations once > 700 new objects survive; or everything, every batch
+            assert alive <= (800 if full_every_s else 0)
+    finally:
+        p.shutdown()
+    assert gc.isenabled()
+    assert len(made) == 1200

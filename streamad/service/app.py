@@ -5,6 +5,7 @@ Transport-agnostic: the caller (the CLI) builds the Kafka source and sink.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
@@ -16,7 +17,7 @@ from .config import ServiceConfig
 from .metrics import Metrics, serve_http
 from .pipeline import Pipeline
 
-__all__ = ["StructuredFormatter", "configure_logging", "serve"]
+__all__ = ["StructuredFormatter", "configure_logging", "serve", "settle_gc"]
 
 log = logging.getLogger("streamad.service")
 
@@ -57,12 +58,26 @@ def configure_logging(style: str, level: int = logging.INFO) -> None:
     root.propagate = False
 
 
+def settle_gc(pipeline: Pipeline) -> None:
+    """Tune the process's garbage collector for ``pipeline`` (call once, when the process is
+    set up and runs nothing else): what exists now (imported modules: numpy, scipy, torch, the
+    Kafka client, ...) leaves the cyclic collector's scans for good (``gc.freeze``), and the
+    pipeline collects between its batches instead of inside them (``Pipeline.manage_gc``).
+    """
+    gc.collect()
+    gc.freeze()
+    pipeline.manage_gc = True
+
+
 def serve(config: ServiceConfig, source, sink, *, dead_letter=None, max_seconds: float | None = None,
           install_signals: bool = True, on_event: Callable[[dict], None] | None = None,
           until: Callable[[], bool] | None = None, threshold_factory: Callable | None = None,
-          on_start: Callable[[Pipeline], None] | None = None) -> Pipeline:
+          on_start: Callable[[Pipeline], None] | None = None, own_process: bool = False) -> Pipeline:
     """Run until SIGTERM/SIGINT (or ``max_seconds``/``until()``): stop fetching, finish the
-    batch in flight, flush, commit, checkpoint. Closes ``source`` and ``sink``."""
+    batch in flight, flush, commit, checkpoint. Closes ``source`` and ``sink``.
+
+    ``own_process``: the process exists to run this service (``streamad serve``), so it may
+    tune the process-wide garbage collector (:func:`settle_gc`)."""
     metrics = Metrics()
     pipeline = Pipeline(source, sink, config, dead_letter=dead_letter, metrics=metrics, on_event=on_event,
                         threshold_factory=threshold_factory)
@@ -86,6 +101,8 @@ def serve(config: ServiceConfig, source, sink, *, dead_letter=None, max_seconds:
         log.info("event=started topics=%s group=%s detector=%s threshold=%s", ",".join(config.input_topics),
                  config.group, config.detector, config.threshold)
         pipeline.start()
+        if own_process:
+            settle_gc(pipeline)
         pipeline.run(max_seconds=max_seconds, until=until)
         log.info("event=stopped records=%d scored=%d events=%d dead_letters=%d", pipeline.records_in,
                  pipeline.scored, pipeline.events_out, pipeline.dead_letters)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import gc
 import json
 import logging
 import math
@@ -165,6 +166,8 @@ class Pipeline:
         self.last_batch_at = time.monotonic()
         self._unacked = 0  # records processed since the last flush + commit
         self._committed_at = 0.0
+        self._gc_was_enabled = False
+        self._full_gc_at = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -187,13 +190,50 @@ class Pipeline:
 
     def shutdown(self) -> None:
         """Flush, commit and checkpoint everything held; the source and sink stay open."""
+        if self._gc_was_enabled:  # automatic collection was switched off by _collect_garbage
+            gc.enable()
+            self._gc_was_enabled = False
         self._flush_and_commit()
         for tp in list(self.partitions):
             self._checkpoint(tp)
 
     # -- the loop -------------------------------------------------------------------------
+    #: Set when the process runs only this pipeline (``streamad serve``): the cyclic garbage
+    #: collector then runs between batches, not inside them (:meth:`_collect_garbage`).
+    manage_gc = False
+    #: With ``manage_gc``: seconds between full collections.
+    full_gc_every_s = 60.0
+
     def run_once(self) -> int:
         """Poll one batch, score it, flush outputs, then commit its offsets. Returns its size."""
+        n = self._run_once()
+        if self.manage_gc:
+            self._collect_garbage()  # the batch's objects are gone now
+        return n
+
+    def _collect_garbage(self) -> None:
+        """Run the cyclic garbage collector at a batch boundary.
+
+        Python's automatic collections are triggered by allocations, so they fall inside
+        batches: every object of the batch in flight is then scanned, survives and gets
+        promoted, and the promotions trigger full collections over all per-key state (measured
+        in a latency run: 37 full collections in 20 s, 83 ms each on average, up to 134 ms,
+        the records of the batch in flight waiting meanwhile). Here automatic collection is
+        off; at the end of a batch, once more than 700 new objects survive (gc's default
+        threshold), the young generations are collected, when there is little to scan, and
+        everything once per ``full_gc_every_s``.
+        """
+        now = time.monotonic()
+        if gc.isenabled():
+            gc.disable()
+            self._gc_was_enabled, self._full_gc_at = True, now
+        if now - self._full_gc_at >= self.full_gc_every_s:
+            gc.collect()
+            self._full_gc_at = now
+        elif gc.get_count()[0] > 700:
+            gc.collect(1)
+
+    def _run_once(self) -> int:
         try:
             batch = self.source.poll(self.config.poll_timeout_s, self.config.batch_size)
         except StreamadError as e:
