@@ -361,6 +361,7 @@ def _univariate_steps(w: int, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[n
         xs = xa - sa
         # cross[k] += x_t * x_{t-k}: lag 0 is the new record, then the window newest first
         incr = xs[:, None] * np.concatenate([xs[:, None], lags[:, ::-1]], axis=1)
+        due = []
         for r, (j, v) in enumerate(zip(act, xs.tolist(), strict=True)):
             det = jobs[j][0]
             out[j].append(scores[r])
@@ -376,5 +377,52 @@ def _univariate_steps(w: int, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[n
             cross += incr[r]
             det._count += 1
             if det._refit_due(det._count):
-                det._refit()
+                due.append(det)
+        if due:
+            _refit_univariate(w, due)
     return [np.array(o) for o in out]
+
+
+def _refit_univariate(w: int, dets: list[Gaussian]) -> None:
+    """``_refit`` of many univariate detectors with windows of length ``w`` in a few array
+    operations: one batched solve of their Toeplitz systems instead of one solve per key.
+    Keys that start together reach their refit counts in the same batch, so a service's
+    refits come in storms of one per key."""
+    dets = [d for d in dets if d._n >= 2]
+    if not dets:
+        return
+    n = np.array([d._n for d in dets])
+    mu = np.array([d._sum[0] for d in dets]) / n
+    gam = np.stack([d._cross[:, 0, 0] for d in dets]) / n[:, None] - (mu * mu)[:, None]
+    p = w
+    tr_s = w * gam[:, 0]
+    weights = 2.0 * (w - np.arange(w, dtype=np.float64))
+    weights[0] = w
+    tr_s2 = (gam * gam) @ weights
+    num = (1.0 - 2.0 / p) * tr_s2 + tr_s ** 2
+    den = (n + 1.0 - 2.0 / p) * (tr_s2 - tr_s ** 2 / p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(den <= 0, 1.0, np.clip(num / den, 0.0, 1.0))
+    scale = np.maximum(tr_s / p, 1e-12)
+    gam *= (1.0 - rho)[:, None]
+    gam[:, 0] += rho * scale
+    m = w - 1
+    lag = np.abs(np.arange(m)[:, None] - np.arange(m)[None, :])
+    try:
+        coef = np.linalg.solve(gam[:, lag], gam[:, 1:w, None])[:, :, 0]  # (k, w-1), lag 1 first
+    except np.linalg.LinAlgError:
+        for d in dets:  # a singular system: each key on its own, as before
+            d._refit()
+        return
+    innov = gam[:, 0] - np.einsum("kl,kl->k", coef, gam[:, 1:w]) + 1e-9 * scale
+    with np.errstate(divide="ignore"):
+        prec = 1.0 / innov
+    ok = np.isfinite(prec) & np.all(np.isfinite(coef), axis=1)
+    for r, d in enumerate(dets):
+        if not ok[r]:
+            continue  # as _refit: a fit that is not finite keeps the previous model
+        d._mu = mu[r:r + 1].copy()
+        d._coef = np.ascontiguousarray(coef[r].reshape(m, 1, 1))
+        d._prec = np.array([[prec[r]]])
+        d._fitted = True
+        d._univariate_cache()
