@@ -161,3 +161,28 @@ def test_find_anomalies_dynamic_inverse_and_lower():
     assert any(s <= 400 <= t for s, t, _ in both) and any(s <= 200 <= t for s, t, _ in both)
     inv = find_anomalies(e, inverse=True, anomaly_padding=3)
     assert any(s <= 400 <= t for s, t, _ in inv)
+
+
+def test_spot_refits_the_gpd_on_peak_growth_and_tracks_refitting_on_every_peak(monkeypatch):
+    from streamad.thresholds import _spot
+
+    fits = []
+    real = _spot.fit_gpd
+    monkeypatch.setattr(_spot, "fit_gpd", lambda y: fits.append(len(y)) or real(y))
+    x = np.random.default_rng(5).exponential(size=60_000)  # ~1,200 peaks
+
+    def run(spot):
+        fits.clear()
+        return spot, np.array([spot.update(v).threshold for v in x]), len(fits)
+
+    every, t_every, n_every = run(SPOT(q=1e-3, refit_growth=0))  # the paper: a fit per peak
+    grown, t_grown, n_grown = run(SPOT(q=1e-3))                    # default: per 1% growth
+    assert every.n_peaks_ > 800
+    assert n_grown < n_every / 2  # every peak while there are < 100, then every 1%
+    calibrated = np.isfinite(t_every)
+    assert np.array_equal(calibrated, np.isfinite(t_grown))
+    rel = np.abs(t_grown[calibrated] - t_every[calibrated]) / t_every[calibrated]
+    assert rel.max() < 0.02, rel.max()
+    twin = SPOT(q=1e-3)
+    twin.load_state_dict(grown.state_dict())
+    assert twin.since_fit_ == grown.since_fit_

@@ -94,6 +94,14 @@ class SPOT:
     max_peaks
         Keep only the newest ``max_peaks`` excesses (bounded memory for long streams);
         ``None`` keeps all, as in the paper.
+    refit_growth
+        Refit the GPD once the peak set has grown by this fraction since the last fit (at
+        least one peak); in between, the threshold still follows every score through the
+        counts ``n`` and ``n_peaks``. ``0`` refits on every peak, as in the paper. A fit costs
+        O(peaks) (0.3 ms for 20 peaks, 8 ms for 5,000 here), so refitting on every peak made
+        a calibrated SPOT cost ~24 us per score on average and more as peaks accumulate;
+        with the default 1% the estimates lag by 1% of the peaks, well inside their
+        sampling error (~1/sqrt(peaks)).
 
     Attributes ``threshold_`` (``z_q``; ``inf`` while calibrating), ``t_``, ``gamma_``,
     ``sigma_``, ``n_`` (scores seen since calibration started) end with ``_``.
@@ -105,7 +113,7 @@ class SPOT:
     """
 
     def __init__(self, q: float = 1e-3, level: float = 0.98, init: int = 1000,
-                 max_peaks: int | None = 5000):
+                 max_peaks: int | None = 5000, refit_growth: float = 0.01):
         if not 0 < q < 1:
             raise ConfigError(f"q must be in (0, 1), got {q!r}")
         if not 0 < level < 1:
@@ -114,7 +122,11 @@ class SPOT:
             raise ConfigError(f"init must be an integer >= 10, got {init!r}")
         if max_peaks is not None and (not isinstance(max_peaks, int) or max_peaks < 10):
             raise ConfigError(f"max_peaks must be None or an integer >= 10, got {max_peaks!r}")
+        if isinstance(refit_growth, bool) or not isinstance(refit_growth, int | float) \
+                or not 0 <= refit_growth <= 1:
+            raise ConfigError(f"refit_growth must be a number in [0, 1], got {refit_growth!r}")
         self.q, self.level, self.init, self.max_peaks = q, level, init, max_peaks
+        self.refit_growth = refit_growth
         self._reset()
 
     def _reset(self) -> None:
@@ -124,6 +136,7 @@ class SPOT:
         self.threshold_ = math.inf
         self.n_ = 0
         self.n_peaks_ = 0
+        self.since_fit_ = 0  # peaks added since the GPD was last fitted
 
     @property
     def calibrated(self) -> bool:
@@ -151,6 +164,7 @@ class SPOT:
             self.peaks_ = self.peaks_[-self.max_peaks:]
 
     def _refit(self) -> None:
+        self.since_fit_ = 0
         self.gamma_, self.sigma_ = fit_gpd(self.peaks_)
         self.threshold_ = _quantile(self.t_, self.gamma_, self.sigma_, self.q, self.n_, self.n_peaks_) \
             if self.n_peaks_ else self.t_
@@ -168,21 +182,25 @@ class SPOT:
         if s > self.t_:
             self.peaks_ = np.append(self.peaks_, s - self.t_)
             self.n_peaks_ += 1
+            self.since_fit_ += 1
             self._trim()
-            self._refit()
-        elif self.n_peaks_:
+            if self.since_fit_ >= self.refit_growth * (len(self.peaks_) - self.since_fit_):
+                self._refit()
+                return Decision(False, self.threshold_)
+        if self.n_peaks_:
             self.threshold_ = _quantile(self.t_, self.gamma_, self.sigma_, self.q, self.n_, self.n_peaks_)
         return Decision(False, self.threshold_)
 
     # -- state ---------------------------------------------------------------------------
     def _params(self) -> dict[str, Any]:
-        return {"q": self.q, "level": self.level, "init": self.init, "max_peaks": self.max_peaks}
+        return {"q": self.q, "level": self.level, "init": self.init, "max_peaks": self.max_peaks,
+                "refit_growth": self.refit_growth}
 
     def state_dict(self) -> dict[str, Any]:
         cal = self.calibrated
         return {"class": type(self).__name__, "params": self._params(),
                 "calibration": np.asarray(self.calibration_, dtype=np.float64),
-                "peaks": self.peaks_.copy(), "n": self.n_, "n_peaks": self.n_peaks_,
+                "peaks": self.peaks_.copy(), "n": self.n_, "n_peaks": self.n_peaks_, "since_fit": self.since_fit_,
                 "t": self.t_ if cal else None, "gamma": self.gamma_ if cal else None,
                 "sigma": self.sigma_ if cal else None, "threshold": self.threshold_ if cal else None}
 
@@ -194,6 +212,7 @@ class SPOT:
             self.calibration_ = [float(v) for v in np.asarray(state["calibration"], dtype=np.float64)]
             self.peaks_ = np.array(state["peaks"], dtype=np.float64)
             self.n_, self.n_peaks_ = int(state["n"]), int(state["n_peaks"])
+            self.since_fit_ = int(state.get("since_fit", 0))  # absent in states of earlier versions
             if state["t"] is not None:
                 self.t_, self.gamma_, self.sigma_ = float(state["t"]), float(state["gamma"]), float(state["sigma"])
                 self.threshold_ = float(state["threshold"])
@@ -219,11 +238,11 @@ class DSPOT(SPOT):
     """
 
     def __init__(self, q: float = 1e-3, level: float = 0.98, init: int = 1000,
-                 max_peaks: int | None = 5000, depth: int = 10):
+                 max_peaks: int | None = 5000, depth: int = 10, refit_growth: float = 0.01):
         if not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"depth must be an integer >= 1, got {depth!r}")
         self.depth = depth
-        super().__init__(q=q, level=level, init=init, max_peaks=max_peaks)
+        super().__init__(q=q, level=level, init=init, max_peaks=max_peaks, refit_growth=refit_growth)
         self.window_: list[float] = []
 
     def _params(self) -> dict[str, Any]:
