@@ -186,3 +186,17 @@ def test_spot_refits_the_gpd_on_peak_growth_and_tracks_refitting_on_every_peak(m
     twin = SPOT(q=1e-3)
     twin.load_state_dict(grown.state_dict())
     assert twin.since_fit_ == grown.since_fit_
+
+
+@pytest.mark.parametrize("shape", [-0.3, 0.0, 0.2, 0.6])
+@pytest.mark.parametrize("n", [12, 60, 2000])
+def test_fit_gpd_is_at_least_as_likely_as_scipys_fit(shape, n):
+    from scipy.stats import genpareto
+
+    from streamad.thresholds._spot import fit_gpd
+
+    y = genpareto.rvs(shape, scale=1.5, size=n, random_state=np.random.default_rng(n))
+    g, s = fit_gpd(y)
+    c, _, scale = genpareto.fit(y, floc=0)
+    ours, theirs = genpareto.logpdf(y, g, scale=s).sum(), genpareto.logpdf(y, c, scale=scale).sum()
+    assert ours >= theirs - 1e-6 * abs(theirs), (g, s, c, scale)
