@@ -177,20 +177,22 @@ class Gaussian(BaseDetector):
         costs more in numpy call overhead than the arithmetic. Univariate keys with a full
         window take one vectorised step per row position across keys instead: gather each
         key's lags and model constants, score and compute the lag-sum updates in one array
-        operation each, then write back. Same results as ``process_many`` up to rounding.
+        operation each, then write back (multivariate keys alike, refitting one by one).
+        Same results as ``process_many`` up to rounding.
         """
         jobs = [(det, det._mat(X)) for det, X in jobs]
         out: list[np.ndarray | None] = [None] * len(jobs)
-        groups: dict[int, list[int]] = {}
+        groups: dict[tuple[int, int], list[int]] = {}
         for i, (det, X) in enumerate(jobs):
             w = int(det.window)
-            if det._d == 1 and w > 1 and det._decay == 1.0 and det._hist.size == w \
-                    and 0 < len(X) <= cls.keys_step_max:
-                groups.setdefault(w, []).append(i)
+            if w > 1 and det._decay == 1.0 and det._hist.size == w and 0 < len(X) <= cls.keys_step_max:
+                groups.setdefault((w, det._d), []).append(i)
             else:
                 out[i] = det._run(X, score=True)
-        for w, members in groups.items():
-            for i, scores in zip(members, _univariate_steps(w, [jobs[i] for i in members]), strict=True):
+        for (w, d), members in groups.items():
+            group = [jobs[i] for i in members]
+            results = _univariate_steps(w, group) if d == 1 else _multivariate_steps(w, d, group)
+            for i, scores in zip(members, results, strict=True):
                 out[i] = scores
         return out  # type: ignore[return-value]
 
@@ -426,3 +428,42 @@ def _refit_univariate(w: int, dets: list[Gaussian]) -> None:
         d._prec = np.array([[prec[r]]])
         d._fitted = True
         d._univariate_cache()
+
+
+def _multivariate_steps(w: int, d: int, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[np.ndarray]:
+    """``_univariate_steps`` for keys with ``d`` > 1 features: the same step across keys with
+    vectors and matrices (a key's refit, a block-Toeplitz solve, stays its own)."""
+    out = [np.empty(len(X)) for _, X in jobs]
+    for s in range(max(len(X) for _, X in jobs)):
+        act = [j for j, (_, X) in enumerate(jobs) if len(X) > s]
+        k = len(act)
+        x, shift, mu = np.empty((k, d)), np.empty((k, d)), np.zeros((k, d))
+        lags = np.empty((k, w - 1, d))      # shifted, oldest first
+        coef = np.zeros((k, w - 1, d, d))   # the same order; zero while unfitted
+        prec = np.zeros((k, d, d))          # zero (score 0) while unfitted
+        for r, j in enumerate(act):
+            det, X = jobs[j]
+            x[r] = X[s]
+            h = det._hist
+            lags[r] = h._data[h._head + 1:h._head + w]
+            shift[r] = det._shift
+            if det._fitted:
+                coef[r] = det._coef[::-1]
+                mu[r] = det._mu
+                prec[r] = det._prec
+        e = x - shift - mu - np.einsum("klij,klj->ki", coef, lags - mu[:, None, :])
+        scores = np.sqrt(np.maximum(np.einsum("ki,kij,kj->k", e, prec, e), 0.0)).tolist()
+        xs = x - shift
+        # cross[m] += x_t x_{t-m}^T: lag 0 is the new record, then the window newest first
+        incr = np.einsum("ki,kmj->kmij", xs, np.concatenate([xs[:, None, :], lags[:, ::-1]], axis=1))
+        for r, j in enumerate(act):
+            det = jobs[j][0]
+            out[j][s] = scores[r]
+            det._n += 1.0
+            det._sum += xs[r]
+            det._hist.push(xs[r])
+            det._cross += incr[r]
+            det._count += 1
+            if det._refit_due(det._count):
+                det._refit()
+    return out
