@@ -27,10 +27,27 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
+# STREAMAD_BENCH_PIN=1: the scenario under test runs on CPU 1, the broker, the load generator
+# and this orchestrator on CPU 0 (as when producers and brokers are other machines).
+PIN = os.environ.get("STREAMAD_BENCH_PIN") == "1" and (os.cpu_count() or 1) >= 2
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Set the CPU affinity of every thread of process ``pid``."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:  # a thread that ended meanwhile
+            pass
+
+
 # -- scenarios (run in a child process) --------------------------------------------------
 def _run_scenario(args) -> dict:
     import _inprocess as inproc
     import _kafka_ceiling as ceiling
+
+    if PIN:
+        pin(os.getpid(), {1})
 
     table = {
         "ceiling-kafka-python": lambda: ceiling.kafka_python_loop(args.bootstrap, args.topic, args.out_topic, args.n, args.partitions),
@@ -161,6 +178,9 @@ def main() -> None:
         scen = [s for s in scen if s in args.only.split(",")]
     rows = []
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as work:
+        if PIN:
+            pin(broker.proc.pid, {0})
+            pin(os.getpid(), {0})
         fill_s = prefill(broker.bootstrap, "bench-in", n, keys, args.partitions)
         print(f"prefilled {n:,} records over {keys:,} keys in {fill_s:.1f} s", file=sys.stderr)
         for i, s in enumerate(scen):
