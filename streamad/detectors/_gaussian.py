@@ -231,17 +231,7 @@ class Gaussian(BaseDetector):
         mu = self._sum / self._n
         gam = self._cross / self._n - np.outer(mu, mu)[None]  # biased lag covariances
         gam[0] = 0.5 * (gam[0] + gam[0].T)
-        p = w * d
-        tr_s = w * np.trace(gam[0])
-        weights = 2.0 * (w - np.arange(w, dtype=np.float64))
-        weights[0] = w
-        tr_s2 = float(weights @ np.einsum("kij,kij->k", gam, gam))
-        num = (1.0 - 2.0 / p) * tr_s2 + tr_s ** 2
-        den = (self._n + 1.0 - 2.0 / p) * (tr_s2 - tr_s ** 2 / p)
-        rho = 1.0 if den <= 0 else float(min(1.0, max(0.0, num / den)))
-        scale = max(tr_s / p, 1e-12)
-        gam *= 1.0 - rho
-        gam[0] += rho * scale * np.eye(d)
+        scale = float(_shrink(gam[None], np.array([self._n]))[0])
         if w > 1:
             coef = self._solve(gam, d, w)
         else:
@@ -252,6 +242,10 @@ class Gaussian(BaseDetector):
             prec = linalg.inv(innov)
         except linalg.LinAlgError:
             prec = np.linalg.pinv(innov)
+        self._install(mu, coef, prec)
+
+    def _install(self, mu: np.ndarray, coef: np.ndarray, prec: np.ndarray) -> None:
+        """Adopt a fitted model, unless it is not finite (then the previous one stays)."""
         if not (np.all(np.isfinite(coef)) and np.all(np.isfinite(prec))):
             return
         # contiguous copies: a restored state must give bit-identical products
@@ -396,18 +390,7 @@ def _refit_univariate(w: int, dets: list[Gaussian]) -> None:
     n = np.array([d._n for d in dets])
     mu = np.array([d._sum[0] for d in dets]) / n
     gam = np.stack([d._cross[:, 0, 0] for d in dets]) / n[:, None] - (mu * mu)[:, None]
-    p = w
-    tr_s = w * gam[:, 0]
-    weights = 2.0 * (w - np.arange(w, dtype=np.float64))
-    weights[0] = w
-    tr_s2 = (gam * gam) @ weights
-    num = (1.0 - 2.0 / p) * tr_s2 + tr_s ** 2
-    den = (n + 1.0 - 2.0 / p) * (tr_s2 - tr_s ** 2 / p)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = np.where(den <= 0, 1.0, np.clip(num / den, 0.0, 1.0))
-    scale = np.maximum(tr_s / p, 1e-12)
-    gam *= (1.0 - rho)[:, None]
-    gam[:, 0] += rho * scale
+    scale = _shrink(gam[:, :, None, None], n)  # in place, through the view
     m = w - 1
     lag = np.abs(np.arange(m)[:, None] - np.arange(m)[None, :])
     try:
@@ -419,15 +402,28 @@ def _refit_univariate(w: int, dets: list[Gaussian]) -> None:
     innov = gam[:, 0] - np.einsum("kl,kl->k", coef, gam[:, 1:w]) + 1e-9 * scale
     with np.errstate(divide="ignore"):
         prec = 1.0 / innov
-    ok = np.isfinite(prec) & np.all(np.isfinite(coef), axis=1)
     for r, d in enumerate(dets):
-        if not ok[r]:
-            continue  # as _refit: a fit that is not finite keeps the previous model
-        d._mu = mu[r:r + 1].copy()
-        d._coef = np.ascontiguousarray(coef[r].reshape(m, 1, 1))
-        d._prec = np.array([[prec[r]]])
-        d._fitted = True
-        d._univariate_cache()
+        d._install(mu[r:r + 1].copy(), coef[r].reshape(m, 1, 1), np.array([[prec[r]]]))
+
+
+def _shrink(gam: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Shrink the block-Toeplitz covariances of ``K`` windows towards a scaled identity, in
+    place, with the oracle-approximating intensity (Chen et al., 2010); ``gam`` is ``(K, w,
+    d, d)`` (lag covariances), ``n`` the ``K`` sample counts. Returns the scales ``tr S / p``."""
+    w, d = gam.shape[1], gam.shape[2]
+    p = w * d
+    tr_s = w * np.trace(gam[:, 0], axis1=1, axis2=2)
+    weights = 2.0 * (w - np.arange(w, dtype=np.float64))
+    weights[0] = w
+    tr_s2 = np.einsum("kmij,kmij->km", gam, gam) @ weights
+    num = (1.0 - 2.0 / p) * tr_s2 + tr_s ** 2
+    den = (n + 1.0 - 2.0 / p) * (tr_s2 - tr_s ** 2 / p)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(den <= 0, 1.0, np.clip(num / den, 0.0, 1.0))
+    scale = np.maximum(tr_s / p, 1e-12)
+    gam *= (1.0 - rho)[:, None, None, None]
+    gam[:, 0] += (rho * scale)[:, None, None] * np.eye(d)
+    return scale
 
 
 def _multivariate_steps(w: int, d: int, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[np.ndarray]:
