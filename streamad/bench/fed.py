@@ -50,6 +50,7 @@ from ..base import ConfigError, DataError
 from ..federated.grassmann import (
     aggregate,
     chordal_distance,
+    clip_rows,
     dp_covariance,
     dual_update,
     fedpg_local,
@@ -277,8 +278,7 @@ def evaluate(data: FedData, *, n_clients: int = 20, k: int = 4, quantile: float 
     if rho != PAPER_RHO:
         variants.append((f"FedPG, rho = {PAPER_RHO} (paper)", PAPER_RHO, fraction, covs))
     if dp_epsilons:  # clipping alone, to tell its bias from the noise's effect
-        clipped = [S * np.minimum(1.0, dp_clip / np.maximum(np.linalg.norm(S, axis=1, keepdims=True), 1e-300))
-                   for S in std]
+        clipped = [clip_rows(S, dp_clip) for S in std]
         variants.append((f"FedPG, rows clipped to norm {dp_clip:g}, no noise", rho, fraction,
                          [C.T @ C / len(C) for C in clipped]))
     for eps in dp_epsilons:  # each client releases its covariance once, privately; the rest is post-processing

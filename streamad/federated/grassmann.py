@@ -34,6 +34,7 @@ __all__ = [
     "StreamingMoments",
     "aggregate",
     "chordal_distance",
+    "clip_rows",
     "dp_covariance",
     "dual_update",
     "fedpg_local",
@@ -292,6 +293,13 @@ def pool_moments(parts: Sequence[tuple[int, np.ndarray, np.ndarray]]) -> Moments
 
 
 # -- differential privacy ----------------------------------------------------------------
+def clip_rows(X: np.ndarray, clip: float) -> np.ndarray:
+    """``X`` with every row scaled down to L2 norm at most ``clip`` (shorter rows unchanged)."""
+    X = np.asarray(X, dtype=np.float64)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X * np.minimum(1.0, clip / np.maximum(norms, 1e-300))
+
+
 def dp_covariance(X: np.ndarray, *, epsilon: float, delta: float = 1e-5, clip: float = 5.0,
                   rng: np.random.Generator | int | None = None) -> np.ndarray:
     """The covariance ``X^T X / n`` of the rows of ``X`` (already standardised), released with
@@ -313,10 +321,8 @@ def dp_covariance(X: np.ndarray, *, epsilon: float, delta: float = 1e-5, clip: f
     """
     if not epsilon > 0 or not 0 < delta < 1 or not clip > 0:
         raise ValueError(f"dp_covariance needs epsilon > 0, 0 < delta < 1, clip > 0; got {epsilon}, {delta}, {clip}")
-    X = np.asarray(X, dtype=np.float64)
-    n, d = X.shape
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    Xc = X * np.minimum(1.0, clip / np.maximum(norms, 1e-300))
+    Xc = clip_rows(X, clip)
+    n, d = Xc.shape
     sigma = 2.0 * clip**2 / n * np.sqrt(2.0 * np.log(1.25 / delta)) / epsilon
     rng = np.random.default_rng(rng)
     E = np.triu(rng.normal(0.0, sigma, size=(d, d)))
