@@ -61,6 +61,14 @@ class RingBuffer:
         self._head = self._head + 1 if self._head + 1 < c else 0
         return old
 
+    def replace_oldest(self, v: Any) -> None:
+        """Append ``v`` to a full buffer, dropping the oldest row (``push`` without the copy
+        of the dropped row: the per-key step of ``process_keys`` calls this for every key)."""
+        c, hd = self.capacity, self._head
+        self._data[hd] = v
+        self._data[hd + c] = v
+        self._head = hd + 1 if hd + 1 < c else 0
+
     def extend(self, rows: Any) -> None:
         """Push each row of ``rows`` (faster than a loop of :meth:`push` for long blocks)."""
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, self.dim)

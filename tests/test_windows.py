@@ -80,3 +80,15 @@ def test_ring_buffer_extend_equals_pushes():
         a.push([99, 99])
         b.push([99, 99])
         np.testing.assert_array_equal(a.values(), b.values())
+
+
+def test_replace_oldest_is_push_on_a_full_buffer():
+    a, b = RingBuffer(4, 2), RingBuffer(4, 2)
+    rows = np.arange(20, dtype=float).reshape(10, 2)
+    for r in rows[:4]:
+        a.push(r)
+        b.push(r)
+    for r in rows[4:]:
+        a.push(r)
+        b.replace_oldest(r)
+        assert np.array_equal(a.values(), b.values()) and np.array_equal(a.last(3), b.last(3))

@@ -338,8 +338,7 @@ def _univariate_steps(w: int, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[n
         for r, j in enumerate(act):
             det = jobs[j][0]
             x.append(values[j][s])
-            h = det._hist
-            lags[r] = h._data[h._head + 1:h._head + w, 0]
+            lags[r] = det._hist.last(w - 1)[:, 0]
             if det._fitted:
                 coef[r] = det._coef1_rev
                 shift.append(det._shift0)
@@ -363,12 +362,7 @@ def _univariate_steps(w: int, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[n
             out[j].append(scores[r])
             det._n += 1.0
             det._sum[0] += v
-            h = det._hist
-            hd, c = h._head, h.capacity
-            data = h._data
-            data[hd, 0] = v
-            data[hd + c, 0] = v
-            h._head = hd + 1 if hd + 1 < c else 0
+            det._hist.replace_oldest(v)
             cross = det._cross[:, 0, 0]
             cross += incr[r]
             det._count += 1
@@ -440,8 +434,7 @@ def _multivariate_steps(w: int, d: int, jobs: list[tuple[Gaussian, np.ndarray]])
         for r, j in enumerate(act):
             det, X = jobs[j]
             x[r] = X[s]
-            h = det._hist
-            lags[r] = h._data[h._head + 1:h._head + w]
+            lags[r] = det._hist.last(w - 1)
             shift[r] = det._shift
             if det._fitted:
                 coef[r] = det._coef[::-1]
@@ -457,7 +450,7 @@ def _multivariate_steps(w: int, d: int, jobs: list[tuple[Gaussian, np.ndarray]])
             out[j][s] = scores[r]
             det._n += 1.0
             det._sum += xs[r]
-            det._hist.push(xs[r])
+            det._hist.replace_oldest(xs[r])
             det._cross += incr[r]
             det._count += 1
             if det._refit_due(det._count):

@@ -179,7 +179,7 @@ def _univariate_steps(jobs: list[tuple[ZScore, np.ndarray]]) -> list[np.ndarray]
         for r, j in enumerate(act):
             det, X = jobs[j]
             b = det._buf
-            st[r] = (X[s, 0], det._shift[0], det._sum[0], det._sumsq[0], b._data[b._head, 0], b.size,
+            st[r] = (X[s, 0], det._shift[0], det._sum[0], det._sumsq[0], b.values()[0, 0], b.size,
                      det.min_std)
         x, shift, s1, s2, old, n, min_std = st.T
         mean = s1 / n
@@ -195,14 +195,11 @@ def _univariate_steps(jobs: list[tuple[ZScore, np.ndarray]]) -> list[np.ndarray]
             out[j][s] = z[r]
             v = xs[r]
             b = det._buf
-            hd, c = b._head, b.capacity
-            b._data[hd, 0] = v
-            b._data[hd + c, 0] = v
-            b._head = hd + 1 if hd + 1 < c else 0
+            b.replace_oldest(v)
             det._sum[0] = s1[r]
             det._sumsq[0] = s2[r]
             det._pushes += 1
-            if det._pushes % c == 0:  # wipe accumulated rounding error, as _learn does
+            if det._pushes % b.capacity == 0:  # wipe accumulated rounding error, as _learn does
                 vals = b.values()
                 det._sum = vals.sum(axis=0)
                 det._sumsq = (vals * vals).sum(axis=0)
