@@ -14,6 +14,7 @@ committed (its score and any event are then acknowledged by the broker), p50 / p
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -21,19 +22,33 @@ import numpy as np
 
 from streamad.service.app import settle_gc
 
-COMMIT_INTERVAL_S = float(__import__("os").environ.get("STREAMAD_BENCH_COMMIT_S", "0"))
+COMMIT_INTERVAL_S = float(os.environ.get("STREAMAD_BENCH_COMMIT_S", "0"))
 # Records per poll for every detector (default: BATCH below, else 5,000): a latency-tuned
 # configuration reads smaller batches.
-BATCH_OVERRIDE = __import__("os").environ.get("STREAMAD_BENCH_BATCH")
+BATCH_OVERRIDE = os.environ.get("STREAMAD_BENCH_BATCH")
 # How long the broker may hold a fetch for more data (consumer setting; default 200 ms).
-FETCH_WAIT_MS = __import__("os").environ.get("STREAMAD_BENCH_FETCH_WAIT_MS")
+FETCH_WAIT_MS = os.environ.get("STREAMAD_BENCH_FETCH_WAIT_MS")
 # Records per key the service consumes before the clock starts (0: none, the default): the
 # serve scenarios then time the rest of the pre-filled topic, the latency scenarios fill this
 # many per key before the timed traffic. With 1,200 every key has passed its detector's
 # warm-up and SPOT's calibration (1,000 scores): the steady state.
-WARM = int(__import__("os").environ.get("STREAMAD_BENCH_WARM", "0"))
+WARM = int(os.environ.get("STREAMAD_BENCH_WARM", "0"))
+# STREAMAD_BENCH_PIN=1: the scenario under test runs on CPU 1, the broker, the load generator
+# and the orchestrator on CPU 0 (as when producers and brokers are other machines).
+PIN = os.environ.get("STREAMAD_BENCH_PIN") == "1" and (os.cpu_count() or 1) >= 2
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Set the CPU affinity of every thread of process ``pid``."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:  # a thread that ended meanwhile
+            pass
+
+
 # STREAMAD_BENCH_GC=default leaves the garbage collector as Python sets it (to compare).
-GC_SETTLE = __import__("os").environ.get("STREAMAD_BENCH_GC") != "default"
+GC_SETTLE = os.environ.get("STREAMAD_BENCH_GC") != "default"
 # node-ae serves a frozen model: with its default online fine-tuning (5 epochs over up to
 # 2,016 recent samples, every 288 records of a key) 1,000 keys spend the run training, and a
 # batch that fine-tunes many keys outlasts max_poll_interval (measured: the member was evicted).
@@ -299,6 +314,11 @@ def since_ack_ms(ack_path: str, done: list[tuple[int, int, float]]) -> np.ndarra
     return np.array([now - when[(p, o)] for p, o, now in done if (p, o) in when]) * 1000
 
 
+def _message(k: int, ts: float, value: float) -> bytes:
+    """The telemetry message of key ``k`` (the load generators' format)."""
+    return f'{{"key":"k{k:06d}","ts":{ts},"values":{{"value":{value}}}}}'.encode()
+
+
 def _fill(bootstrap: str, topic: str, per_key: int, keys: int) -> None:
     """``per_key`` records for each key, timestamped before the load generator's, as fast as
     the broker takes them (librdkafka)."""
@@ -308,19 +328,16 @@ def _fill(bootstrap: str, topic: str, per_key: int, keys: int) -> None:
     n = per_key * keys
     for i in range(n):
         k = i % keys
-        sink.send(topic, f"k{k:06d}".encode(), (
-            f'{{"key":"k{k:06d}","ts":{1.7e9 - 60 * (per_key - i // keys)},"values":{{"value":{i % 97}}}}}'.encode()))
+        sink.send(topic, f"k{k:06d}".encode(), _message(k, 1.7e9 - 60 * (per_key - i // keys), i % 97))
     sink.flush(300)
     sink.close()
 
 
 def _produce(bootstrap: str, topic: str, n: int, rate: float, keys: int, ack_path: str | None = None) -> None:
-    import os
-
     from connectors.kafka import make_sink
 
-    if os.environ.get("STREAMAD_BENCH_PIN") == "1" and (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, {0})  # the load generator shares CPU 0 with the broker
+    if PIN:
+        pin(os.getpid(), {0})  # the load generator shares CPU 0 with the broker
 
     # kafka-python, not librdkafka: with librdkafka as the load generator even the bare
     # consumer's p99 went from ~0.1-0.6 s to 1.3-1.8 s at 5,000 records/s against this broker.
@@ -336,8 +353,7 @@ def _produce(bootstrap: str, topic: str, n: int, rate: float, keys: int, ack_pat
         wait = t0 + i / rate - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
-        fut = prod._producer.send(topic, key=f"k{k:06d}".encode(), value=(
-            f'{{"key":"k{k:06d}","ts":{1.7e9 + 60 * (i // keys)},"values":{{"value":{i % 97}}}}}'.encode()))
+        fut = prod._producer.send(topic, key=f"k{k:06d}".encode(), value=_message(k, 1.7e9 + 60 * (i // keys), i % 97))
         fut.add_callback(on_ack, i)
     prod.flush(60)
     prod.close()

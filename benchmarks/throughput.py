@@ -27,38 +27,21 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-# STREAMAD_BENCH_PIN=1: the scenario under test runs on CPU 1, the broker, the load generator
-# and this orchestrator on CPU 0 (as when producers and brokers are other machines).
-PIN = os.environ.get("STREAMAD_BENCH_PIN") == "1" and (os.cpu_count() or 1) >= 2
-
-
-def pin(pid: int, cpus: set[int]) -> None:
-    """Set the CPU affinity of every thread of process ``pid``."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except OSError:  # a thread that ended meanwhile
-            pass
-
-
 # -- scenarios (run in a child process) --------------------------------------------------
 def _run_scenario(args) -> dict:
     import _inprocess as inproc
     import _kafka_ceiling as ceiling
+    import _serve_bench as serve
 
-    if PIN:
-        pin(os.getpid(), {1})
+    if serve.PIN:
+        serve.pin(os.getpid(), {1})
 
     table = {
         "ceiling-kafka-python": lambda: ceiling.kafka_python_loop(args.bootstrap, args.topic, args.out_topic, args.n, args.partitions),
         "ceiling-confluent": lambda: ceiling.confluent_loop(args.bootstrap, args.topic, args.out_topic, args.n, args.partitions),
     }
     table.update(inproc.scenarios(args))
-    try:
-        import _serve_bench as serve
-        table.update(serve.scenarios(args))
-    except ImportError:
-        pass
+    table.update(serve.scenarios(args))
     if args.scenario not in table:
         raise SystemExit(f"unknown scenario {args.scenario!r}")
     cpu0 = time.process_time()
@@ -164,23 +147,18 @@ def main() -> None:
     import tempfile
 
     import _inprocess as inproc
+    import _serve_bench as serve
 
     from connectors.broker import EmbeddedBroker
 
-    scen = ["ceiling-kafka-python", "ceiling-confluent"]
-    try:
-        import _serve_bench as serve
-        scen += serve.NAMES
-    except ImportError:
-        pass
-    scen += inproc.NAMES
+    scen = ["ceiling-kafka-python", "ceiling-confluent", *serve.NAMES, *inproc.NAMES]
     if args.only:
         scen = [s for s in scen if s in args.only.split(",")]
     rows = []
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as work:
-        if PIN:
-            pin(broker.proc.pid, {0})
-            pin(os.getpid(), {0})
+        if serve.PIN:
+            serve.pin(broker.proc.pid, {0})
+            serve.pin(os.getpid(), {0})
         fill_s = prefill(broker.bootstrap, "bench-in", n, keys, args.partitions)
         print(f"prefilled {n:,} records over {keys:,} keys in {fill_s:.1f} s", file=sys.stderr)
         for i, s in enumerate(scen):
