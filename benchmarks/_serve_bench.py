@@ -232,7 +232,7 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
             v.clear()
     if GC_SETTLE:
         settle_gc(p)  # as `streamad serve` does
-    gc_pauses = _gc_pauses()
+    gc_pauses = _GcPauses()
     producer.start()
     lat: list[float] = []
     fetched: list[float] = []  # produce -> handed to the pipeline by the consumer
@@ -277,7 +277,7 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
             "batch_p50": float(np.median([b for b in batch_sizes if b])) if any(batch_sizes) else 0.0}
 
 
-class _gc_pauses:
+class _GcPauses:
     """Counts the cyclic garbage collector's pauses by generation (a gc callback)."""
 
     def __init__(self) -> None:
