@@ -195,21 +195,28 @@ def decode(data: bytes, *, key: str | bytes | None = None, default_ts: float | N
         raise NotJson(f"message is {type(data).__name__}, not bytes")
     if len(data) > max_bytes:
         raise MessageTooLarge(f"message is {len(data)} bytes, over the {max_bytes}-byte limit")
-    obj = None
     if _fast_loads is not None:
         # orjson accepts what the standard parser accepts, minus NaN/Infinity and lone
-        # surrogates, and reads integers beyond 64 bits as floats. Anything it refuses, and a
-        # numeric key (whose text must keep every digit), goes through the standard parser,
-        # so results and error reasons are the same with and without it.
+        # surrogates, and reads integers beyond 64 bits as floats. Anything it refuses, a
+        # numeric key (whose text must keep every digit), and any message that fails the
+        # checks below go through the standard parser, so records and error reasons are the
+        # same with and without it (an out-of-range integer would otherwise be reported as a
+        # float).
         try:
             obj = _fast_loads(data)
         except ValueError:
-            obj = None
+            pass
         else:
-            if type(obj) is dict and type(obj.get("key")) is float:
-                obj = None
-    if obj is None:
-        obj = _parse(data)
+            if not (type(obj) is dict and type(obj.get("key")) is float):
+                try:
+                    return _record(obj, key, default_ts, max_features)
+                except DecodeError:
+                    pass
+    return _record(_parse(data), key, default_ts, max_features)
+
+
+def _record(obj: Any, key: str | bytes | None, default_ts: float | None, max_features: int) -> Record:
+    """The record a parsed message describes, or a :class:`DecodeError` saying what is wrong."""
     if not isinstance(obj, dict):
         raise NotAnObject(f"message is a JSON {type(obj).__name__}, not an object")
 

@@ -130,6 +130,9 @@ def _same_with_and_without_orjson(data):
     b'{"ts": 1, "value": NaN}', b'{"value": "\\ud800"}', b'{"key": "\\ud800", "value": 1}', b"\xff\xfe", b"null",
     b"[" * 100000, b'{"a": 1, "a": 2, "value": 3}', b' {"value": 1} ', b'{"value": 1}{}',
     b'{"ts": 99999999999999999999999, "value": 1}', b'{"ts": "2014-07-01 00:30:00", "value": 1}',
+    b'{"":null,"values":-9223372036854775809}', b'{"ts": 1, "values": {"a": [18446744073709551616]}}',
+    b'{"ts": 1, "value": -9223372036854775809}', b'{"ts": -9223372036854775809, "value": 1}',
+    b'{"ts": 1, "value": 1' + b'0' * 400 + b'}',
 ])
 def test_orjson_decodes_like_the_standard_parser(data):
     _same_with_and_without_orjson(data)
