@@ -7,6 +7,7 @@ processed, ``acks=all`` on the sink, and ``flush`` raising if any message was no
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -137,6 +138,18 @@ class ConfluentSource:
         except ck.KafkaException as e:
             raise StreamadError(f"offset commit failed: {e}") from e
 
+    def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit without waiting for the broker's answer (a failure is logged by librdkafka;
+        a later commit covers the same offsets)."""
+        if not offsets:
+            return
+        ck = self._ck
+        try:
+            self._consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                  asynchronous=True)
+        except ck.KafkaException as e:
+            raise StreamadError(f"offset commit failed: {e}") from e
+
     def committed(self, tp: TopicPartition) -> int | None:
         (res,) = self._consumer.committed([self._ck.TopicPartition(*tp)], timeout=10)
         return res.offset if res.offset >= 0 else None
@@ -202,19 +215,45 @@ class ConfluentSink:
         except ck.KafkaException as e:
             raise ConfigError(f"bad confluent producer config: {e}") from e
         self._errors: list[str] = []
+        # Acknowledgement tracking for mark()/acked(): sends are grouped by mark; librdkafka
+        # runs the delivery callbacks inside poll()/flush(), on this thread.
+        self._group = 0
+        self._open: dict[int, int] = {}  # group -> messages not yet acknowledged
+        self._on_delivery = functools.partial(self._delivered, 0)
 
-    def _delivered(self, err, msg) -> None:
+    def _delivered(self, group: int, err, msg) -> None:
+        left = self._open[group] - 1
+        if left:
+            self._open[group] = left
+        else:
+            del self._open[group]
         if err is not None:
             self._errors.append(f"{msg.topic()}: {err}")
 
+    def mark(self) -> int:
+        """Close the group of messages sent since the last mark; see :meth:`acked`."""
+        group = self._group
+        self._group += 1
+        self._on_delivery = functools.partial(self._delivered, self._group)
+        return group
+
+    def acked(self, token: int) -> bool:
+        """True once every message sent up to mark ``token`` is acknowledged (does not block);
+        False while any is pending or failed (:meth:`flush` reports failures)."""
+        self._producer.poll(0)
+        return not self._errors and (not self._open or min(self._open) > token)
+
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        group = self._group
+        self._open[group] = self._open.get(group, 0) + 1
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._delivered)
+                self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
                 break
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self._producer.poll(0.05)
             except self._ck.KafkaException as e:  # permanent for this message, e.g. too large
+                self._delivered(group, None, None)  # not in flight: no callback will come
                 raise StreamadError(f"cannot send to {topic}: {e.args[0].str()}") from e
         self._producer.poll(0)
 

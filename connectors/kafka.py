@@ -27,6 +27,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -263,6 +264,11 @@ def _listener(source: KafkaSource, on_assign, on_revoke):
     return Listener()
 
 
+def _log_failed_commit(offsets, response) -> None:
+    if isinstance(response, BaseException):
+        log.warning("asynchronous offset commit failed: %s", response)
+
+
 class KafkaSource:
     """A consumer-group member that reads telemetry topics; offsets are committed by hand.
 
@@ -390,6 +396,21 @@ class KafkaSource:
         except (KafkaError, RuntimeError) as e:
             raise _kafka_error(e, "commit failed", CommitError) from e
 
+    def commit_async(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit without waiting for the broker's answer; a failure is logged (a later commit
+        covers the same offsets)."""
+        from kafka import TopicPartition as TP
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        if not offsets:
+            return
+        payload = {TP(t, p): OffsetAndMetadata(int(o), "", -1) for (t, p), o in offsets.items()}
+        try:
+            self._consumer.commit_async(payload, callback=_log_failed_commit)
+        except (KafkaError, RuntimeError) as e:
+            raise _kafka_error(e, "commit failed", CommitError) from e
+
     def committed(self, tp: TopicPartition) -> int | None:
         from kafka import TopicPartition as TP
         from kafka.errors import KafkaError
@@ -487,6 +508,8 @@ class KafkaSink:
         self._holding = False  # a send just failed for lack of a broker: queue, don't block
         self._closed = False
         self.sent = 0
+        self._group = 0  # mark() number of the sends now being made
+        self._inflight: deque[tuple[int, Any]] = deque()  # (mark group, send future), oldest first
         self._producer = _construct(KafkaProducer, "producer", bootstrap, options)
 
     def send(self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -512,6 +535,22 @@ class KafkaSink:
             return
         self.sent += 1
         fut.add_errback(self._on_error, msg)
+        self._inflight.append((self._group, fut))
+
+    def mark(self) -> int:
+        """Close the group of messages sent since the last mark; see :meth:`acked`."""
+        self._group += 1
+        return self._group - 1
+
+    def acked(self, token: int) -> bool:
+        """True once every message sent up to mark ``token`` is acknowledged (does not block);
+        False while any is pending, held for a retry or failed (:meth:`flush` reports failures)."""
+        inflight = self._inflight
+        while inflight and inflight[0][1].is_done:
+            inflight.popleft()
+        with self._lock:
+            failed = bool(self._failed)
+        return not (failed or self._retry or self._holding) and (not inflight or inflight[0][0] > token)
 
     def _on_error(self, msg: _Outgoing, exc: BaseException) -> None:  # runs on the IO thread
         topic, key, value, headers = msg
@@ -534,6 +573,7 @@ class KafkaSink:
             self._send(msg)
         try:
             self._producer.flush(timeout=timeout_s)
+            self._inflight.clear()  # all done: acknowledged, or failed and reported below
         except KafkaError as e:
             raise DeliveryError(f"messages not acknowledged within {timeout_s:g} s: {e}", [], retriable=True) from e
         with self._lock:

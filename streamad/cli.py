@@ -69,6 +69,9 @@ def _add_serve(sub) -> Handler:
     p.add_argument("--http-port", dest="http_port", type=int, help="port of /metrics and /healthz (0 = off)")
     p.add_argument("--kafka-client", dest="client", help="kafka-python (default) or confluent")
     p.add_argument("--log-format", dest="log_format", choices=["kv", "json"], help="structured log style")
+    p.add_argument("--commit-mode", dest="commit_mode", choices=["wait", "pipelined"],
+                   help="wait for output acknowledgements after each batch (default), or commit "
+                        "acknowledged offsets while the next batches run")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long (default: run until signalled)")
 
     def run(args):
@@ -91,7 +94,8 @@ def _add_serve(sub) -> Handler:
                 raise ConfigError("--params must be a JSON object")
         flags = {k: getattr(args, k) for k in ("bootstrap", "group", "input_topics", "anomalies_topic",
                                                "scores_topic", "dead_letter_topic", "detector", "detector_state",
-                                               "threshold", "checkpoint_dir", "http_port", "client", "log_format")}
+                                               "threshold", "checkpoint_dir", "http_port", "client", "log_format",
+                                               "commit_mode")}
         cfg = load_config(args.config, detector_params=params, **flags)
         configure_logging(cfg.log_format, logging.DEBUG if args.verbose > 1 else logging.INFO)
         sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=cfg.client)

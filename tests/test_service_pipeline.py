@@ -64,8 +64,9 @@ def _fill(b, n=400, keys=("a", "b", "c"), spikes=(), seed=0):
 
 
 def _pipeline(b, tmp_path=None, sink=None, **cfg):
+    cfg = {"batch_size": 97, **cfg}
     config = ServiceConfig(detector="zscore", detector_params={"window": 50}, scores_topic="scores",
-                           checkpoint_dir=str(tmp_path or ""), batch_size=97, poll_timeout_s=0.0, **cfg)
+                           checkpoint_dir=str(tmp_path or ""), poll_timeout_s=0.0, **cfg)
     p = Pipeline(MemorySource(b), sink or MemorySink(b), config, threshold_factory=MaxThreshold)
     p.start()
     return p
@@ -442,3 +443,103 @@ def test_managed_gc_collects_between_batches_and_gives_automatic_collection_back
         p.shutdown()
     assert gc.isenabled()
     assert len(made) == 1200
+
+
+class LaggingSink(MemorySink):
+    """Delivers (acknowledges) the messages of each mark only ``lag`` marks later, or at a
+    flush; ``fail_flush`` makes every flush fail for good."""
+
+    def __init__(self, broker, lag, fail_flush=False):
+        super().__init__(broker)
+        self.lag, self.fail_flush = lag, fail_flush
+        self.groups, self.delivered = [], 0
+
+    def _deliver(self, upto):
+        upto = max(upto, 0)
+        for group in self.groups[self.delivered:upto]:
+            for topic, key, value in group:
+                self.broker.produce(topic, key, value)
+        self.delivered = max(self.delivered, upto)
+
+    def mark(self):
+        self.groups.append(self._pending)
+        self._pending = []
+        self._deliver(len(self.groups) - self.lag)
+        return len(self.groups) - 1
+
+    def acked(self, token):
+        return token < self.delivered
+
+    def flush(self, timeout_s=30.0):
+        if self.fail_flush:
+            e = OSError("broker away")
+            e.retriable = False
+            raise e
+        self.groups.append(self._pending)
+        self._pending = []
+        self._deliver(len(self.groups))
+
+
+def _watch_commits(b, p):
+    """Record, at each commit, the input offsets committed and the scores delivered by then."""
+    seen = []
+    commit = p.source.commit
+
+    def watched(offsets):
+        seen.append((dict(offsets), {(s["partition"], s["offset"]) for s in _scores(b)}, p.records_in))
+        commit(offsets)
+
+    p.source.commit = watched
+    return seen
+
+
+def test_pipelined_commits_follow_acknowledged_output_and_score_like_wait_mode(tmp_path):
+    b = _broker()
+    _fill(b, n=300, seed=2)
+    _drain(_pipeline(b, batch_size=40))
+    reference = sorted((s["partition"], s["offset"], s["score"]) for s in _scores(b))
+
+    b2 = _broker()
+    _fill(b2, n=300, seed=2)
+    p = _pipeline(b2, tmp_path, sink=LaggingSink(b2, lag=3), batch_size=40, commit_mode="pipelined",
+                  checkpoint_every_records=200)
+    seen = _watch_commits(b2, p)
+    while p.run_once():
+        ckpts = {path.name: _state.load(path)["offset"] for path in (tmp_path / "streamad").glob("*.state")}
+        delivered = {(s["partition"], s["offset"]) for s in _scores(b2)}
+        for name, offset in ckpts.items():  # a checkpoint never runs ahead of delivered output
+            part = int(name.rsplit("-", 1)[1].split(".")[0])
+            assert all((part, o) in delivered for o in range(offset))
+    assert len(seen) > 5 and ckpts
+    # commits happened while later batches were still unacknowledged ...
+    assert any(sum(offsets.values()) < records_in for offsets, _, records_in in seen)
+    p.shutdown()
+    for offsets, delivered, _ in seen:  # ... and each covered only delivered output
+        for (_, part), offset in offsets.items():
+            assert all((part, o) in delivered for o in range(offset))
+    assert sum(b2.committed.values()) == 900
+    assert sorted((s["partition"], s["offset"], s["score"]) for s in _scores(b2)) == reference
+
+
+def test_pipelined_mode_waits_once_acknowledgements_lag_and_reports_a_failing_sink():
+    b = _broker()
+    _fill(b, n=100)
+    p = _pipeline(b, sink=LaggingSink(b, lag=10 ** 6, fail_flush=True), batch_size=10, commit_mode="pipelined")
+    p.max_pending_batches = 5
+    for _ in range(5):
+        p.run_once()
+    with pytest.raises(ServiceError, match="broker away"):
+        p.run_once()
+    assert b.committed == {} and b.all("scores") == []
+
+
+def test_pipelined_mode_needs_a_sink_that_reports_acknowledgements():
+    class PlainSink:
+        def send(self, topic, key, value): pass
+        def flush(self, timeout_s=30.0): pass
+        def close(self): pass
+
+    with pytest.raises(ConfigError, match="pipelined"):
+        Pipeline(MemorySource(_broker()), PlainSink(), ServiceConfig(commit_mode="pipelined"))
+    with pytest.raises(ConfigError, match="commit_mode"):
+        ServiceConfig.from_mapping({"service": {"commit_mode": "async"}})

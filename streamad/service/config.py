@@ -34,7 +34,8 @@ _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
     "service": {"batch_size": ("batch_size", int), "poll_timeout_s": ("poll_timeout_s", (int, float)),
                 "http_port": ("http_port", int), "log_format": ("log_format", str),
                 "flush_retries": ("flush_retries", int),
-                "commit_interval_s": ("commit_interval_s", (int, float))},
+                "commit_interval_s": ("commit_interval_s", (int, float)),
+                "commit_mode": ("commit_mode", str)},
 }
 
 
@@ -68,6 +69,11 @@ class ServiceConfig:
     # Wait for acknowledgements and commit at most this often (0: after every batch). Outputs
     # are sent as they are produced either way; only the wait for acks is batched.
     commit_interval_s: float = 0.0
+    # "wait": after each batch (or commit_interval_s), wait for the outputs' acknowledgements,
+    # then commit. "pipelined": go on with the next batch at once and commit, asynchronously,
+    # the offsets whose outputs have been acknowledged meanwhile (same at-least-once
+    # guarantee; the waits leave the processing loop). Needs a sink with mark()/acked().
+    commit_mode: str = "wait"
 
     @classmethod
     def from_mapping(cls, doc: dict[str, Any]) -> ServiceConfig:
@@ -97,6 +103,8 @@ class ServiceConfig:
             raise ConfigError(f"config [service] http_port must be 0..65535, got {self.http_port}")
         if self.log_format not in ("kv", "json"):
             raise ConfigError(f"config [service] log_format must be 'kv' or 'json', got {self.log_format!r}")
+        if self.commit_mode not in ("wait", "pipelined"):
+            raise ConfigError(f"config [service] commit_mode must be 'wait' or 'pipelined', got {self.commit_mode!r}")
         if self.checkpoint_every_records < 1 or self.checkpoint_every_seconds <= 0:
             raise ConfigError("config [checkpoint]: every_records and every_seconds must be positive")
         return self

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,13 @@ class Pipeline:
         self.last_batch_at = time.monotonic()
         self._unacked = 0  # records processed since the last flush + commit
         self._committed_at = 0.0
+        # commit_mode "pipelined": (sink mark, offsets, when) of batches whose outputs were sent
+        # but whose offsets are not committed yet, oldest first
+        self._points: deque[tuple[Any, dict[TopicPartition, int], float]] = deque()
+        self._pipelined = config.commit_mode == "pipelined"
+        if self._pipelined and not (hasattr(sink, "mark") and hasattr(sink, "acked")):
+            raise ConfigError(f"commit_mode 'pipelined' needs a sink that reports acknowledgements "
+                              f"(mark/acked); {type(sink).__name__} does not")
         self._gc_was_enabled = False
         self._full_gc_at = 0.0
 
@@ -251,12 +259,43 @@ class Pipeline:
         t0 = time.perf_counter()
         self._process(batch)
         self._unacked += len(batch)
-        if now - self._committed_at >= self.config.commit_interval_s:
+        if self._pipelined:
+            self._commit_acknowledged(now)
+        elif now - self._committed_at >= self.config.commit_interval_s:
             self._commit_now(now)
         if self.metrics is not None:
             self.metrics.records_in.inc(len(batch))
             self.metrics.latency.observe(time.perf_counter() - t0)
         return len(batch)
+
+    #: commit_mode "pipelined": wait for acknowledgements (flush) once this many batches, or
+    #: this many seconds of output, are unacknowledged (a slow or failing broker; the flush
+    #: then reports the failure and retries as in "wait" mode).
+    max_pending_batches = 64
+    max_pending_s = 2.0
+
+    def _commit_acknowledged(self, now: float) -> None:
+        """commit_mode "pipelined": remember this batch's offsets with a mark of the sink's
+        sends, then commit, without waiting, the newest offsets all of whose outputs (and
+        those of every batch before) the broker has acknowledged. A checkpoint that falls
+        due, or acknowledgements that lag too far, take the waiting path (:meth:`_commit_now`)."""
+        self._points.append((self.sink.mark(), {tp: p.next_offset for tp, p in self.partitions.items()
+                                                if p.next_offset is not None}, now))
+        newest = None
+        while self._points and self.sink.acked(self._points[0][0]):
+            newest = self._points.popleft()
+        if not self._points:
+            self._unacked = 0
+        if newest is not None and newest[1]:
+            commit = getattr(self.source, "commit_async", None) or self.source.commit
+            try:
+                commit(newest[1])
+            except StreamadError as e:  # a later commit covers these offsets; a restart re-scores
+                log.warning("event=commit_failed error=%s", json.dumps(str(e)))
+        if self._points and (len(self._points) > self.max_pending_batches or now - self._points[0][2] > self.max_pending_s):
+            self._commit_now(now)
+        else:
+            self._maybe_checkpoint()
 
     def _commit_now(self, now: float) -> None:
         # Checkpoints follow a commit: their offsets must never run ahead of acknowledged output.
@@ -439,6 +478,7 @@ class Pipeline:
                 attempt += 1
         if attempt:
             self.source.resume()
+        self._points.clear()  # everything sent is acknowledged: the commit below covers it
         offsets = {tp: p.next_offset for tp, p in self.partitions.items() if p.next_offset is not None}
         if not offsets:
             return
@@ -469,6 +509,8 @@ class Pipeline:
         for tp, p in list(self.partitions.items()):
             if p.since_checkpoint >= self.config.checkpoint_every_records or (
                     p.since_checkpoint and now - p.checkpointed_at >= self.config.checkpoint_every_seconds):
+                if self._points:  # pipelined: a checkpoint must not run ahead of acknowledged output
+                    self._flush_and_commit()
                 self._checkpoint(tp)
             oldest = min(oldest, p.checkpointed_at)
         if self.metrics is not None:

@@ -67,6 +67,12 @@ class Sink(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional, for the service's commit_mode "pipelined" (all sinks here have them):
+    #   mark() -> token: closes the group of messages sent since the previous mark.
+    #   acked(token) -> bool: without blocking, True once every message sent before the
+    #     mark ``token`` is acknowledged; False while any is pending or has failed (flush()
+    #     then reports the failure).
+
 
 class MemoryBroker:
     """A tiny in-process log: topics of partitions of messages, and committed offsets.
@@ -169,6 +175,7 @@ class MemorySink:
     def __init__(self, broker: MemoryBroker) -> None:
         self.broker = broker
         self._pending: list[tuple[str, bytes | None, bytes]] = []
+        self._marks = 0
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         self._pending.append((topic, key, value))
@@ -177,6 +184,15 @@ class MemorySink:
         pending, self._pending = self._pending, []
         for topic, key, value in pending:
             self.broker.produce(topic, key, value)
+
+    def mark(self) -> int:
+        """Deliver what was sent (the memory broker acknowledges at once); see :class:`Sink`."""
+        self.flush()
+        self._marks += 1
+        return self._marks
+
+    def acked(self, token: int) -> bool:
+        return True
 
     def close(self) -> None:
         self.flush()

@@ -166,6 +166,40 @@ def test_make_source_and_sink_select_the_client(bootstrap, client):
     sink.close()
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_sink_marks_report_acknowledgement_and_commit_async_lands(bootstrap, client):
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
+    topic = _topic(bootstrap, 2)
+    sink = make_sink(bootstrap, client=client)
+    for i in range(50):
+        sink.send(topic, f"k{i % 4}".encode(), str(i).encode())
+    first = sink.mark()
+    for i in range(50, 80):
+        sink.send(topic, f"k{i % 4}".encode(), str(i).encode())
+    second = sink.mark()
+    assert second > first
+    end = time.monotonic() + 20
+    while not sink.acked(second) and time.monotonic() < end:
+        time.sleep(0.01)
+    assert sink.acked(first) and sink.acked(second)  # acknowledged without a flush
+    group = _group()
+    src = make_source(bootstrap, group, for_embedded_broker(), client=client)
+    src.subscribe([topic])
+    got = _drain(src, 80)
+    assert sorted(int(m.value) for m in got) == list(range(80))
+    offsets = {}
+    for m in got:
+        offsets[(m.topic, m.partition)] = max(offsets.get((m.topic, m.partition), 0), m.offset + 1)
+    src.commit_async(offsets)
+    end = time.monotonic() + 20
+    while any(src.committed(tp) != o for tp, o in offsets.items()) and time.monotonic() < end:
+        src.poll(0.05, 10)  # kafka-python completes the commit inside poll
+    assert {tp: src.committed(tp) for tp in offsets} == offsets
+    src.close()
+    sink.close()
+
+
 def test_broker_command_prints_address_and_stops_on_ctrl_c(tmp_path):
     import os
     import signal

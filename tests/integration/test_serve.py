@@ -97,8 +97,8 @@ def _config(names, bootstrap, group, **kw):
 
 
 def _pipeline(cfg):
-    sink = make_sink(cfg.bootstrap, cfg.kafka_settings)
-    source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings)
+    sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=cfg.client)
+    source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings, client=cfg.client)
     p = Pipeline(source, sink, cfg, dead_letter=DeadLetterSink(sink, cfg.dead_letter_topic).send,
                  threshold_factory=MaxThreshold)
     return p, source, sink
@@ -156,13 +156,14 @@ every_records = 500
 [service]
 batch_size = 200
 poll_timeout_s = 0.2
+commit_mode = "{commit_mode}"
 """
 
 
-def _child(names, bootstrap, group, ckpt):
+def _child(names, bootstrap, group, ckpt, commit_mode="wait"):
     """The real `streamad serve` in its own process, configured by a TOML file."""
     cfg = Path(ckpt) / "serve.toml"
-    cfg.write_text(SERVE_TOML.format(bootstrap=bootstrap, group=group, ckpt=ckpt, **names))
+    cfg.write_text(SERVE_TOML.format(bootstrap=bootstrap, group=group, ckpt=ckpt, commit_mode=commit_mode, **names))
     return subprocess.Popen([sys.executable, "-m", "streamad.cli", "serve", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=TESTS.parent,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -185,18 +186,51 @@ def _wait(cond, timeout_s, what):
         time.sleep(0.3)
 
 
-def test_kill9_restart_scores_every_offset_and_sigterm_commits(bootstrap, tmp_path):
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_pipelined_commits_run_ahead_of_no_output_and_cover_every_record(bootstrap, client):
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
+    names = _topics(bootstrap)
+    sent = _produce(bootstrap, names["input"], 600, seed=4)
+    inputs, ends = _read_all(bootstrap, names["input"], expect=sent)
+    cfg = _config(names, bootstrap, f"g-{uuid.uuid4().hex[:6]}", client=client, commit_mode="pipelined",
+                  batch_size=100)
+    p, source, sink = _pipeline(cfg)
+    commits = []
+    commit_async = source.commit_async
+    source.commit_async = lambda offsets: (commits.append((dict(offsets), p.records_in)), commit_async(offsets))
+    p.start()
+    deadline = time.monotonic() + 60
+    while p.records_in < len(inputs) and time.monotonic() < deadline:
+        p.run_once()
+    end = time.monotonic() + 20  # in-flight acknowledgements arrive; an idle poll commits the rest
+    while {tp: source.committed(tp) for tp in p.partitions} != {(names["input"], k): v for k, v in ends.items()} \
+            and time.monotonic() < end:
+        p.run_once()
+    p.shutdown()
+    committed = {tp: source.committed(tp) for tp in p.partitions}
+    source.close()
+    sink.close()
+    assert committed == {(names["input"], part): end for part, end in ends.items()}
+    # offsets were committed without waiting for acknowledgements (the flush path), batch by batch
+    assert len(commits) >= 3 and any(sum(o.values()) < n for o, n in commits)
+    scores = [json.loads(m.value) for m in _read_all(bootstrap, names["scores"], expect=sent)[0]]
+    assert {(s["partition"], s["offset"]) for s in scores} == {(m.partition, m.offset) for m in inputs}
+
+
+@pytest.mark.parametrize("commit_mode", ["wait", "pipelined"])
+def test_kill9_restart_scores_every_offset_and_sigterm_commits(bootstrap, tmp_path, commit_mode):
     names = _topics(bootstrap)
     group = f"g-{uuid.uuid4().hex[:6]}"
     sent = _produce(bootstrap, names["input"], 1200, seed=3)
     inputs, ends = _read_all(bootstrap, names["input"], expect=sent)
-    child = _child(names, bootstrap, group, tmp_path)
+    child = _child(names, bootstrap, group, tmp_path, commit_mode)
     try:
         _wait(lambda: len(list(Path(tmp_path, group).glob("*.state"))) > 0, 60, "a first checkpoint")
         child.kill()  # SIGKILL mid-stream
         first_out, _ = child.communicate(timeout=10)
         assert child.returncode == -signal.SIGKILL
-        child = _child(names, bootstrap, group, tmp_path)
+        child = _child(names, bootstrap, group, tmp_path, commit_mode)
         _wait(lambda: _committed(bootstrap, group, names["input"]) == ends, 60, "all offsets committed")
         child.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
