@@ -4,12 +4,15 @@
 score and event messages, dead letters, commit after flush) reads the pre-filled topic with a
 consumer group, exactly as `streamad serve` does; the clock starts at the first record (the
 ceiling loops use manual assignment and have no group join either). ``-events`` variants
-publish events only (no scores topic).
+publish events only (no scores topic); ``-pipelined`` variants run commit mode "pipelined"
+(the loop does not wait for acknowledgements; see ServiceConfig.commit_mode).
 
 ``latency-<detector>-<client>``: a producer thread writes fresh records at ``--rate`` records/s
 (the orchestrator passes half the measured maximum) while the service runs; the latency of a
-record is from its producer timestamp to the moment the batch holding it was flushed and
-committed (its score and any event are then acknowledged by the broker), p50 / p99.
+record is from its producer timestamp (and from the broker's acknowledgement of it) to the
+moment the service commits its offset, which it does once the record's score and any event are
+acknowledged by the broker: after the flush in commit mode "wait", when the acknowledgements
+have arrived in mode "pipelined"; p50 / p99.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ NAMES = [
     "latency-gaussian-kafka-python", "latency-gaussian-kafka-python-events",
     "latency-gaussian-confluent", "latency-gaussian-confluent-events",
     "latency-ceiling-kafka-python", "latency-ceiling-confluent",
+    "serve-gaussian-kafka-python-events-pipelined", "latency-gaussian-kafka-python-events-pipelined",
+    "serve-gaussian-confluent-events-pipelined", "latency-gaussian-confluent-events-pipelined",
 ]
 
 
@@ -94,7 +99,7 @@ def _trained_state(detector: str) -> str:
     return path
 
 
-def _pipeline(args, detector: str, client: str, scores: bool, topic: str):
+def _pipeline(args, detector: str, client: str, scores: bool, topic: str, commit_mode: str = "wait"):
     from connectors.kafka import DeadLetterSink, for_embedded_broker, make_sink, make_source
     from streamad.service import Pipeline, ServiceConfig
 
@@ -109,15 +114,15 @@ def _pipeline(args, detector: str, client: str, scores: bool, topic: str):
                         dead_letter_topic=f"{args.out_topic}-dlq", detector=detector,
                         detector_params=DETECTORS[detector], detector_state=state,
                         batch_size=int(BATCH_OVERRIDE) if BATCH_OVERRIDE else BATCH.get(detector, 5000), poll_timeout_s=0.2,
-                        commit_interval_s=COMMIT_INTERVAL_S)
+                        commit_interval_s=COMMIT_INTERVAL_S, commit_mode=commit_mode)
     source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings, client=client)
     sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=client)
     p = Pipeline(source, sink, cfg, dead_letter=DeadLetterSink(sink, cfg.dead_letter_topic).send)
     return p, source, sink
 
 
-def throughput(args, detector: str, client: str, scores: bool = True) -> dict:
-    p, source, sink = _pipeline(args, detector, client, scores, args.topic)
+def throughput(args, detector: str, client: str, scores: bool = True, commit_mode: str = "wait") -> dict:
+    p, source, sink = _pipeline(args, detector, client, scores, args.topic, commit_mode)
     n = min(args.n, LIMIT.get(detector, args.n))
     p.start()
     try:
@@ -137,6 +142,7 @@ def throughput(args, detector: str, client: str, scores: bool = True) -> dict:
         first = p.records_in
         while p.records_in < n:
             p.run_once()
+        p.shutdown()  # every output acknowledged and committed (pipelined mode holds some in flight)
         dt = time.perf_counter() - t0
         return {"records": p.records_in - first, "seconds": dt, "events": p.events_out,
                 "dead_letters": p.dead_letters, "batch_size": p.config.batch_size}
@@ -174,7 +180,7 @@ def _bare_loop(args, client: str, topic: str):
     return _Bare(source, topic), source, sink
 
 
-def latency(args, detector: str, client: str, scores: bool = True) -> dict:
+def latency(args, detector: str, client: str, scores: bool = True, commit_mode: str = "wait") -> dict:
     from kafka.admin import KafkaAdminClient, NewTopic
 
     rate = float(args.rate or 5000)
@@ -185,7 +191,7 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
     if detector == "ceiling":
         p, source, sink = _bare_loop(args, client, topic)
     else:
-        p, source, sink = _pipeline(args, detector, client, scores, topic)
+        p, source, sink = _pipeline(args, detector, client, scores, topic, commit_mode)
     batches: list = []
     batch_sizes: list[int] = []
     poll = source.poll
@@ -210,7 +216,19 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
 
     source.poll = timed("poll", source.poll)
     sink.flush = timed("flush", sink.flush)
-    source.commit = timed("commit", source.commit)
+    commits: list[tuple[float, dict]] = []  # (when, offsets) of every commit in the timed run
+    recording = [False]
+
+    def recorded(fn):
+        def wrapper(offsets):
+            if recording[0]:
+                commits.append((time.time(), dict(offsets)))
+            return fn(offsets)
+        return wrapper
+
+    source.commit = timed("commit", recorded(source.commit))
+    if hasattr(source, "commit_async"):
+        source.commit_async = timed("commit", recorded(source.commit_async))
     n = int(min(args.n, rate * 20))  # 20 s of traffic
     import multiprocessing as mp
 
@@ -234,27 +252,30 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
         settle_gc(p)  # as `streamad serve` does
     gc_pauses = _GcPauses()
     producer.start()
-    lat: list[float] = []
     fetched: list[float] = []  # produce -> handed to the pipeline by the consumer
-    done: list[tuple[int, int, float]] = []  # partition, offset, end of the cycle that committed it
+    seen: list[tuple[int, int, float, float]] = []  # partition, offset, producer timestamp, end of its cycle
     deadline = time.monotonic() + 20 + 60
+    recording[0] = True
     try:
-        while len(lat) < n and time.monotonic() < deadline:
+        while len(seen) < n and time.monotonic() < deadline:
             batches.clear()
             t = time.perf_counter()
             p.run_once()
             spent["cycle"].append(time.perf_counter() - t)
             now = time.time()
             for at, b in batches:
-                lat.extend(now - m.timestamp_ms / 1000.0 for m in b if m.timestamp_ms)
                 fetched.extend(at - m.timestamp_ms / 1000.0 for m in b if m.timestamp_ms)
-                done.extend((m.partition, m.offset, now) for m in b)
+                seen.extend((m.partition, m.offset, (m.timestamp_ms or 0) / 1000.0, now) for m in b)
+        recording[0] = False  # the shutdown's final commit would add the load generator's exit
     finally:
         stop(producer, 30)
         p.shutdown()
         source.close()
         sink.close()
-    a, f = np.array(lat) * 1000, np.array(fetched) * 1000
+    done = _completed(seen, commits) if detector != "ceiling" else [(q, o, now) for q, o, _, now in seen]
+    produced = {(q, o): ts for q, o, ts, _ in seen}
+    a = np.array([now - produced[(q, o)] for q, o, now in done if produced[(q, o)] > 0]) * 1000
+    f = np.array(fetched) * 1000
     # From the broker's acknowledgement to the producer instead of the producer's timestamp:
     # leaves out the time a record waits in the load generator's own client (a pure-Python
     # producer at 10-20k records/s on a shared core queues records before sending them).
@@ -275,6 +296,23 @@ def latency(args, detector: str, client: str, scores: bool = True) -> dict:
             **{f"{k}_p50_ms": float(np.percentile(v, 50)) * 1000 for k, v in spent.items() if v},
             **{f"{k}_p99_ms": float(np.percentile(v, 99)) * 1000 for k, v in spent.items() if v},
             "batch_p50": float(np.median([b for b in batch_sizes if b])) if any(batch_sizes) else 0.0}
+
+
+def _completed(seen, commits) -> list[tuple[int, int, float]]:
+    """``(partition, offset, time of the first commit past it)`` for each record of ``seen``
+    that a commit covers (commit offsets are the next offset to read, and only grow)."""
+    out = []
+    for q in {q for q, *_ in seen}:
+        times = np.array([t for t, offs in commits for (_, part), _o in offs.items() if part == q])
+        upto = np.array([o for _, offs in commits for (_, part), o in offs.items() if part == q])
+        if not len(upto):
+            continue
+        upto = np.maximum.accumulate(upto)
+        for part, off, _, _ in (r for r in seen if r[0] == q):
+            i = int(np.searchsorted(upto, off, side="right"))  # first commit with upto > off
+            if i < len(upto):
+                out.append((part, off, float(times[i])))
+    return out
 
 
 class _GcPauses:
@@ -367,9 +405,8 @@ def scenarios(args) -> dict:
         kind, rest = name.split("-", 1)
         detector = next(d for d in sorted(DETECTORS, key=len, reverse=True) if rest.startswith(d + "-"))
         client = "confluent" if "confluent" in name else "kafka-python"
-        scores = not name.endswith("-events")
-        if kind == "serve":
-            out[name] = (lambda d=detector, c=client, s=scores: throughput(args, d, c, s))
-        else:
-            out[name] = (lambda d=detector, c=client, s=scores: latency(args, d, c, s))
+        mode = "pipelined" if name.endswith("-pipelined") else "wait"
+        scores = not name.removesuffix("-pipelined").endswith("-events")
+        run = throughput if kind == "serve" else latency
+        out[name] = (lambda r=run, d=detector, c=client, s=scores, m=mode: r(args, d, c, s, m))
     return out
