@@ -257,6 +257,8 @@ class Pipeline:
             self._maybe_checkpoint()
             return 0
         t0 = time.perf_counter()
+        if self._points:  # pipelined: what was acknowledged during the poll, before scoring
+            self._commit_acked()
         self._process(batch)
         self._unacked += len(batch)
         if self._pipelined:
@@ -281,6 +283,15 @@ class Pipeline:
         due, or acknowledgements that lag too far, take the waiting path (:meth:`_commit_now`)."""
         self._points.append((self.sink.mark(), {tp: p.next_offset for tp, p in self.partitions.items()
                                                 if p.next_offset is not None}, now))
+        self._commit_acked()
+        if self._points and (len(self._points) > self.max_pending_batches or now - self._points[0][2] > self.max_pending_s):
+            self._commit_now(now)
+        else:
+            self._maybe_checkpoint()
+
+    def _commit_acked(self) -> None:
+        """Commit, without waiting, the offsets of the newest batch whose outputs, and those of
+        every batch before it, are acknowledged."""
         newest = None
         while self._points and self.sink.acked(self._points[0][0]):
             newest = self._points.popleft()
@@ -292,10 +303,6 @@ class Pipeline:
                 commit(newest[1])
             except StreamadError as e:  # a later commit covers these offsets; a restart re-scores
                 log.warning("event=commit_failed error=%s", json.dumps(str(e)))
-        if self._points and (len(self._points) > self.max_pending_batches or now - self._points[0][2] > self.max_pending_s):
-            self._commit_now(now)
-        else:
-            self._maybe_checkpoint()
 
     def _commit_now(self, now: float) -> None:
         # Checkpoints follow a commit: their offsets must never run ahead of acknowledged output.
