@@ -128,27 +128,20 @@ class ConfluentSource:
             out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts if ts_type else None))
         return out
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def commit(self, offsets: dict[TopicPartition, int], asynchronous: bool = False) -> None:
+        """Commit ``{(topic, partition): next offset}``; ``asynchronous``: without waiting for
+        the broker's answer (librdkafka logs a failure; a later commit covers the offsets)."""
         if not offsets:
             return
         ck = self._ck
         try:
             self._consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                                  asynchronous=False)
+                                  asynchronous=asynchronous)
         except ck.KafkaException as e:
             raise StreamadError(f"offset commit failed: {e}") from e
 
     def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit without waiting for the broker's answer (a failure is logged by librdkafka;
-        a later commit covers the same offsets)."""
-        if not offsets:
-            return
-        ck = self._ck
-        try:
-            self._consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                                  asynchronous=True)
-        except ck.KafkaException as e:
-            raise StreamadError(f"offset commit failed: {e}") from e
+        self.commit(offsets, asynchronous=True)
 
     def committed(self, tp: TopicPartition) -> int | None:
         (res,) = self._consumer.committed([self._ck.TopicPartition(*tp)], timeout=10)

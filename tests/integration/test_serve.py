@@ -104,6 +104,15 @@ def _pipeline(cfg):
     return p, source, sink
 
 
+def _shut_down_and_check_commits(p, source, sink, names, ends):
+    """Shut the pipeline down; its group must then have committed every partition's end."""
+    p.shutdown()
+    committed = {tp: source.committed(tp) for tp in p.partitions}
+    source.close()
+    sink.close()
+    assert committed == {(names["input"], part): end for part, end in ends.items()}
+
+
 def test_end_to_end_scores_events_and_dead_letters(bootstrap, tmp_path):
     names = _topics(bootstrap)
     n, n_bad = 2000, 40  # 10,000 valid records over 5 keys and 3 partitions
@@ -116,11 +125,7 @@ def test_end_to_end_scores_events_and_dead_letters(bootstrap, tmp_path):
     deadline = time.monotonic() + 60
     while p.records_in < len(inputs) and time.monotonic() < deadline:
         p.run_once()
-    p.shutdown()
-    committed = {tp: source.committed(tp) for tp in p.partitions}
-    source.close()
-    sink.close()
-    assert committed == {(names["input"], part): end for part, end in ends.items()}
+    _shut_down_and_check_commits(p, source, sink, names, ends)
     scores = [json.loads(m.value) for m in _read_all(bootstrap, names["scores"], expect=sent - n_dlq)[0]]
     assert {(s["partition"], s["offset"]) for s in scores} == {(m.partition, m.offset) for m in inputs
                                                                if m.key != b"junk"}
@@ -207,11 +212,7 @@ def test_pipelined_commits_run_ahead_of_no_output_and_cover_every_record(bootstr
     while {tp: source.committed(tp) for tp in p.partitions} != {(names["input"], k): v for k, v in ends.items()} \
             and time.monotonic() < end:
         p.run_once()
-    p.shutdown()
-    committed = {tp: source.committed(tp) for tp in p.partitions}
-    source.close()
-    sink.close()
-    assert committed == {(names["input"], part): end for part, end in ends.items()}
+    _shut_down_and_check_commits(p, source, sink, names, ends)
     # offsets were committed without waiting for acknowledgements (the flush path), batch by batch
     assert len(commits) >= 3 and any(sum(o.values()) < n for o, n in commits)
     scores = [json.loads(m.value) for m in _read_all(bootstrap, names["scores"], expect=sent)[0]]
