@@ -128,9 +128,16 @@ class ConfluentSource:
             out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts if ts_type else None))
         return out
 
-    def commit(self, offsets: dict[TopicPartition, int], asynchronous: bool = False) -> None:
-        """Commit ``{(topic, partition): next offset}``; ``asynchronous``: without waiting for
-        the broker's answer (librdkafka logs a failure; a later commit covers the offsets)."""
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``{(topic, partition): next offset}`` and wait for the broker's answer."""
+        self._commit(offsets, asynchronous=False)
+
+    def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit without waiting for the broker's answer (librdkafka logs a failure; a later
+        commit covers the same offsets)."""
+        self._commit(offsets, asynchronous=True)
+
+    def _commit(self, offsets: dict[TopicPartition, int], asynchronous: bool) -> None:
         if not offsets:
             return
         ck = self._ck
@@ -139,9 +146,6 @@ class ConfluentSource:
                                   asynchronous=asynchronous)
         except ck.KafkaException as e:
             raise StreamadError(f"offset commit failed: {e}") from e
-
-    def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
-        self.commit(offsets, asynchronous=True)
 
     def committed(self, tp: TopicPartition) -> int | None:
         (res,) = self._consumer.committed([self._ck.TopicPartition(*tp)], timeout=10)
