@@ -264,6 +264,14 @@ def _listener(source: KafkaSource, on_assign, on_revoke):
     return Listener()
 
 
+def _offset_payload(offsets: Mapping[TopicPartition, int]) -> dict:
+    """kafka-python's form of ``{(topic, partition): next offset}`` for a commit."""
+    from kafka import TopicPartition as TP
+    from kafka.structs import OffsetAndMetadata
+
+    return {TP(t, p): OffsetAndMetadata(int(o), "", -1) for (t, p), o in offsets.items()}
+
+
 def _log_failed_commit(offsets, response) -> None:
     if isinstance(response, BaseException):
         log.warning("asynchronous offset commit failed: %s", response)
@@ -382,13 +390,11 @@ class KafkaSource:
 
         Raises :class:`CommitError`: retriable on timeouts / broker outage; not retriable
         when the group moved on (the partition belongs to another member now)."""
-        from kafka import TopicPartition as TP
         from kafka.errors import CommitFailedError, KafkaError
-        from kafka.structs import OffsetAndMetadata
 
         if not offsets:
             return
-        payload = {TP(t, p): OffsetAndMetadata(int(o), "", -1) for (t, p), o in offsets.items()}
+        payload = _offset_payload(offsets)
         try:
             self._consumer.commit(payload, timeout_ms=int(self.commit_timeout_s * 1000))
         except CommitFailedError as e:
@@ -399,15 +405,12 @@ class KafkaSource:
     def commit_async(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit without waiting for the broker's answer; a failure is logged (a later commit
         covers the same offsets)."""
-        from kafka import TopicPartition as TP
         from kafka.errors import KafkaError
-        from kafka.structs import OffsetAndMetadata
 
         if not offsets:
             return
-        payload = {TP(t, p): OffsetAndMetadata(int(o), "", -1) for (t, p), o in offsets.items()}
         try:
-            self._consumer.commit_async(payload, callback=_log_failed_commit)
+            self._consumer.commit_async(_offset_payload(offsets), callback=_log_failed_commit)
         except (KafkaError, RuntimeError) as e:
             raise _kafka_error(e, "commit failed", CommitError) from e
 

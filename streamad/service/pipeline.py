@@ -262,7 +262,7 @@ class Pipeline:
         self._process(batch)
         self._unacked += len(batch)
         if self._pipelined:
-            self._commit_acknowledged(now)
+            self._mark_and_commit_acked(now)
         elif now - self._committed_at >= self.config.commit_interval_s:
             self._commit_now(now)
         if self.metrics is not None:
@@ -276,13 +276,12 @@ class Pipeline:
     max_pending_batches = 64
     max_pending_s = 2.0
 
-    def _commit_acknowledged(self, now: float) -> None:
+    def _mark_and_commit_acked(self, now: float) -> None:
         """commit_mode "pipelined": remember this batch's offsets with a mark of the sink's
         sends, then commit, without waiting, the newest offsets all of whose outputs (and
         those of every batch before) the broker has acknowledged. A checkpoint that falls
         due, or acknowledgements that lag too far, take the waiting path (:meth:`_commit_now`)."""
-        self._points.append((self.sink.mark(), {tp: p.next_offset for tp, p in self.partitions.items()
-                                                if p.next_offset is not None}, now))
+        self._points.append((self.sink.mark(), self._offsets(), now))
         self._commit_acked()
         if self._points and (len(self._points) > self.max_pending_batches or now - self._points[0][2] > self.max_pending_s):
             self._commit_now(now)
@@ -303,6 +302,10 @@ class Pipeline:
                 commit(newest[1])
             except StreamadError as e:  # a later commit covers these offsets; a restart re-scores
                 log.warning("event=commit_failed error=%s", json.dumps(str(e)))
+
+    def _offsets(self) -> dict[TopicPartition, int]:
+        """The next offset to read of every partition with records processed."""
+        return {tp: p.next_offset for tp, p in self.partitions.items() if p.next_offset is not None}
 
     def _commit_now(self, now: float) -> None:
         # Checkpoints follow a commit: their offsets must never run ahead of acknowledged output.
@@ -486,7 +489,7 @@ class Pipeline:
         if attempt:
             self.source.resume()
         self._points.clear()  # everything sent is acknowledged: the commit below covers it
-        offsets = {tp: p.next_offset for tp, p in self.partitions.items() if p.next_offset is not None}
+        offsets = self._offsets()
         if not offsets:
             return
         for attempt in range(retries + 1):
