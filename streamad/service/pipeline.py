@@ -2,10 +2,10 @@
 
 Delivery is at-least-once: input offsets are committed only after the sink flushed every
 output derived from them. State (detectors and thresholds of the keys seen on a partition)
-is checkpointed per partition together with the offset it reflects; on assignment the
-consumer seeks back to that offset, so replayed records rebuild nothing and scores after a
-restart continue from the restored state (records between checkpoint and crash are scored
-again: duplicates carry the same source offset).
+is checkpointed per partition together with the offset it reflects, the first time (empty)
+at the partition's first record; on assignment the consumer seeks back to that offset, so
+scores after a restart continue from the restored state (records between checkpoint and
+crash are scored again: duplicates carry the same source offset and the same score).
 """
 
 from __future__ import annotations
@@ -325,7 +325,7 @@ class Pipeline:
             if tp != part_tp:
                 part_tp, part = tp, parts.get(tp)
                 if part is None:
-                    part = parts[tp] = _Partition()
+                    part = self._new_partition(tp, m.offset)
             part.next_offset = m.offset + 1
             part.since_checkpoint += 1
             try:
@@ -530,6 +530,19 @@ class Pipeline:
                     self.metrics.lag.labels(topic, str(partition)).set(n)
             except Exception:  # lag is best effort; a failing metadata call must not stop scoring
                 pass
+
+    def _new_partition(self, tp: TopicPartition, first_offset: int) -> _Partition:
+        """State for a partition that had no checkpoint, starting at ``first_offset``.
+
+        With checkpoints on, its empty state is checkpointed at once: offsets are committed
+        batch by batch and checkpoints come every N records, so a crash in between would
+        otherwise resume the partition at the committed offset with empty state (the records
+        before it missing from every window) instead of replaying it from its first record."""
+        part = self.partitions[tp] = _Partition()
+        if self.config.checkpoint_dir:
+            part.next_offset = first_offset
+            self._checkpoint(tp)
+        return part
 
     def _checkpoint(self, tp: TopicPartition) -> None:
         """Write the state of ``tp`` (call only after its outputs were flushed and committed)."""
