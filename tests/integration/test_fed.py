@@ -5,6 +5,7 @@ updates are refused with logged reasons, and a poisoned client cannot drag the s
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,8 +135,9 @@ def test_server_and_three_client_processes(bootstrap, tmp_path):
 
         for c in clients:
             procs[c] = _start(client_args(c), tmp_path / f"{c}.log")
-        _wait(lambda: _rounds_closed(server_log) >= 3, 90, "three rounds")
-        assert "clients=3" in _log(server_log)  # all three took part
+        # all three take part (a client whose group join is slow misses the first rounds)
+        _wait(lambda: re.search(r"event=fed_round_closed round=\d+ clients=3 ", _log(server_log)), 90,
+              "a round closed with all three clients")
 
         procs["gw2"].send_signal(signal.SIGKILL)  # mid-round
         procs["gw2"].wait(10)
