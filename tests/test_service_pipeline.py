@@ -145,13 +145,27 @@ def test_offsets_are_not_committed_when_the_sink_cannot_flush():
     assert b.all("scores") == []
 
 
-def test_checkpoint_restore_gives_identical_subsequent_scores(tmp_path):
+def _reference_scores(seed):
+    """Score per (partition, offset) of 300 records per key, scored in one uninterrupted run."""
     b = _broker()
-    _fill(b, n=300, seed=1)
-    reference = _pipeline(b)
-    _drain(reference)
-    ref = {(s["partition"], s["offset"]): s["score"] for s in _scores(b)}
+    _fill(b, n=300, seed=seed)
+    _drain(_pipeline(b))
+    return {(s["partition"], s["offset"]): s["score"] for s in _scores(b)}
 
+
+def _assert_every_offset_scored_as(b, ref):
+    """Every input offset has a score, and every score (duplicates too) equals the reference."""
+    got = {}
+    for s in _scores(b):
+        got.setdefault((s["partition"], s["offset"]), []).append(s["score"])
+    assert set(got) == set(ref)
+    for k, v in got.items():
+        assert all(math.isclose(x, ref[k], rel_tol=1e-9, abs_tol=1e-12) for x in v), (k, v, ref[k])
+    return got
+
+
+def test_checkpoint_restore_gives_identical_subsequent_scores(tmp_path):
+    ref = _reference_scores(seed=1)
     b2 = _broker()
     _fill(b2, n=300, seed=1)
     first = _pipeline(b2, tmp_path, checkpoint_every_records=100)
@@ -163,13 +177,8 @@ def test_checkpoint_restore_gives_identical_subsequent_scores(tmp_path):
     assert tree["offset"] > 0 and set(tree["keys"]) <= {"a", "b", "c"}
     second = _pipeline(b2, tmp_path, checkpoint_every_records=100)
     _drain(second)
-    got = {}
-    for s in _scores(b2):
-        got.setdefault((s["partition"], s["offset"]), []).append(s["score"])
-    assert set(got) == set(ref)  # every input offset scored
+    got = _assert_every_offset_scored_as(b2, ref)
     assert any(len(v) > 1 for v in got.values())  # replayed from the checkpoint, not the commit
-    for k, v in got.items():
-        assert all(math.isclose(x, ref[k], rel_tol=1e-9, abs_tol=1e-12) for x in v), k
 
 
 @pytest.mark.parametrize("commit_mode", ["wait", "pipelined"])
@@ -177,26 +186,15 @@ def test_a_crash_before_a_partitions_first_checkpoint_replays_it_from_its_first_
     # Offsets are committed batch by batch, checkpoints come every N records: a crash after a
     # commit but before a partition's first checkpoint must not resume it at the commit with
     # empty state (the records before the commit would then be missing from its windows).
-    b = _broker()
-    _fill(b, n=300, seed=2)
-    reference = _pipeline(b)
-    _drain(reference)
-    ref = {(s["partition"], s["offset"]): s["score"] for s in _scores(b)}
-
+    ref = _reference_scores(seed=2)
     b2 = _broker()
     _fill(b2, n=300, seed=2)
     first = _pipeline(b2, tmp_path, checkpoint_every_records=10_000, commit_mode=commit_mode)
     for _ in range(4):  # part of the stream, committed, no checkpoint due yet; then "crash"
         first.run_once()
     assert all(first.source.committed(tp) > 0 for tp in first.partitions)
-    second = _pipeline(b2, tmp_path, checkpoint_every_records=10_000, commit_mode=commit_mode)
-    _drain(second)
-    got = {}
-    for s in _scores(b2):
-        got.setdefault((s["partition"], s["offset"]), []).append(s["score"])
-    assert set(got) == set(ref)
-    for k, v in got.items():
-        assert all(math.isclose(x, ref[k], rel_tol=1e-9, abs_tol=1e-12) for x in v), (k, v, ref[k])
+    _drain(_pipeline(b2, tmp_path, checkpoint_every_records=10_000, commit_mode=commit_mode))
+    _assert_every_offset_scored_as(b2, ref)
 
 
 def test_checkpoint_ahead_of_a_recreated_topic_reads_the_new_log_from_its_start(tmp_path, caplog):
