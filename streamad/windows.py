@@ -56,9 +56,7 @@ class RingBuffer:
             self.size += 1
             return None
         old = self._data[self._head].copy()
-        self._data[self._head] = v
-        self._data[self._head + c] = v
-        self._head = self._head + 1 if self._head + 1 < c else 0
+        self.replace_oldest(v)
         return old
 
     def replace_oldest(self, v: Any) -> None:
