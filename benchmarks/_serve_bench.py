@@ -17,7 +17,10 @@ have arrived in mode "pipelined"; p50 / p99.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import random
 import time
 import uuid
 
@@ -31,6 +34,9 @@ COMMIT_INTERVAL_S = float(os.environ.get("STREAMAD_BENCH_COMMIT_S", "0"))
 BATCH_OVERRIDE = os.environ.get("STREAMAD_BENCH_BATCH")
 # How long the broker may hold a fetch for more data (consumer setting; default 200 ms).
 FETCH_WAIT_MS = os.environ.get("STREAMAD_BENCH_FETCH_WAIT_MS")
+# STREAMAD_BENCH_KAFKA='{"fetch.min.bytes": 16384}': more client settings for the service
+# (JSON; the client's own names).
+KAFKA_EXTRA = json.loads(os.environ.get("STREAMAD_BENCH_KAFKA", "{}"))
 # Records per key the service consumes before the clock starts (0: none, the default): the
 # serve scenarios then time the rest of the pre-filled topic, the latency scenarios fill this
 # many per key before the timed traffic. With 1,200 every key has passed its detector's
@@ -50,6 +56,9 @@ def pin(pid: int, cpus: set[int]) -> None:
             pass
 
 
+# The latency scenarios' load generator: "librdkafka" (the default, see _produce_librdkafka)
+# or "kafka-python" (STREAMAD_BENCH_LOADGEN=kafka-python, as before session 10).
+LOADGEN = os.environ.get("STREAMAD_BENCH_LOADGEN", "librdkafka")
 # STREAMAD_BENCH_GC=default leaves the garbage collector as Python sets it (to compare).
 GC_SETTLE = os.environ.get("STREAMAD_BENCH_GC") != "default"
 # node-ae serves a frozen model: with its default online fine-tuning (5 epochs over up to
@@ -108,6 +117,7 @@ def _pipeline(args, detector: str, client: str, scores: bool, topic: str, commit
     settings = for_embedded_broker()
     if FETCH_WAIT_MS is not None:
         settings["fetch.wait.max.ms" if client == "confluent" else "fetch_max_wait_ms"] = int(FETCH_WAIT_MS)
+    settings.update(KAFKA_EXTRA)
     cfg = ServiceConfig(bootstrap=args.bootstrap, group=f"bench-{run}", client=client,
                         kafka_settings=settings, input_topics=[topic],
                         anomalies_topic=f"{args.out_topic}-anomalies", scores_topic=args.out_topic if scores else "",
@@ -175,6 +185,7 @@ def _bare_loop(args, client: str, topic: str):
     settings = for_embedded_broker()
     if FETCH_WAIT_MS is not None:  # the same consumer settings as the service's
         settings["fetch.wait.max.ms" if client == "confluent" else "fetch_max_wait_ms"] = int(FETCH_WAIT_MS)
+    settings.update(KAFKA_EXTRA)
     source = make_source(args.bootstrap, f"bench-{uuid.uuid4().hex[:6]}", settings, client=client)
     sink = make_sink(args.bootstrap, for_embedded_broker(), client=client)
     return _Bare(source, topic), source, sink
@@ -254,19 +265,37 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
     producer.start()
     fetched: list[float] = []  # produce -> handed to the pipeline by the consumer
     seen: list[tuple[int, int, float, float]] = []  # partition, offset, producer timestamp, end of its cycle
+    trace: list[tuple[float, ...]] = []
     deadline = time.monotonic() + 20 + 60
     recording[0] = True
+    prof = None
+    if os.environ.get("STREAMAD_BENCH_PROFILE"):  # a cProfile of the timed part, to this path
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     try:
         while len(seen) < n and time.monotonic() < deadline:
             batches.clear()
-            t = time.perf_counter()
+            marks = {k: len(v) for k, v in spent.items()}
+            t, cpu = time.perf_counter(), time.thread_time()
             p.run_once()
             spent["cycle"].append(time.perf_counter() - t)
+            # per cycle: total, records, the time inside poll / flush / commit, and the CPU time
+            # of this thread (ms; a cycle much longer than its CPU time waited), its start (s)
+            trace.append((spent["cycle"][-1] * 1000, sum(len(b) for _, b in batches),
+                          *(sum(spent[k][marks[k]:]) * 1000 for k in ("poll", "flush", "commit")),
+                          (time.thread_time() - cpu) * 1000, t))
             now = time.time()
             for at, b in batches:
                 fetched.extend(at - m.timestamp_ms / 1000.0 for m in b if m.timestamp_ms)
                 seen.extend((m.partition, m.offset, (m.timestamp_ms or 0) / 1000.0, now) for m in b)
         recording[0] = False  # the shutdown's final commit would add the load generator's exit
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(os.environ["STREAMAD_BENCH_PROFILE"])
+        if os.environ.get("STREAMAD_BENCH_TRACE"):  # every cycle's row of `trace`, to this .npy path
+            np.save(os.environ["STREAMAD_BENCH_TRACE"], np.array(trace))
     finally:
         stop(producer, 30)
         p.shutdown()
@@ -295,7 +324,21 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
             "fetch_p50_ms": float(np.percentile(f, 50)), "fetch_p99_ms": float(np.percentile(f, 99)),
             **{f"{k}_p50_ms": float(np.percentile(v, 50)) * 1000 for k, v in spent.items() if v},
             **{f"{k}_p99_ms": float(np.percentile(v, 99)) * 1000 for k, v in spent.items() if v},
-            "batch_p50": float(np.median([b for b in batch_sizes if b])) if any(batch_sizes) else 0.0}
+            "batch_p50": float(np.median([b for b in batch_sizes if b])) if any(batch_sizes) else 0.0,
+            # the slowest 1% of cycles: what they spent their time on (ms; records)
+            "slow_cycles": _slowest(trace)}
+
+
+def _slowest(trace: list[tuple[float, ...]], share: float = 0.01) -> dict:
+    """Mean of the slowest ``share`` of cycles that had records (the empty polls before the
+    load generator's first record are left out): total ms, records, poll / flush / commit ms,
+    CPU ms of the service's thread."""
+    t = np.array([row for row in trace if row[1]])
+    if not len(t):
+        return {}
+    top = t[np.argsort(t[:, 0])[-max(1, int(len(t) * share)):], :6]
+    return {"cycles": int(len(top)), **{k: float(v) for k, v in
+            zip(("total_ms", "records", "poll_ms", "flush_ms", "commit_ms", "thread_cpu_ms"), top.mean(axis=0), strict=True)}}
 
 
 def _completed(seen, commits) -> list[tuple[int, int, float]]:
@@ -354,7 +397,13 @@ def since_ack_ms(ack_path: str, done: list[tuple[int, int, float]]) -> np.ndarra
 
 def _message(k: int, ts: float, value: float) -> bytes:
     """The telemetry message of key ``k`` (the load generators' format)."""
-    return f'{{"key":"k{k:06d}","ts":{ts},"values":{{"value":{value}}}}}'.encode()
+    return f'{{"key":"k{k:06d}","ts":{ts},"values":{{"value":{value:.4f}}}}}'.encode()
+
+
+def _value(step: int, rnd) -> float:
+    """A key's value at ``step``: the pre-filled topic's signal (daily-like sine plus noise), so
+    that the latency runs' traffic costs the detectors what the maximum-rate runs' did."""
+    return 10 + 3 * math.sin(step / 24) + rnd.gauss(0, 0.5)
 
 
 def _fill(bootstrap: str, topic: str, per_key: int, keys: int) -> None:
@@ -364,9 +413,10 @@ def _fill(bootstrap: str, topic: str, per_key: int, keys: int) -> None:
 
     sink = ConfluentSink(bootstrap, {"linger.ms": 20, "batch.size": 1_000_000})
     n = per_key * keys
+    rnd = random.Random(3)
     for i in range(n):
         k = i % keys
-        sink.send(topic, f"k{k:06d}".encode(), _message(k, 1.7e9 - 60 * (per_key - i // keys), i % 97))
+        sink.send(topic, f"k{k:06d}".encode(), _message(k, 1.7e9 - 60 * (per_key - i // keys), _value(i // keys - per_key, rnd)))
     sink.flush(300)
     sink.close()
 
@@ -376,10 +426,13 @@ def _produce(bootstrap: str, topic: str, n: int, rate: float, keys: int, ack_pat
 
     if PIN:
         pin(os.getpid(), {0})  # the load generator shares CPU 0 with the broker
+    if LOADGEN == "librdkafka":
+        return _produce_librdkafka(bootstrap, topic, n, rate, keys, ack_path)
 
-    # kafka-python, not librdkafka: with librdkafka as the load generator even the bare
-    # consumer's p99 went from ~0.1-0.6 s to 1.3-1.8 s at 5,000 records/s against this broker.
+    # kafka-python (STREAMAD_BENCH_LOADGEN=kafka-python; the default until session 10): at
+    # 30,000 records/s it needs more than a whole core, which starves the broker beside it.
     prod = make_sink(bootstrap, {"linger_ms": 1})
+    rnd = random.Random(11)
     acked = np.zeros((n, 3))  # partition, offset, time the broker's acknowledgement arrived
 
     def on_ack(i, md):  # runs on the producer's IO thread
@@ -391,12 +444,48 @@ def _produce(bootstrap: str, topic: str, n: int, rate: float, keys: int, ack_pat
         wait = t0 + i / rate - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
-        fut = prod._producer.send(topic, key=f"k{k:06d}".encode(), value=_message(k, 1.7e9 + 60 * (i // keys), i % 97))
+        fut = prod._producer.send(topic, key=f"k{k:06d}".encode(), value=_message(k, 1.7e9 + 60 * (i // keys), _value(i // keys, rnd)))
         fut.add_callback(on_ack, i)
     prod.flush(60)
     prod.close()
     if ack_path:
         np.save(ack_path, acked)
+
+
+def _produce_librdkafka(bootstrap: str, topic: str, n: int, rate: float, keys: int, ack_path: str | None) -> None:
+    """The load generator on librdkafka: messages built before the clock starts, sent in
+    bursts once a millisecond (the records due by then), batched by the client for 5 ms.
+
+    At 30,000 records/s it costs ~0.4 of a core together with the broker, against more than a
+    whole core for the kafka-python generator (which then starves the broker it shares CPU 0
+    with). Acknowledgement times are taken when the delivery callback runs, at the next
+    ``poll`` (up to ~1 ms after the acknowledgement arrives)."""
+    from confluent_kafka import Producer
+
+    prod = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"})
+    key_bytes = [f"k{k:06d}".encode() for k in range(keys)]
+    rnd = random.Random(11)
+    messages = [_message(i % keys, 1.7e9 + 60 * (i // keys), _value(i // keys, rnd)) for i in range(n)]
+    acked: list[tuple[int, int, float]] = []
+    add, now = acked.append, time.time
+
+    def on_ack(err, msg):
+        if err is None:
+            add((msg.partition(), msg.offset(), now()))
+
+    produce = prod.produce
+    i, t0 = 0, time.perf_counter()
+    while i < n:
+        due = min(n, int((time.perf_counter() - t0) * rate) + 1)
+        while i < due:
+            produce(topic, messages[i], key_bytes[i % keys], on_delivery=on_ack)
+            i += 1
+        prod.poll(0)
+        time.sleep(0.001)
+    if prod.flush(60):
+        raise RuntimeError("load generator: messages not delivered within 60 s")
+    if ack_path:
+        np.save(ack_path, np.array(acked).reshape(-1, 3))
 
 
 def scenarios(args) -> dict:
