@@ -148,14 +148,16 @@ def throughput(args, detector: str, client: str, scores: bool = True, commit_mod
                 p.run_once()
         if GC_SETTLE:
             settle_gc(p)  # as `streamad serve` does
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         first = p.records_in
         while p.records_in < n:
             p.run_once()
         p.shutdown()  # every output acknowledged and committed (pipelined mode holds some in flight)
         dt = time.perf_counter() - t0
+        # the service thread's CPU per record, to compare with the latency rows' (same measure)
+        cpu_us = (time.thread_time() - cpu0) / max(1, p.records_in - first) * 1e6
         return {"records": p.records_in - first, "seconds": dt, "events": p.events_out,
-                "dead_letters": p.dead_letters, "batch_size": p.config.batch_size}
+                "dead_letters": p.dead_letters, "batch_size": p.config.batch_size, "thread_cpu_us_per_record": cpu_us}
     finally:
         p.shutdown()
         source.close()
@@ -326,7 +328,18 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
             **{f"{k}_p99_ms": float(np.percentile(v, 99)) * 1000 for k, v in spent.items() if v},
             "batch_p50": float(np.median([b for b in batch_sizes if b])) if any(batch_sizes) else 0.0,
             # the slowest 1% of cycles: what they spent their time on (ms; records)
-            "slow_cycles": _slowest(trace)}
+            "slow_cycles": _slowest(trace), **_busy(trace)}
+
+
+def _busy(trace: list[tuple[float, ...]]) -> dict:
+    """The service thread's CPU per record and its share of the wall time, from the first
+    cycle with records on."""
+    t = np.array(trace)
+    if not len(t) or not t[:, 1].any():
+        return {}
+    t = t[int(np.argmax(t[:, 1] > 0)):]
+    return {"thread_cpu_us_per_record": float(t[:, 5].sum() / t[:, 1].sum() * 1000),
+            "thread_busy_share": float(t[:, 5].sum() / t[:, 0].sum())}
 
 
 def _slowest(trace: list[tuple[float, ...]], share: float = 0.01) -> dict:
