@@ -491,7 +491,11 @@ def _produce_librdkafka(bootstrap: str, topic: str, n: int, rate: float, keys: i
     while i < n:
         due = min(n, int((time.perf_counter() - t0) * rate) + 1)
         while i < due:
-            produce(topic, messages[i], key_bytes[i % keys], on_delivery=on_ack)
+            try:
+                produce(topic, messages[i], key_bytes[i % keys], on_delivery=on_ack)
+            except BufferError:  # the client's queue is full (a stalled broker): let it drain
+                prod.poll(0.01)
+                continue
             i += 1
         prod.poll(0)
         time.sleep(0.001)
