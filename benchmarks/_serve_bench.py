@@ -108,16 +108,24 @@ def _trained_state(detector: str) -> str:
     return path
 
 
+def _consumer_settings(client: str) -> dict:
+    """Client settings of the service and of the bare consumer: the embedded broker's group
+    timeouts, STREAMAD_BENCH_FETCH_WAIT_MS and STREAMAD_BENCH_KAFKA."""
+    from connectors.kafka import for_embedded_broker
+
+    settings = for_embedded_broker()
+    if FETCH_WAIT_MS is not None:
+        settings["fetch.wait.max.ms" if client == "confluent" else "fetch_max_wait_ms"] = int(FETCH_WAIT_MS)
+    return {**settings, **KAFKA_EXTRA}
+
+
 def _pipeline(args, detector: str, client: str, scores: bool, topic: str, commit_mode: str = "wait"):
-    from connectors.kafka import DeadLetterSink, for_embedded_broker, make_sink, make_source
+    from connectors.kafka import DeadLetterSink, make_sink, make_source
     from streamad.service import Pipeline, ServiceConfig
 
     run = uuid.uuid4().hex[:6]
     state = _trained_state(detector) if detector in TRAINED else ""
-    settings = for_embedded_broker()
-    if FETCH_WAIT_MS is not None:
-        settings["fetch.wait.max.ms" if client == "confluent" else "fetch_max_wait_ms"] = int(FETCH_WAIT_MS)
-    settings.update(KAFKA_EXTRA)
+    settings = _consumer_settings(client)
     cfg = ServiceConfig(bootstrap=args.bootstrap, group=f"bench-{run}", client=client,
                         kafka_settings=settings, input_topics=[topic],
                         anomalies_topic=f"{args.out_topic}-anomalies", scores_topic=args.out_topic if scores else "",
@@ -184,10 +192,7 @@ class _Bare:
 def _bare_loop(args, client: str, topic: str):
     from connectors.kafka import for_embedded_broker, make_sink, make_source
 
-    settings = for_embedded_broker()
-    if FETCH_WAIT_MS is not None:  # the same consumer settings as the service's
-        settings["fetch.wait.max.ms" if client == "confluent" else "fetch_max_wait_ms"] = int(FETCH_WAIT_MS)
-    settings.update(KAFKA_EXTRA)
+    settings = _consumer_settings(client)  # the same consumer settings as the service's
     source = make_source(args.bootstrap, f"bench-{uuid.uuid4().hex[:6]}", settings, client=client)
     sink = make_sink(args.bootstrap, for_embedded_broker(), client=client)
     return _Bare(source, topic), source, sink
@@ -414,8 +419,8 @@ def _message(k: int, ts: float, value: float) -> bytes:
 
 
 def _value(step: int, rnd) -> float:
-    """A key's value at ``step``: the pre-filled topic's signal (daily-like sine plus noise), so
-    that the latency runs' traffic costs the detectors what the maximum-rate runs' did."""
+    """A key's value at ``step`` (a daily-like sine plus noise): the signal of the pre-filled
+    topic and of the latency runs' traffic alike, so both cost the detectors the same."""
     return 10 + 3 * math.sin(step / 24) + rnd.gauss(0, 0.5)
 
 

@@ -53,9 +53,9 @@ def _run_scenario(args) -> dict:
 
 # -- orchestration -----------------------------------------------------------------------
 def prefill(bootstrap: str, topic: str, n: int, keys: int, partitions: int) -> float:
-    import math
     import random
 
+    import _serve_bench as serve
     from kafka.admin import KafkaAdminClient, NewTopic
 
     from connectors.confluent import ConfluentSink
@@ -70,9 +70,7 @@ def prefill(bootstrap: str, topic: str, n: int, keys: int, partitions: int) -> f
     for i in range(n):
         k = i % keys
         step = i // keys
-        v = 10 + 3 * math.sin(step / 24) + rnd.gauss(0, 0.5)
-        msg = f'{{"key":"k{k:06d}","ts":{base + 60 * step:.0f},"values":{{"value":{v:.4f}}}}}'
-        sink.send(topic, f"k{k:06d}".encode(), msg.encode())
+        sink.send(topic, f"k{k:06d}".encode(), serve._message(k, base + 60 * step, serve._value(step, rnd)))
     sink.flush(120)
     return time.perf_counter() - t0
 
