@@ -166,7 +166,7 @@ class Pipeline:
         self.stopping = False
         self.last_batch_at = time.monotonic()
         self._unacked = 0  # records processed since the last flush + commit
-        self._committed_at = 0.0
+        self._committed_at = -math.inf  # the first batch commits, however recently the machine booted
         # commit_mode "pipelined": (sink mark, offsets, when) of batches whose outputs were sent
         # but whose offsets are not committed yet, oldest first
         self._points: deque[tuple[Any, dict[TopicPartition, int], float]] = deque()
