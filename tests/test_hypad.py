@@ -57,7 +57,8 @@ def test_dtw_error_is_zero_for_a_perfect_copy_and_small_for_a_shift():
 
 
 @pytest.mark.parametrize("bad", [{"window": 2}, {"scoring": "nope"}, {"rec_error": "x"},
-                                 {"warmup": 10, "window": 20}, {"refit_every": 0}])
+                                 {"warmup": 10, "window": 20}, {"refit_every": 0},
+                                 {"adversarial_weight": -1.0}, {"adversarial_weight": float("nan")}])
 def test_bad_parameters_raise_config_error(bad):
     with pytest.raises(ConfigError):
         HypAD(**bad)
@@ -117,6 +118,20 @@ def test_a_small_model_finds_a_shape_anomaly_that_a_value_threshold_misses(cls, 
     scores = det.score_series(X)
     assert scores.shape == (len(X),) and np.all(np.isfinite(scores))
     assert _auc(scores, labels) > 0.85
+
+
+def test_the_reconstruction_follows_the_window_shape_not_only_its_level():
+    # A decoder that learns nothing but each window's level scores by level alone, and its
+    # certainty has nothing to vary with (benchmarks/results/hypad_reconstruction.md).
+    X, _ = _sine_with_a_fast_burst()
+    det = HypAD(**_SMALL)
+    det.learn_many(X[:500])
+    det.state_dict()  # trains
+    wins = det._windows(det._mat(X[:500]))
+    x_hat = det._forward(wins, full=True)["x_hat"]
+    w = wins.astype(float)
+    level_only = ((w - w.mean(axis=1, keepdims=True)) ** 2).mean()
+    assert ((x_hat - w) ** 2).mean() < 0.2 * level_only
 
 
 def test_streaming_scores_rise_when_the_burst_enters_the_window():

@@ -53,16 +53,21 @@ _REC_ERRORS = ("point", "area", "dtw")
 
 # -- the networks ----------------------------------------------------------------------
 class _Encoder(nn.Module):
-    """BiLSTM over the window's steps; its final states -> dense -> latent."""
+    """BiLSTM over the window's steps; its outputs at every step, flattened -> dense -> latent.
 
-    def __init__(self, d: int, hidden: int, latent: int):
+    Every step's output reaches the latent directly (as in Orion's TadGAN), not only the final
+    states: a latent made from the final states alone learned no window shape within the CPU
+    budget (benchmarks/results/hypad_reconstruction.md).
+    """
+
+    def __init__(self, d: int, hidden: int, latent: int, window: int):
         super().__init__()
         self.lstm = nn.LSTM(d, hidden, batch_first=True, bidirectional=True)
-        self.out = nn.Linear(2 * hidden, latent)
+        self.out = nn.Linear(2 * hidden * window, latent)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, (h, _) = self.lstm(x)
-        return self.out(torch.cat([h[0], h[1]], dim=1))
+        y, _ = self.lstm(x)
+        return self.out(y.flatten(1))
 
 
 class _Decoder(nn.Module):
@@ -164,6 +169,10 @@ class HypAD(BaseDetector):
         ``critic_iterations`` steps per encoder/decoder step (Orion: all windows, 5 steps).
     lr, weight_decay
         RiemannianAdam for encoder, decoder and ``h``; Adam (lr, betas 0.5/0.9) for critics.
+    adversarial_weight
+        Weight of the critics' terms in the encoder/decoder loss after pretraining (TadGAN:
+        1). At 0 the critics still train (the critic score needs them) but do not shape the
+        reconstruction.
     scoring
         ``"uncertainty"`` (HypAD: critic * hyperbolic error * certainty), ``"hyperbolic"`` (the
         same without certainty), ``"mult"`` / ``"sum"`` (TadGAN's rules with ``rec_error``).
@@ -202,7 +211,7 @@ class HypAD(BaseDetector):
                  decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int | None = None,
                  epochs: int = 10, pretrain_epochs: int = 3, pretrain_lr: float = 2e-3,
                  windows_per_epoch: int = 2048, critic_iterations: int = 1, batch_size: int = 64,
-                 lr: float = 5e-4, weight_decay: float = 1e-5,
+                 lr: float = 5e-4, weight_decay: float = 1e-5, adversarial_weight: float = 1.0,
                  scoring: str = "uncertainty", rec_error: str = "dtw", warmup: int = 1000,
                  history: int = 25000, refit_every: int | None = None, background: bool = False,
                  threads: int | None = None, seed: int = 0):
@@ -220,6 +229,7 @@ class HypAD(BaseDetector):
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
+        self.adversarial_weight = adversarial_weight
         self.scoring = scoring
         self.rec_error = rec_error
         self.warmup = warmup
@@ -240,6 +250,8 @@ class HypAD(BaseDetector):
             raise ConfigError(f"{name} window must be at least 4, got {self.window}")
         if min(int(self.epochs), int(self.pretrain_epochs), int(self.critic_iterations)) < 0:
             raise ConfigError(f"{name} epochs, pretrain_epochs and critic_iterations must be >= 0")
+        if not float(self.adversarial_weight) >= 0:
+            raise ConfigError(f"{name} adversarial_weight must be >= 0, got {self.adversarial_weight}")
         if self.hyperbolic_dim is not None and int(self.hyperbolic_dim) < 1:
             raise ConfigError(f"{name} hyperbolic_dim must be at least 1 or None, got {self.hyperbolic_dim}")
         allowed = _SCORINGS_HYP if self._hyperbolic_loss else ("mult", "sum")
@@ -344,7 +356,7 @@ class HypAD(BaseDetector):
     def _build(self) -> dict[str, nn.Module]:
         d, w = self._d, int(self.window)
         nets: dict[str, nn.Module] = {
-            "encoder": _Encoder(d, int(self.encoder_hidden), int(self.latent_dim)),
+            "encoder": _Encoder(d, int(self.encoder_hidden), int(self.latent_dim), w),
             "decoder": _Decoder(d, int(self.decoder_hidden), int(self.latent_dim), w),
             "critic_x": _CriticX(d, int(self.critic_size), w),
             "critic_z": _CriticZ(int(self.latent_dim), int(self.critic_size)),
@@ -443,6 +455,7 @@ class HypAD(BaseDetector):
         data = torch.from_numpy(wins)
         per_epoch = min(len(wins), int(self.windows_per_epoch))
         bs, latent = int(self.batch_size), int(self.latent_dim)
+        adv_w = float(self.adversarial_weight)
         for epoch in range(int(self.epochs)):
             # reconstruction first: a latent critic that starts before the encoder carries any
             # information about the window wins, and the reconstruction never recovers
@@ -468,7 +481,7 @@ class HypAD(BaseDetector):
                 z_enc = enc(x)
                 loss_g = 10.0 * self._rec_loss(x, dec(z_enc))
                 if adversarial:
-                    loss_g = loss_g - cx(dec(torch.randn(b, latent))).mean() - cz(z_enc).mean()
+                    loss_g = loss_g - adv_w * (cx(dec(torch.randn(b, latent))).mean() + cz(z_enc).mean())
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()
@@ -696,7 +709,7 @@ class TadGAN(HypAD):
                  decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int | None = None,
                  epochs: int = 10, pretrain_epochs: int = 3, pretrain_lr: float = 2e-3,
                  windows_per_epoch: int = 2048, critic_iterations: int = 1, batch_size: int = 64,
-                 lr: float = 5e-4, weight_decay: float = 1e-5,
+                 lr: float = 5e-4, weight_decay: float = 1e-5, adversarial_weight: float = 1.0,
                  scoring: str = "mult", rec_error: str = "dtw", warmup: int = 1000,
                  history: int = 25000, refit_every: int | None = None, background: bool = False,
                  threads: int | None = None, seed: int = 0):
