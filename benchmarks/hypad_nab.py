@@ -148,8 +148,14 @@ def run_signal(path: Path, truth, detectors: list[str], params: dict, threads: i
 
 
 def summarise(rows: list[dict]) -> dict:
+    """Per detector and category: F1 of the tp/fp/fn summed over signals (and seeds), and
+    with several seeds, each seed's F1 and their mean and standard deviation."""
     out: dict[str, dict] = {}
+    per_seed: dict[tuple, list[int]] = {}
     for r in rows:
+        counts = per_seed.setdefault((r["detector"], r["category"], r.get("seed", 0)), [0, 0, 0])
+        for i, k in enumerate(("tp", "fp", "fn")):
+            counts[i] += r[k]
         agg = out.setdefault(r["detector"], {}).setdefault(r["category"], {"tp": 0, "fp": 0, "fn": 0, "fit_s": [], "detect_s": []})
         for k in ("tp", "fp", "fn"):
             agg[k] += r[k]
@@ -169,6 +175,11 @@ def summarise(rows: list[dict]) -> dict:
                                "vus_pr": round(float(np.mean(a["vus_pr"])), 3) if a.get("vus_pr") else None,
                                "nab_score": _nab_score(a.get("nab", [])),
                                "signals": len(a["fit_s"])}
+            seeds = sorted(s for d, c, s in per_seed if (d, c) == (det, cat))
+            if len(seeds) > 1:
+                f1s = [_f1(*per_seed[(det, cat, s)])["f1"] for s in seeds]
+                table[det][cat].update(seeds=seeds, f1_seeds=f1s, f1_mean=round(float(np.mean(f1s)), 3),
+                                       f1_std=round(float(np.std(f1s)), 3))
     return table
 
 
@@ -187,8 +198,17 @@ def markdown(table: dict, meta: dict) -> str:
              f"thresholds: {meta['thresholding']}.\n",
              "| detector | " + " | ".join(cats) + " | median fit s | median detect s |",
              "|---|" + "---|" * (len(cats) + 2)]
+    seeded = any("f1_seeds" in v for row in table.values() for v in row.values())
+    if seeded:
+        lines.insert(2, "Several seeds: each cell is the mean +- standard deviation of the seeds' F1 (each "
+                        "seed's F1 in the JSON), then tp/fp/fn summed over the seeds.\n")
+
+    def cell(v):
+        f1 = f"{v['f1_mean']:.3f} +- {v['f1_std']:.3f}" if "f1_seeds" in v else f"{v['f1']:.3f}"
+        return f"{f1} ({v['tp']}/{v['fp']}/{v['fn']})"
+
     for det, row in table.items():
-        cells = [f"{row[c]['f1']:.3f} ({row[c]['tp']}/{row[c]['fp']}/{row[c]['fn']})" if c in row else "" for c in cats]
+        cells = [cell(row[c]) if c in row else "" for c in cats]
         fit = np.median([v["median_fit_s"] for v in row.values()])
         det_s = np.median([v["median_detect_s"] for v in row.values()])
         lines.append(f"| {det} | " + " | ".join(cells) + f" | {fit:.1f} | {det_s:.1f} |")
@@ -212,7 +232,9 @@ def _job(job) -> tuple[str, list[dict], float]:
     except Exception as e:  # recorded, the run goes on
         new = [{"signal": f.stem, "category": f.parent.name, "detector": "error", "error": repr(e),
                 "n_points": 0, "tp": 0, "fp": 0, "fn": 0, "fit_s": 0, "detect_s": 0}]
-    return f"{f.parent.name}/{f.name}", new, time.perf_counter() - t0
+    for r in new:
+        r["seed"] = params.get("seed", 0)
+    return f"{f.parent.name}/{f.name} seed {params.get('seed', 0)}", new, time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
@@ -226,6 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="at most this many signals per category")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "hypad_nab.json")
     ap.add_argument("--resume", action="store_true", help="keep the signals already in --out, run the rest")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated seeds: every signal is run with each (default: the params' seed, or 0)")
     args = ap.parse_args(argv)
     import torch
 
@@ -236,14 +260,19 @@ def main(argv=None) -> int:
     labels = json.loads(labels_path.read_text())
     detectors = args.detectors.split(",")
     params = json.loads(args.params)
+    try:
+        seeds = [int(params.get("seed", 0))] if args.seeds is None else [int(v) for v in args.seeds.split(",")]
+    except ValueError:
+        print(f"error: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr)
+        return 2
     rows: list[dict] = []
     if args.resume and args.out.exists():
         rows = [r for r in json.loads(args.out.read_text())["rows"] if r["detector"] != "error"]
-    done = {(r["category"], r["signal"]) for r in rows}
+    done = {(r["category"], r["signal"], r.get("seed", 0)) for r in rows}
     metric = "streamad.bench.metrics.contextual_confusion (overlapping segment)"
     thresholding = "streamad.thresholds.find_anomalies (Orion defaults)"
     meta = {"benchmark": "hypad_nab", "protocol": "orion (fit and detect on the whole signal)",
-            "params": params, "threads": args.threads, "metric": metric,
+            "params": params, "seeds": seeds, "threads": args.threads, "metric": metric,
             "thresholding": thresholding,
             "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine()}
@@ -259,11 +288,12 @@ def main(argv=None) -> int:
         files = sorted((args.data_dir / "data" / cat).glob("*.csv"))
         if args.limit:
             files = files[:args.limit]
-        for f in files:
-            if (cat, f.stem) in done:
-                continue
-            truth = [(_epoch(a), _epoch(b)) for a, b in labels.get(f"{cat}/{f.name}", [])]
-            jobs.append((f, truth, detectors, params, args.threads))
+        for seed in seeds:
+            for f in files:
+                if (cat, f.stem, seed) in done:
+                    continue
+                truth = [(_epoch(a), _epoch(b)) for a, b in labels.get(f"{cat}/{f.name}", [])]
+                jobs.append((f, truth, detectors, {**params, "seed": seed}, args.threads))
     if args.workers > 1:
         import multiprocessing as mp
 
