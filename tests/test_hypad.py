@@ -58,7 +58,8 @@ def test_dtw_error_is_zero_for_a_perfect_copy_and_small_for_a_shift():
 
 @pytest.mark.parametrize("bad", [{"window": 2}, {"scoring": "nope"}, {"rec_error": "x"},
                                  {"warmup": 10, "window": 20}, {"refit_every": 0},
-                                 {"adversarial_weight": -1.0}, {"adversarial_weight": float("nan")}])
+                                 {"adversarial_weight": -1.0}, {"adversarial_weight": float("nan")},
+                                 {"encoder_readout": "last"}])
 def test_bad_parameters_raise_config_error(bad):
     with pytest.raises(ConfigError):
         HypAD(**bad)
@@ -121,10 +122,10 @@ def test_a_small_model_finds_a_shape_anomaly_that_a_value_threshold_misses(cls, 
 
 
 def test_the_reconstruction_follows_the_window_shape_not_only_its_level():
-    # A decoder that learns nothing but each window's level scores by level alone, and its
+    # With the encoder reading every step (Orion's readout). A decoder that learns nothing but each window's level scores by level alone, and its
     # certainty has nothing to vary with (benchmarks/results/hypad_reconstruction.md).
     X, _ = _sine_with_a_fast_burst()
-    det = HypAD(**_SMALL)
+    det = HypAD(**_SMALL, encoder_readout="all")
     det.learn_many(X[:500])
     det.state_dict()  # trains
     wins = det._windows(det._mat(X[:500]))
