@@ -122,8 +122,9 @@ def test_a_small_model_finds_a_shape_anomaly_that_a_value_threshold_misses(cls, 
 
 
 def test_the_reconstruction_follows_the_window_shape_not_only_its_level():
-    # With the encoder reading every step (Orion's readout). A decoder that learns nothing but each window's level scores by level alone, and its
-    # certainty has nothing to vary with (benchmarks/results/hypad_reconstruction.md).
+    # With the encoder reading every step (Orion's readout). A decoder that learns nothing but
+    # each window's level scores by level alone, and its certainty has nothing to vary with
+    # (benchmarks/results/hypad_reconstruction.md).
     X, _ = _sine_with_a_fast_burst()
     det = HypAD(**_SMALL, encoder_readout="all")
     det.learn_many(X[:500])

@@ -218,7 +218,8 @@ class HypAD(BaseDetector):
                  epochs: int = 10, pretrain_epochs: int = 3, pretrain_lr: float = 2e-3,
                  windows_per_epoch: int = 2048, critic_iterations: int = 1, batch_size: int = 64,
                  lr: float = 5e-4, weight_decay: float = 1e-5, adversarial_weight: float = 1.0,
-                 encoder_readout: str = "final", scoring: str = "uncertainty", rec_error: str = "dtw", warmup: int = 1000,
+                 encoder_readout: str = "final", scoring: str = "uncertainty", rec_error: str = "dtw",
+                 warmup: int = 1000,
                  history: int = 25000, refit_every: int | None = None, background: bool = False,
                  threads: int | None = None, seed: int = 0):
         self.window = window
@@ -719,7 +720,8 @@ class TadGAN(HypAD):
                  epochs: int = 10, pretrain_epochs: int = 3, pretrain_lr: float = 2e-3,
                  windows_per_epoch: int = 2048, critic_iterations: int = 1, batch_size: int = 64,
                  lr: float = 5e-4, weight_decay: float = 1e-5, adversarial_weight: float = 1.0,
-                 encoder_readout: str = "final", scoring: str = "mult", rec_error: str = "dtw", warmup: int = 1000,
+                 encoder_readout: str = "final", scoring: str = "mult", rec_error: str = "dtw",
+                 warmup: int = 1000,
                  history: int = 25000, refit_every: int | None = None, background: bool = False,
                  threads: int | None = None, seed: int = 0):
         params = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
