@@ -158,14 +158,19 @@ def throughput(args, detector: str, client: str, scores: bool = True, commit_mod
             settle_gc(p)  # as `streamad serve` does
         t0, cpu0 = time.perf_counter(), time.thread_time()
         first = p.records_in
+        sizes = []  # records per cycle, to compare with the latency rows' batch_p50
         while p.records_in < n:
+            before = p.records_in
             p.run_once()
+            if p.records_in > before:
+                sizes.append(p.records_in - before)
         p.shutdown()  # every output acknowledged and committed (pipelined mode holds some in flight)
         dt = time.perf_counter() - t0
         # the service thread's CPU per record, to compare with the latency rows' (same measure)
         cpu_us = (time.thread_time() - cpu0) / max(1, p.records_in - first) * 1e6
         return {"records": p.records_in - first, "seconds": dt, "events": p.events_out,
-                "dead_letters": p.dead_letters, "batch_size": p.config.batch_size, "thread_cpu_us_per_record": cpu_us}
+                "dead_letters": p.dead_letters, "batch_size": p.config.batch_size, "thread_cpu_us_per_record": cpu_us,
+                "batch_p50": float(np.median(sizes)) if sizes else 0.0}
     finally:
         p.shutdown()
         source.close()
