@@ -87,9 +87,10 @@ class Gaussian(BaseDetector):
         self._coef = np.zeros((w - 1, d, d))  # conditional mean: sum_k coef[k-1] @ lag_k
         self._prec = np.eye(d)                # inverse innovation covariance
         self._fitted = False
+        self._refit_n = int(self.refit_every)
 
     def _refit_due(self, c: int) -> bool:
-        r = int(self.refit_every)
+        r = self._refit_n
         return c % r == 0 or (c < r and c & (c - 1) == 0)
 
     # -- learning --------------------------------------------------------------------
@@ -262,6 +263,7 @@ class Gaussian(BaseDetector):
         self._shift0 = float(self._shift[0])
         self._coef_mu = float(self._coef1.sum()) * self._mu0
         self._prec_sqrt = float(np.sqrt(max(self._prec[0, 0], 0.0)))
+        self._consts1 = (self._shift0, self._mu0, self._coef_mu, self._prec_sqrt)
 
     @staticmethod
     def _solve(gam: np.ndarray, d: int, w: int) -> np.ndarray:
@@ -326,47 +328,46 @@ class Gaussian(BaseDetector):
 def _univariate_steps(w: int, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[np.ndarray]:
     """Score-then-learn the rows of univariate Gaussian detectors with full windows of
     length ``w``, one row position at a time across all of them (see ``process_keys``).
-    The per-key loops move plain floats; the arithmetic is one array operation per step."""
+    The per-key loops move plain floats; the arithmetic is one array operation per step.
+
+    A service batch holds about one row per key, so this loop's cost per key is most of the
+    cost of a small batch: the gathers are comprehensions over the keys, the ring-buffer
+    write is inlined, and each fitted key keeps its scalar constants in one tuple."""
     values = [X[:, 0].tolist() for _, X in jobs]
     out: list[list[float]] = [[] for _ in jobs]
+    m = w - 1
+    unfitted = np.zeros(m)
     for s in range(max(map(len, values))):
-        act = [j for j, v in enumerate(values) if len(v) > s]
-        k = len(act)
-        lags = np.empty((k, w - 1))   # shifted, oldest first
-        coef = np.zeros((k, w - 1))   # the same order; zero (score 0) while unfitted
-        x, shift, mu, coef_mu, scale = [], [], [], [], []
-        for r, j in enumerate(act):
-            det = jobs[j][0]
-            x.append(values[j][s])
-            lags[r] = det._hist.last(w - 1)[:, 0]
-            if det._fitted:
-                coef[r] = det._coef1_rev
-                shift.append(det._shift0)
-                mu.append(det._mu0)
-                coef_mu.append(det._coef_mu)
-                scale.append(det._prec_sqrt)
-            else:
-                shift.append(float(det._shift[0]))
-                mu.append(0.0)
-                coef_mu.append(0.0)
-                scale.append(0.0)
-        xa, sa = np.array(x), np.array(shift)
-        e = xa - sa - np.array(mu) - (np.einsum("kl,kl->k", coef, lags) - np.array(coef_mu))
-        scores = (np.abs(e) * np.array(scale)).tolist()
+        act = range(len(jobs)) if s == 0 else [j for j, v in enumerate(values) if len(v) > s]
+        dets = [jobs[j][0] for j in act]
+        hists = [det._hist for det in dets]
+        # the window without its oldest row (lags w-1 .. 1), shifted, oldest first
+        lags = np.array([h._data[h._head + 1:h._head + w, 0] for h in hists])
+        # (shift, mu, sum(coef) * mu, sqrt(precision)); zero (score 0) while unfitted
+        consts = np.array([det._consts1 if det._fitted else (float(det._shift[0]), 0.0, 0.0, 0.0)
+                           for det in dets])
+        coef = np.array([det._coef1_rev if det._fitted else unfitted for det in dets])
+        xa, sa = np.array([values[j][s] for j in act]), consts[:, 0]
+        e = xa - sa - consts[:, 1] - (np.einsum("kl,kl->k", coef, lags) - consts[:, 2])
+        scores = (np.abs(e) * consts[:, 3]).tolist()
         xs = xa - sa
         # cross[k] += x_t * x_{t-k}: lag 0 is the new record, then the window newest first
         incr = xs[:, None] * np.concatenate([xs[:, None], lags[:, ::-1]], axis=1)
         due = []
-        for r, (j, v) in enumerate(zip(act, xs.tolist(), strict=True)):
-            det = jobs[j][0]
-            out[j].append(scores[r])
+        for j, det, h, v, score, inc in zip(act, dets, hists, xs.tolist(), scores, incr, strict=True):
+            out[j].append(score)
             det._n += 1.0
             det._sum[0] += v
-            det._hist.replace_oldest(v)
+            hd = h._head  # RingBuffer.replace_oldest, inlined (the buffer is full)
+            data = h._data
+            data[hd] = v
+            data[hd + w] = v
+            h._head = hd + 1 if hd + 1 < w else 0
             cross = det._cross[:, 0, 0]
-            cross += incr[r]
-            det._count += 1
-            if det._refit_due(det._count):
+            cross += inc
+            c = det._count = det._count + 1
+            r = det._refit_n
+            if c % r == 0 or (c < r and c & (c - 1) == 0):  # _refit_due, inlined
                 due.append(det)
         if due:
             _refit_univariate(w, due)

@@ -64,13 +64,15 @@ class _Partition:
 class _KeyBatch:
     """One key's part of a batch while it is being scored."""
 
-    __slots__ = ("detector", "threshold", "scored", "rows", "ok")
+    __slots__ = ("detector", "threshold", "pairs", "scores", "rows", "ok", "width")
 
     def __init__(self, detector: Any, threshold: Any) -> None:
         self.detector, self.threshold = detector, threshold
-        self.scored: list = []  # (message, record, score), in order
-        self.rows: list = []    # feature rows still to score ...
+        self.pairs: list = []   # (message, record) scored so far, in order ...
+        self.scores: list = []  # ... and their scores
+        self.rows: list = []    # feature values still to score, ``width`` per record, flat ...
         self.ok: list = []      # ... and their (message, record)
+        self.width = 0
 
 
 def trained_detector_factory(path: str) -> Callable[[], Any]:
@@ -118,11 +120,14 @@ def trained_detector_factory(path: str) -> Callable[[], Any]:
 
 
 @functools.cache
-def _across_keys(cls: type) -> bool:
-    """True when ``cls`` scores many keys in one call (overrides ``process_keys``): then even
-    a key with a single record in the batch goes into that call."""
+def _scoring(cls: type) -> tuple[bool, bool, bool]:
+    """How the service scores a batch of records of one key with a detector of class ``cls``:
+    ``(vectorised, keys, across)``. ``vectorised``: it has ``process_many``; ``keys``: it has
+    ``process_keys`` (one call for the keys of a batch); ``across``: it overrides
+    ``process_keys``, so even a key with a single record in the batch goes into that call."""
     own = getattr(getattr(cls, "process_keys", None), "__func__", None)
-    return own is not None and own is not BaseDetector.process_keys.__func__
+    return (hasattr(cls, "process_many"), hasattr(cls, "process_keys"),
+            own is not None and own is not BaseDetector.process_keys.__func__)
 
 
 class Pipeline:
@@ -345,22 +350,28 @@ class Pipeline:
         # windows of every key of the batch in one model call
         by_class: dict[tuple[type, int], list] = {}
         for k in keyed:
-            if k.rows:
-                by_class.setdefault((type(k.detector), len(k.rows[0])), []).append(k)
-        for (cls, _), ks in by_class.items():
+            if k.ok:
+                by_class.setdefault((type(k.detector), k.width), []).append(k)
+        for (cls, width), ks in by_class.items():
             # one array for the class's rows, one view of it per key
-            rows = np.array([r for k in ks for r in k.rows], dtype=np.float64)
+            flat: list = []
+            for k in ks:
+                flat += k.rows
+            rows = np.array(flat, dtype=np.float64).reshape(-1, width)
             jobs, start = [], 0
             for k in ks:
-                jobs.append((k.detector, rows[start:start + len(k.rows)]))
-                start += len(k.rows)
-            results = cls.process_keys(jobs)
-            for k, scores in zip(ks, results, strict=True):
-                k.scored.extend((m, rec, score) for (m, rec), score in zip(k.ok, scores.tolist(), strict=True))
+                end = start + len(k.ok)
+                jobs.append((k.detector, rows[start:end]))
+                start = end
+            for k, scores in zip(ks, cls.process_keys(jobs), strict=True):
+                k.pairs += k.ok
+                k.scores += scores.tolist()
         for k, ((tp, _), items) in zip(keyed, groups.items(), strict=True):
-            dlq += len(items) - len(k.scored)
-            if k.scored:
-                events += self._emit(k.threshold, k.scored, k.detector, parts[tp].heads)
+            if k.pairs:
+                dlq += len(items) - len(k.pairs)
+                events += self._emit(k.threshold, k.pairs, k.scores, k.detector, parts[tp].heads)
+            else:
+                dlq += len(items)
         self.records_in += len(batch)
         self.scored += len(batch) - dlq
         self.events_out += events
@@ -377,38 +388,41 @@ class Pipeline:
             models = part.models[key] = (self.detector_factory(), self.threshold_factory())
         detector, threshold = models
         batch = _KeyBatch(detector, threshold)
-        scored = batch.scored
-        process_many = getattr(detector, "process_many", None)
+        vectorised, keys, across = _scoring(type(detector))
         rest = items
-        if process_many is not None and getattr(detector, "features_", None) is None:
+        if vectorised and getattr(detector, "features_", None) is None:
             rest = items[1:]  # the first record names the features (dict keys), then batch the rest
-            self._score_one(detector, items[0], scored)
-        feats = getattr(detector, "features_", None)
-        if process_many is not None and feats is not None and (len(rest) > 1 or rest and _across_keys(type(detector))):
+            self._score_one(detector, items[0], batch)
+        feats = getattr(detector, "features_", None) if vectorised else None
+        if feats is not None and (len(rest) > 1 or rest and across):
             rows, ok = [], []
             n = len(feats)
-            for m, rec in rest:
-                vals = rec.values
+            f0 = feats[0]
+            for item in rest:
+                vals = item[1].values
                 if len(vals) == n:
                     try:
-                        rows.append([vals[f] for f in feats])
-                        ok.append((m, rec))
+                        if n == 1:
+                            rows.append(vals[f0])
+                        else:
+                            rows += [vals[f] for f in feats]
+                        ok.append(item)
                         continue
                     except KeyError:
                         pass
-                self.dead_letter(m, f"record of key {key!r} has features {sorted(vals)}, "
-                                    f"earlier records had {list(feats)}")
-            if rows and hasattr(type(detector), "process_keys"):
-                batch.rows, batch.ok = rows, ok
-            elif rows:
-                for (m, rec), score in zip(ok, process_many(rows).tolist(), strict=True):
-                    scored.append((m, rec, score))
+                self.dead_letter(item[0], f"record of key {key!r} has features {sorted(vals)}, "
+                                          f"earlier records had {list(feats)}")
+            if ok and keys:
+                batch.rows, batch.ok, batch.width = rows, ok, n
+            elif ok:
+                batch.pairs += ok
+                batch.scores += detector.process_many(np.array(rows, dtype=np.float64).reshape(-1, n)).tolist()
         else:
             for item in rest:
-                self._score_one(detector, item, scored)
+                self._score_one(detector, item, batch)
         return batch
 
-    def _score_one(self, detector, item, scored: list) -> None:
+    def _score_one(self, detector, item, batch: _KeyBatch) -> None:
         m, rec = item
         try:
             score = float(detector.score_one(rec.values))
@@ -416,18 +430,20 @@ class Pipeline:
         except StreamadError as e:  # e.g. a record whose features differ from the key's earlier ones
             self.dead_letter(m, str(e))
             return
-        scored.append((m, rec, score))
+        batch.pairs.append(item)
+        batch.scores.append(score)
 
-    def _emit(self, threshold, scored: list, detector=None, heads: dict | None = None) -> int:
+    def _emit(self, threshold, pairs: list, scores: list, detector=None, heads: dict | None = None) -> int:
         """Update the key's threshold with each score, send score messages and events.
-        ``scored`` holds one key's records of one partition; ``heads`` caches their JSON parts."""
+        ``pairs`` holds one key's (message, record) of one partition, ``scores`` their scores;
+        ``heads`` caches their JSON parts."""
         cfg = self.config
         send, dumps = self.sink.send, json.dumps
         scores_topic, anomalies_topic, detector_name = cfg.scores_topic, cfg.anomalies_topic, cfg.detector
         update = threshold.update
         events = 0
         isfinite = math.isfinite
-        m, rec = scored[0][0], scored[0][1]
+        m, rec = pairs[0]
         cached = None if heads is None else heads.get(rec.key)
         if cached is None:
             # One score message per record is the service's largest output; formatting it
@@ -437,7 +453,7 @@ class Pipeline:
             if heads is not None:
                 heads[rec.key] = cached
         key_bytes, head, tail = cached
-        for m, rec, score in scored:
+        for (m, rec), score in zip(pairs, scores, strict=True):
             decision = update(score)
             if scores_topic:
                 if isfinite(score) and isfinite(rec.ts):
