@@ -13,6 +13,8 @@ from ..windows import RingBuffer
 
 __all__ = ["Gaussian"]
 
+_F64 = np.dtype(np.float64)
+
 
 class Gaussian(BaseDetector):
     """Mahalanobis distance of the newest window to one Gaussian fitted online to normal data.
@@ -181,12 +183,20 @@ class Gaussian(BaseDetector):
         operation each, then write back (multivariate keys alike, refitting one by one).
         Same results as ``process_many`` up to rounding.
         """
-        jobs = [(det, det._mat(X)) for det, X in jobs]
+        checked = []
+        for det, X in jobs:  # det._mat(X), skipped for the service's float64 rows of known width
+            if not (type(X) is np.ndarray and X.dtype is _F64 and X.ndim == 2
+                    and det.features_ is not None and X.shape[1] == det._d):
+                X = det._mat(X)
+            checked.append((det, X))
+        jobs = checked
         out: list[np.ndarray | None] = [None] * len(jobs)
         groups: dict[tuple[int, int], list[int]] = {}
+        step_max = cls.keys_step_max
         for i, (det, X) in enumerate(jobs):
-            w = int(det.window)
-            if w > 1 and det._decay == 1.0 and det._hist.size == w and 0 < len(X) <= cls.keys_step_max:
+            hist = det._hist
+            w = hist.capacity  # the window
+            if w > 1 and det._decay == 1.0 and hist.size == w and 0 < len(X) <= step_max:
                 groups.setdefault((w, det._d), []).append(i)
             else:
                 out[i] = det._run(X, score=True)

@@ -344,7 +344,6 @@ class Pipeline:
             if group is None:
                 group = groups[(tp, rec.key)] = []
             group.append((m, rec))
-        events = 0
         keyed = [self._prepare_key(parts[tp], key, items) for (tp, key), items in groups.items()]
         # one process_keys call per detector class: detectors that share a model score the
         # windows of every key of the batch in one model call
@@ -366,12 +365,12 @@ class Pipeline:
             for k, scores in zip(ks, cls.process_keys(jobs), strict=True):
                 k.pairs += k.ok
                 k.scores += scores.tolist()
+        emit = []
         for k, ((tp, _), items) in zip(keyed, groups.items(), strict=True):
+            dlq += len(items) - len(k.pairs)
             if k.pairs:
-                dlq += len(items) - len(k.pairs)
-                events += self._emit(k.threshold, k.pairs, k.scores, k.detector, parts[tp].heads)
-            else:
-                dlq += len(items)
+                emit.append((k, parts[tp].heads))
+        events = self._emit(emit)
         self.records_in += len(batch)
         self.scored += len(batch) - dlq
         self.events_out += events
@@ -433,50 +432,58 @@ class Pipeline:
         batch.pairs.append(item)
         batch.scores.append(score)
 
-    def _emit(self, threshold, pairs: list, scores: list, detector=None, heads: dict | None = None) -> int:
-        """Update the key's threshold with each score, send score messages and events.
-        ``pairs`` holds one key's (message, record) of one partition, ``scores`` their scores;
-        ``heads`` caches their JSON parts."""
+    def _emit(self, batches: list[tuple[_KeyBatch, dict]]) -> int:
+        """Update each key's threshold with each of its scores, send score messages and events.
+        ``batches`` holds ``(key batch, heads)``: one key's scored records of one partition, and
+        its partition's cache of the JSON parts of score messages. Returns the events sent."""
         cfg = self.config
         send, dumps = self.sink.send, json.dumps
-        scores_topic, anomalies_topic, detector_name = cfg.scores_topic, cfg.anomalies_topic, cfg.detector
-        update = threshold.update
-        events = 0
+        scores_topic = cfg.scores_topic
         isfinite = math.isfinite
-        m, rec = pairs[0]
-        cached = None if heads is None else heads.get(rec.key)
-        if cached is None:
-            # One score message per record is the service's largest output; formatting it
-            # directly is ~3x cheaper than json.dumps of a dict (same JSON).
-            cached = (rec.key.encode(), f'{{"key":{dumps(rec.key)},"ts":',
-                      f',"topic":{dumps(m.topic)},"partition":{m.partition},"offset":')
-            if heads is not None:
-                heads[rec.key] = cached
-        key_bytes, head, tail = cached
-        for (m, rec), score in zip(pairs, scores, strict=True):
-            decision = update(score)
-            if scores_topic:
+        events = 0
+        for k, heads in batches:
+            update = k.threshold.update
+            if not scores_topic:  # events only: nothing to format for a normal record
+                for (m, rec), score in zip(k.pairs, k.scores, strict=True):
+                    decision = update(score)
+                    if decision.is_anomaly:
+                        self._send_event(k.detector, m, rec, score, decision, rec.key.encode())
+                        events += 1
+                continue
+            m, rec = k.pairs[0]
+            cached = heads.get(rec.key)
+            if cached is None:
+                # One score message per record is the service's largest output; formatting it
+                # directly is ~3x cheaper than json.dumps of a dict (same JSON).
+                cached = heads[rec.key] = (rec.key.encode(), f'{{"key":{dumps(rec.key)},"ts":',
+                                           f',"topic":{dumps(m.topic)},"partition":{m.partition},"offset":')
+            key_bytes, head, tail = cached
+            for (m, rec), score in zip(k.pairs, k.scores, strict=True):
+                decision = update(score)
                 if isfinite(score) and isfinite(rec.ts):
                     value = f'{head}{rec.ts!r},"score":{score!r}{tail}{m.offset}}}'.encode()
                 else:
                     value = dumps({"key": rec.key, "ts": rec.ts, "score": score, "topic": m.topic,
                                    "partition": m.partition, "offset": m.offset}, separators=(",", ":")).encode()
                 send(scores_topic, key_bytes, value)
-            if decision.is_anomaly:
-                event = {"key": rec.key, "ts": rec.ts, "score": score, "threshold": float(decision.threshold),
-                         "is_anomaly": True, "detector": detector_name, "topic": m.topic,
-                         "partition": m.partition, "offset": m.offset}
-                explain = getattr(detector, "explain", None)
-                if explain is not None:  # e.g. node-ae: the metrics that are off, largest error first
-                    try:
-                        event["top_features"] = [[name, round(err, 4)] for name, err in explain(rec.values)]
-                    except StreamadError:
-                        pass
-                send(anomalies_topic, key_bytes, dumps(event, separators=(",", ":")).encode())
-                events += 1
-                if self.on_event is not None:
-                    self.on_event(event)
+                if decision.is_anomaly:
+                    self._send_event(k.detector, m, rec, score, decision, key_bytes)
+                    events += 1
         return events
+
+    def _send_event(self, detector, m: Message, rec, score: float, decision, key_bytes: bytes) -> None:
+        event = {"key": rec.key, "ts": rec.ts, "score": score, "threshold": float(decision.threshold),
+                 "is_anomaly": True, "detector": self.config.detector, "topic": m.topic,
+                 "partition": m.partition, "offset": m.offset}
+        explain = getattr(detector, "explain", None)
+        if explain is not None:  # e.g. node-ae: the metrics that are off, largest error first
+            try:
+                event["top_features"] = [[name, round(err, 4)] for name, err in explain(rec.values)]
+            except StreamadError:
+                pass
+        self.sink.send(self.config.anomalies_topic, key_bytes, json.dumps(event, separators=(",", ":")).encode())
+        if self.on_event is not None:
+            self.on_event(event)
 
     def _flush_and_commit(self) -> None:
         """Flush the sink, then commit the offsets it covers.
