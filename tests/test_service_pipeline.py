@@ -572,3 +572,57 @@ def test_pipelined_mode_needs_a_sink_that_reports_acknowledgements():
         Pipeline(MemorySource(_broker()), PlainSink(), ServiceConfig(commit_mode="pipelined"))
     with pytest.raises(ConfigError, match="commit_mode"):
         ServiceConfig.from_mapping({"service": {"commit_mode": "async"}})
+
+
+class InFlightCommitSource(MemorySource):
+    """A source whose ``commit_async`` only lands when :meth:`land` is called (a commit still
+    in flight), and that records every commit."""
+
+    def __init__(self, broker):
+        super().__init__(broker)
+        self.in_flight, self.calls = [], []
+
+    def commit(self, offsets):
+        self.calls.append("wait")
+        super().commit(offsets)
+
+    def commit_async(self, offsets):
+        self.calls.append("async")
+        self.in_flight.append(dict(offsets))
+
+    def land(self):
+        for offsets in self.in_flight:
+            super().commit(offsets)
+        self.in_flight = []
+
+
+def test_wait_mode_commits_without_waiting_but_never_checkpoints_ahead_of_the_group(tmp_path):
+    b = _broker()
+    _fill(b, n=300, seed=2)
+    _drain(_pipeline(b, batch_size=40))
+    reference = sorted((s["partition"], s["offset"], s["score"]) for s in _scores(b))
+
+    b2 = _broker()
+    _fill(b2, n=300, seed=2)
+    p = _pipeline(b2, tmp_path, batch_size=40, checkpoint_every_records=100)
+    source = p.source = InFlightCommitSource(b2)
+    p.start()
+    delivered_at_commit = []
+    commit_async = source.commit_async
+    source.commit_async = lambda offsets: (delivered_at_commit.append(
+        (dict(offsets), {(s["partition"], s["offset"]) for s in _scores(b2)})), commit_async(offsets))
+    while p.run_once():
+        for path in (tmp_path / "streamad").glob("*.state"):  # checkpoint offset <= the group's commit
+            part = int(path.name.rsplit("-", 1)[1].split(".")[0])
+            assert _state.load(path)["offset"] <= (source.committed(("telemetry", part)) or 0)
+        if len(source.in_flight) % 3 == 2:
+            source.land()
+    p.shutdown()
+    # the outputs were acknowledged before each commit was sent ...
+    for offsets, delivered in delivered_at_commit:
+        for (_, part), offset in offsets.items():
+            assert all((part, o) in delivered for o in range(offset))
+    # ... most commits did not wait; those that did came before checkpoints and at shutdown
+    assert source.calls.count("async") > 2 * source.calls.count("wait") > 0
+    assert sum(b2.committed.values()) == 900
+    assert sorted((s["partition"], s["offset"], s["score"]) for s in _scores(b2)) == reference

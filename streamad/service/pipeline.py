@@ -176,6 +176,9 @@ class Pipeline:
         # but whose offsets are not committed yet, oldest first
         self._points: deque[tuple[Any, dict[TopicPartition, int], float]] = deque()
         self._pipelined = config.commit_mode == "pipelined"
+        # True after a commit sent without waiting for the broker's answer: the next checkpoint
+        # first commits and waits (a checkpoint's offset must never be ahead of the group's)
+        self._commit_unconfirmed = False
         if self._pipelined and not (hasattr(sink, "mark") and hasattr(sink, "acked")):
             raise ConfigError(f"commit_mode 'pipelined' needs a sink that reports acknowledgements "
                               f"(mark/acked); {type(sink).__name__} does not")
@@ -302,19 +305,32 @@ class Pipeline:
         if not self._points:
             self._unacked = 0
         if newest is not None and newest[1]:
-            commit = getattr(self.source, "commit_async", None) or self.source.commit
-            try:
-                commit(newest[1])
-            except StreamadError as e:  # a later commit covers these offsets; a restart re-scores
-                log.warning("event=commit_failed error=%s", json.dumps(str(e)))
+            self._commit_without_waiting(newest[1])
+
+    def _commit_without_waiting(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` without waiting for the broker's answer (sources without
+        ``commit_async`` commit and wait). A failure is logged: a later commit covers the same
+        offsets, and a restart before it re-scores the records (duplicates, never a gap)."""
+        commit = getattr(self.source, "commit_async", None)
+        try:
+            if commit is None:
+                self.source.commit(offsets)
+            else:
+                commit(offsets)
+                self._commit_unconfirmed = True
+        except StreamadError as e:
+            log.warning("event=commit_failed error=%s", json.dumps(str(e)))
 
     def _offsets(self) -> dict[TopicPartition, int]:
         """The next offset to read of every partition with records processed."""
         return {tp: p.next_offset for tp, p in self.partitions.items() if p.next_offset is not None}
 
     def _commit_now(self, now: float) -> None:
+        """Wait for the outputs' acknowledgements, then commit the offsets they cover without
+        waiting for the broker's answer (Kafka's usual loop: asynchronous commits while
+        running, a synchronous one at shutdown, on revocation and before a checkpoint)."""
         # Checkpoints follow a commit: their offsets must never run ahead of acknowledged output.
-        self._flush_and_commit()
+        self._flush_and_commit(wait_for_commit=False)
         self._unacked, self._committed_at = 0, now
         self._maybe_checkpoint()
 
@@ -485,8 +501,9 @@ class Pipeline:
         if self.on_event is not None:
             self.on_event(event)
 
-    def _flush_and_commit(self) -> None:
-        """Flush the sink, then commit the offsets it covers.
+    def _flush_and_commit(self, wait_for_commit: bool = True) -> None:
+        """Flush the sink, then commit the offsets it covers (with ``wait_for_commit=False``
+        without waiting for the broker's answer: :meth:`_commit_without_waiting`).
 
         A retriable delivery failure (broker down) is retried with backoff while the input is
         paused, up to ``flush_retries`` times; the sink keeps and re-sends the messages. Any
@@ -515,9 +532,13 @@ class Pipeline:
         offsets = self._offsets()
         if not offsets:
             return
+        if not wait_for_commit:
+            self._commit_without_waiting(offsets)
+            return
         for attempt in range(retries + 1):
             try:
                 self.source.commit(offsets)
+                self._commit_unconfirmed = False
                 return
             except StreamadError as e:
                 if not getattr(e, "retriable", False):
@@ -542,7 +563,9 @@ class Pipeline:
         for tp, p in list(self.partitions.items()):
             if p.since_checkpoint >= self.config.checkpoint_every_records or (
                     p.since_checkpoint and now - p.checkpointed_at >= self.config.checkpoint_every_seconds):
-                if self._points:  # pipelined: a checkpoint must not run ahead of acknowledged output
+                if self._points or self._commit_unconfirmed:
+                    # a checkpoint must not run ahead of acknowledged output (pipelined) nor of
+                    # the group's committed offset (the restart check in _log_restarted_below)
                     self._flush_and_commit()
                 self._checkpoint(tp)
             oldest = min(oldest, p.checkpointed_at)
