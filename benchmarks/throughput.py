@@ -44,11 +44,31 @@ def _run_scenario(args) -> dict:
     table.update(serve.scenarios(args))
     if args.scenario not in table:
         raise SystemExit(f"unknown scenario {args.scenario!r}")
+    probe_before = speed_probe()
     cpu0 = time.process_time()
     res = table[args.scenario]()
     res["cpu_s"] = time.process_time() - cpu0
+    res["probe_ms"] = [round(probe_before, 3), round(speed_probe(), 3)]
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return res
+
+
+def speed_probe(repeats: int = 7) -> float:
+    """The machine's speed where this process runs, just before and after a scenario: the
+    median thread CPU time (ms) of a fixed piece of Python work (dict, float and list
+    operations, as the service's per-record code). The host is shared: when it is busy the
+    same work takes longer, and rows of one run are only comparable when their probes agree."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.thread_time()
+        d: dict = {}
+        acc = 0.0
+        for i in range(20_000):
+            k = i & 1023
+            acc += d.get(k, 0.5) * 1.0001
+            d[k] = acc % 7.0
+        times.append(time.thread_time() - t0)
+    return 1000.0 * sorted(times)[len(times) // 2]
 
 
 # -- orchestration -----------------------------------------------------------------------
@@ -104,16 +124,19 @@ def machine() -> dict:
 
 
 def fmt_table(rows: list[dict]) -> str:
-    lines = ["| scenario | records/s | ratio (serve: to the ceiling; inproc: to River HST) | p50 ms | p99 ms | peak RSS MB | CPU s |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| scenario | records/s | ratio (serve: to the ceiling; inproc: to River HST) | p50 ms | p99 ms | peak RSS MB | CPU s "
+             "| speed probe ms, before / after |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['scenario']} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['scenario']} | failed: {r['error']} | | | | | | |")
             continue
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else ""
         p50 = f"{r['p50_ms']:.1f}" if r.get("p50_ms") is not None else ""
         p99 = f"{r['p99_ms']:.1f}" if r.get("p99_ms") is not None else ""
-        lines.append(f"| {r['scenario']} | {r['rps']:,.0f} | {ratio} | {p50} | {p99} | {r['peak_rss_mb']:.0f} | {r['cpu_s']:.1f} |")
+        probe = " / ".join(f"{x:.1f}" for x in r["probe_ms"]) if r.get("probe_ms") else ""
+        lines.append(f"| {r['scenario']} | {r['rps']:,.0f} | {ratio} | {p50} | {p99} | {r['peak_rss_mb']:.0f} | {r['cpu_s']:.1f} "
+                     f"| {probe} |")
     return "\n".join(lines)
 
 
