@@ -14,6 +14,8 @@ One HypAD model per signal is scored four ways (the ablation): ``hypad`` (critic
 hyperbolic error * certainty), ``hypad-nocert`` (without certainty), ``hypad-tadgan``
 (TadGAN's critic * DTW error on the HypAD model); ``tadgan`` is a separately trained TadGAN
 (squared-error loss). ``gaussian`` is the streamad baseline (fit on the signal, then scored).
+``hypad-ens3`` / ``hypad-tadgan-ens3``: three HypAD models per signal (seeds s, s+1, s+2),
+each rule's scores standardised per model and averaged (a seed ensemble; fit time is the sum).
 """
 
 from __future__ import annotations
@@ -113,6 +115,33 @@ def run_signal(path: Path, truth, detectors: list[str], params: dict, threads: i
                     setattr(det, k, v)
                 t0 = time.perf_counter()
                 scored[variant] = (det.score_series(X), 0.0, time.perf_counter() - t0)
+    if any(d.endswith("-ens3") for d in detectors):
+        # three models (seeds s, s+1, s+2; the first is the one above when it was trained):
+        # each rule's scores standardised per model, then averaged
+        base = int(params.get("seed", 0))
+        members, fit_total = [], 0.0
+        for k in range(3):
+            if k == 0 and "hypad" in scored:
+                member, fit_s = det, scored["hypad"][1]
+            else:
+                t0 = time.perf_counter()
+                member = fit_deep("hypad", seed=base + k)
+                fit_s = time.perf_counter() - t0
+            fit_total += fit_s
+            rules = {}
+            for rule, kw in (("hypad-ens3", {"scoring": "uncertainty", "rec_error": "dtw"}),
+                             ("hypad-tadgan-ens3", {"scoring": comb, "rec_error": "dtw"})):
+                for key, v in kw.items():
+                    setattr(member, key, v)
+                rules[rule] = member.score_series(X)
+            members.append(rules)
+        for rule in ("hypad-ens3", "hypad-tadgan-ens3"):
+            z = []
+            for rules in members:
+                v = np.where(np.isfinite(rules[rule]), rules[rule], 0.0)
+                sd = float(v.std())
+                z.append((v - v.mean()) / sd if sd > 0 else v - v.mean())
+            scored[rule] = (np.mean(z, axis=0), fit_total, 0.0)
     if "tadgan" in detectors:
         timed("tadgan", lambda: fit_deep("tadgan", scoring=comb, rec_error="dtw"),
               lambda d: d.score_series(X))
