@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .base import DecodeError
 
@@ -97,9 +96,10 @@ class TooManyFeatures(DecodeError):
     """The record has more features than allowed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One telemetry observation: which series (``key``), when (``ts``, epoch seconds), what."""
+class Record(NamedTuple):
+    """One telemetry observation: which series (``key``), when (``ts``, epoch seconds), what.
+    Immutable; a named tuple because one is decoded per message (3x cheaper to build than a
+    frozen dataclass)."""
 
     key: str
     ts: float

