@@ -347,19 +347,21 @@ def _univariate_steps(w: int, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[n
     out: list[list[float]] = [[] for _ in jobs]
     m = w - 1
     unfitted = np.zeros(m)
-    for s in range(max(map(len, values))):
+    steps = max(map(len, values))
+    for s in range(steps):
         act = range(len(jobs)) if s == 0 else [j for j, v in enumerate(values) if len(v) > s]
         dets = [jobs[j][0] for j in act]
         hists = [det._hist for det in dets]
         # the window without its oldest row (lags w-1 .. 1), shifted, oldest first
-        lags = np.array([h._data[h._head + 1:h._head + w, 0] for h in hists])
+        lags = np.concatenate([h._data[h._head + 1:h._head + w, 0] for h in hists]).reshape(-1, m)
         # (shift, mu, sum(coef) * mu, sqrt(precision)); zero (score 0) while unfitted
         consts = np.array([det._consts1 if det._fitted else (float(det._shift[0]), 0.0, 0.0, 0.0)
                            for det in dets])
         coef = np.array([det._coef1_rev if det._fitted else unfitted for det in dets])
         xa, sa = np.array([values[j][s] for j in act]), consts[:, 0]
         e = xa - sa - consts[:, 1] - (np.einsum("kl,kl->k", coef, lags) - consts[:, 2])
-        scores = (np.abs(e) * consts[:, 3]).tolist()
+        step_scores = np.abs(e) * consts[:, 3]
+        scores = step_scores.tolist()
         xs = xa - sa
         # cross[k] += x_t * x_{t-k}: lag 0 is the new record, then the window newest first
         incr = xs[:, None] * np.concatenate([xs[:, None], lags[:, ::-1]], axis=1)
@@ -381,6 +383,8 @@ def _univariate_steps(w: int, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[n
                 due.append(det)
         if due:
             _refit_univariate(w, due)
+    if steps == 1:  # one row per key (the usual service batch): views of the step's scores
+        return [step_scores[r:r + 1] for r in range(len(jobs))]
     return [np.array(o) for o in out]
 
 
