@@ -522,14 +522,19 @@ def _watch_commits(b, p):
     return seen
 
 
-def test_pipelined_commits_follow_acknowledged_output_and_score_like_wait_mode(tmp_path):
+def _reference_run_and_a_fresh_broker():
+    """Sorted (partition, offset, score) of a plain wait-mode run over 40-record batches, and a
+    fresh broker holding the same input."""
     b = _broker()
     _fill(b, n=300, seed=2)
     _drain(_pipeline(b, batch_size=40))
-    reference = sorted((s["partition"], s["offset"], s["score"]) for s in _scores(b))
-
     b2 = _broker()
     _fill(b2, n=300, seed=2)
+    return sorted((s["partition"], s["offset"], s["score"]) for s in _scores(b)), b2
+
+
+def test_pipelined_commits_follow_acknowledged_output_and_score_like_wait_mode(tmp_path):
+    reference, b2 = _reference_run_and_a_fresh_broker()
     p = _pipeline(b2, tmp_path, sink=LaggingSink(b2, lag=3), batch_size=40, commit_mode="pipelined",
                   checkpoint_every_records=200)
     seen = _watch_commits(b2, p)
@@ -597,13 +602,7 @@ class InFlightCommitSource(MemorySource):
 
 
 def test_wait_mode_commits_without_waiting_but_never_checkpoints_ahead_of_the_group(tmp_path):
-    b = _broker()
-    _fill(b, n=300, seed=2)
-    _drain(_pipeline(b, batch_size=40))
-    reference = sorted((s["partition"], s["offset"], s["score"]) for s in _scores(b))
-
-    b2 = _broker()
-    _fill(b2, n=300, seed=2)
+    reference, b2 = _reference_run_and_a_fresh_broker()
     p = _pipeline(b2, tmp_path, batch_size=40, checkpoint_every_records=100)
     source = p.source = InFlightCommitSource(b2)
     p.start()
