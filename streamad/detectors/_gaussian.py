@@ -146,7 +146,7 @@ class Gaussian(BaseDetector):
                 self._learn(X[i])
                 i += 1
                 continue
-            c, r = self._count, int(self.refit_every)
+            c, r = self._count, self._refit_n
             nxt = c + 1
             while not self._refit_due(nxt):  # the next refit point
                 nxt = (nxt // r + 1) * r if nxt >= r else nxt + 1
