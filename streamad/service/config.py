@@ -71,9 +71,10 @@ class ServiceConfig:
     commit_interval_s: float = 0.0
     # "wait": after each batch (or commit_interval_s), wait for the outputs' acknowledgements,
     # then commit (without waiting for the broker's answer, except at shutdown, on revocation
-    # and before a checkpoint). "pipelined": go on with the next batch at once and commit, asynchronously,
-    # the offsets whose outputs have been acknowledged meanwhile (same at-least-once
-    # guarantee; the waits leave the processing loop). Needs a sink with mark()/acked().
+    # and before a checkpoint). "pipelined": go on with the next batch at once and commit,
+    # asynchronously, the offsets whose outputs have been acknowledged meanwhile (same
+    # at-least-once guarantee; the waits leave the processing loop). Needs a sink with
+    # mark()/acked().
     commit_mode: str = "wait"
 
     @classmethod

@@ -23,13 +23,12 @@ __all__ = ["DSPOT", "SPOT", "fit_gpd"]
 def _profile_loglik(theta: np.ndarray, y: np.ndarray) -> np.ndarray:
     """GPD log-likelihood maximised over (gamma, sigma) for each theta = gamma / sigma (call
     inside ``np.errstate(divide="ignore", invalid="ignore")``)."""
-    g = _sum_rows(np.log1p(np.outer(theta, y)), axis=1) / len(y)  # .mean(axis=1), same bits
+    g = np.add.reduce(np.log1p(np.outer(theta, y)), axis=1) / len(y)  # .mean(axis=1), same bits
     sigma = g / theta
     ll = -len(y) * (np.log(sigma) + 1.0 + g)
     return np.where(np.isfinite(ll), ll, -np.inf)
 
 
-_sum_rows = np.add.reduce
 _STEPS = np.arange(17, dtype=np.float64)  # np.linspace(lo, hi, 17) == lo + _STEPS * ((hi - lo) / 16), hi last
 
 
