@@ -156,7 +156,7 @@ def throughput(args, detector: str, client: str, scores: bool = True, commit_mod
                 p.run_once()
         if GC_SETTLE:
             settle_gc(p)  # as `streamad serve` does
-        t0, cpu0 = time.perf_counter(), time.thread_time()
+        t0, cpu0, proc0 = time.perf_counter(), time.thread_time(), time.process_time()
         first = p.records_in
         sizes = []  # records per cycle, to compare with the latency rows' batch_p50
         while p.records_in < n:
@@ -167,8 +167,10 @@ def throughput(args, detector: str, client: str, scores: bool = True, commit_mod
         p.shutdown()  # every output acknowledged and committed (pipelined mode holds some in flight)
         dt = time.perf_counter() - t0
         # the service thread's CPU per record, to compare with the latency rows' (same measure)
-        cpu_us = (time.thread_time() - cpu0) / max(1, p.records_in - first) * 1e6
+        thread_s = time.thread_time() - cpu0
+        cpu_us = thread_s / max(1, p.records_in - first) * 1e6
         return {"records": p.records_in - first, "seconds": dt, "events": p.events_out,
+                **_other_threads(time.process_time() - proc0, thread_s, dt),
                 "dead_letters": p.dead_letters, "batch_size": p.config.batch_size, "thread_cpu_us_per_record": cpu_us,
                 "batch_p50": float(np.median(sizes)) if sizes else 0.0}
     finally:
@@ -280,6 +282,7 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
     trace: list[tuple[float, ...]] = []
     deadline = time.monotonic() + 20 + 60
     recording[0] = True
+    t_run, thread0, proc0 = time.perf_counter(), time.thread_time(), time.process_time()
     prof = None
     if os.environ.get("STREAMAD_BENCH_PROFILE"):  # a cProfile of the timed part, to this path
         import cProfile
@@ -303,6 +306,8 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
                 fetched.extend(at - m.timestamp_ms / 1000.0 for m in b if m.timestamp_ms)
                 seen.extend((m.partition, m.offset, (m.timestamp_ms or 0) / 1000.0, now) for m in b)
         recording[0] = False  # the shutdown's final commit would add the load generator's exit
+        others = _other_threads(time.process_time() - proc0, time.thread_time() - thread0,
+                                time.perf_counter() - t_run)
         if prof is not None:
             prof.disable()
             prof.dump_stats(os.environ["STREAMAD_BENCH_PROFILE"])
@@ -331,7 +336,7 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
     import gc
 
     gc.callbacks.remove(gc_pauses.callback)
-    return {"records": len(a), "seconds": n / rate, "rate": rate, **from_ack, **gc_pauses.summary(),
+    return {"records": len(a), "seconds": n / rate, "rate": rate, **from_ack, **gc_pauses.summary(), **others,
             "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
             "fetch_p50_ms": float(np.percentile(f, 50)), "fetch_p99_ms": float(np.percentile(f, 99)),
             **{f"{k}_p50_ms": float(np.percentile(v, 50)) * 1000 for k, v in spent.items() if v},
@@ -339,6 +344,13 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
             "batch_p50": float(np.median([b for b in batch_sizes if b])) if any(batch_sizes) else 0.0,
             # the slowest 1% of cycles: what they spent their time on (ms; records)
             "slow_cycles": _slowest(trace), **_busy(trace)}
+
+
+def _other_threads(process_s: float, thread_s: float, wall_s: float) -> dict:
+    """CPU of the process's other threads (the Kafka clients' own threads: librdkafka fetches,
+    parses and delivers in the background) during the timed part, in cores: with the service
+    pinned to one core, they compete with its thread for it."""
+    return {"other_threads_cpu_s": process_s - thread_s, "other_threads_cores": (process_s - thread_s) / wall_s}
 
 
 def _busy(trace: list[tuple[float, ...]]) -> dict:
