@@ -71,6 +71,35 @@ def test_gaussian_learns_the_autoregression():
     np.testing.assert_allclose(det._coef.ravel(), [0.6, -0.3, 0.0], atol=0.03)
 
 
+
+def test_gaussian_keys_share_one_store_yet_keep_their_own_state():
+    # Univariate Gaussians keep their buffers in rows of one store per window length (the
+    # cross-key step gathers from it). Copies must get rows of their own, and keys must keep
+    # their state while new keys make the store grow.
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(3)
+    series = [np.sin(np.arange(400) / 9 + k) + rng.normal(0, 0.2, 400) for k in range(6)]
+    keys = [Gaussian(window=8, refit_every=16) for _ in series]
+    for t in range(200):  # one row per key per batch: the cross-key step
+        Gaussian.process_keys([(d, s[t:t + 1, None]) for d, s in zip(keys, series, strict=True)])
+    twins = [copy.deepcopy(keys[0]), pickle.loads(pickle.dumps(keys[1]))]
+    crowd = [Gaussian(window=8, refit_every=16) for _ in range(300)]  # the store grows under the keys
+    for d in crowd:
+        d.learn_many(rng.normal(size=(12, 1)))
+    got = [[] for _ in keys]
+    for t in range(200, 400):
+        out = Gaussian.process_keys([(d, s[t:t + 1, None]) for d, s in zip(keys, series, strict=True)]
+                                    + [(tw, -s[t:t + 1, None]) for tw, s in zip(twins, series[:2], strict=True)])
+        for g, o in zip(got, out, strict=False):
+            g.append(o[0])
+    for k, s in enumerate(series):
+        ref = Gaussian(window=8, refit_every=16).process_many(s[:, None])[200:]
+        np.testing.assert_allclose(got[k], ref, rtol=1e-9, atol=1e-12)
+    for d in crowd:  # the other keys were not disturbed either
+        assert d._hist.size == 8 and np.isfinite(d.score_one({"value": 0.0}))
+
 def test_bad_parameters_are_config_errors():
     for build in (lambda: ZScore(window=1), lambda: Gaussian(window=0),
                   lambda: Gaussian(halflife=-1), lambda: RiverDetector(detector="Nope"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,6 +92,30 @@ class Gaussian(BaseDetector):
         self._prec = np.eye(d)                # inverse innovation covariance
         self._fitted = False
         self._refit_n = int(self.refit_every)
+        release = getattr(self, "_release", None)
+        if release is not None:  # set up again: give the old row of the store back
+            release()
+            self._release = None
+        if d == 1:  # the buffers live in a row of the store of this window length
+            self._slab, self._slot = _Slab.take(w, self)
+            self._release = weakref.finalize(self, self._slab.release, self._slot)
+            self._bind()
+        # the keys that take a cross-key step together in process_keys (None: never, each key
+        # runs on its own); univariate keys share a step only within one store
+        self._step_group = None if w == 1 or self._decay != 1.0 else self._slab if d == 1 else (w, d)
+
+    def _bind(self) -> None:
+        """Point the univariate buffers at this detector's row of its ``_Slab`` (again after
+        the store grows). The arrays are views: every in-place update is one of the row."""
+        slab, i, w = self._slab, self._slot, int(self.window)
+        self._hist._data = slab.hist[i].reshape(2 * w, 1)
+        self._cross = slab.cross[i].reshape(w, 1, 1)
+        self._sum = slab.sum[i:i + 1]
+
+    def __reduce__(self):
+        # copies (copy, deepcopy, pickle) go through the state: a copy of the views would
+        # share this detector's row of the store
+        return _from_state, (self.state_dict(),)
 
     def _refit_due(self, c: int) -> bool:
         r = self._refit_n
@@ -99,6 +125,7 @@ class Gaussian(BaseDetector):
     def _learn(self, v: np.ndarray) -> None:
         if self._shift is None:
             self._shift = v.copy()  # sums of values near zero do not lose precision
+            self._univariate_cache()
         x = v - self._shift
         if self._decay != 1.0:
             self._n *= self._decay
@@ -183,26 +210,23 @@ class Gaussian(BaseDetector):
         operation each, then write back (multivariate keys alike, refitting one by one).
         Same results as ``process_many`` up to rounding.
         """
-        checked = []
-        for det, X in jobs:  # det._mat(X), skipped for the service's float64 rows of known width
-            if not (type(X) is np.ndarray and X.dtype is _F64 and X.ndim == 2
-                    and det.features_ is not None and X.shape[1] == det._d):
-                X = det._mat(X)
-            checked.append((det, X))
-        jobs = checked
         out: list[np.ndarray | None] = [None] * len(jobs)
-        groups: dict[tuple[int, int], list[int]] = {}
+        checked = []
+        groups: dict[Any, list[int]] = {}
         step_max = cls.keys_step_max
         for i, (det, X) in enumerate(jobs):
-            hist = det._hist
-            w = hist.capacity  # the window
-            if w > 1 and det._decay == 1.0 and hist.size == w and 0 < len(X) <= step_max:
-                groups.setdefault((w, det._d), []).append(i)
+            if not (type(X) is np.ndarray and X.dtype is _F64 and X.ndim == 2  # det._mat(X), skipped
+                    and det.features_ is not None and X.shape[1] == det._d):  # for the service's rows
+                X = det._mat(X)
+            checked.append((det, X))
+            g, hist = det._step_group, det._hist
+            if g is not None and hist.size == hist.capacity and 0 < len(X) <= step_max:
+                groups.setdefault(g, []).append(i)
             else:
                 out[i] = det._run(X, score=True)
-        for (w, d), members in groups.items():
-            group = [jobs[i] for i in members]
-            results = _univariate_steps(w, group) if d == 1 else _multivariate_steps(w, d, group)
+        for g, members in groups.items():
+            group = [checked[i] for i in members]
+            results = _univariate_steps(g, group) if type(g) is _Slab else _multivariate_steps(*g, group)
             for i, scores in zip(members, results, strict=True):
                 out[i] = scores
         return out  # type: ignore[return-value]
@@ -265,15 +289,23 @@ class Gaussian(BaseDetector):
         self._univariate_cache()
 
     def _univariate_cache(self) -> None:
-        if self._d != 1 or not self._fitted:
+        """Scalar constants of a univariate model for the per-record score, and its row of the
+        store for the cross-key step: (shift, mu, sum(coef) * mu, sqrt(precision)) and the
+        coefficients oldest lag first; zeros (score 0) while unfitted."""
+        if self._d != 1 or self._shift is None:
+            return
+        slab, i = self._slab, self._slot
+        if not self._fitted:
+            slab.consts[i] = (float(self._shift[0]), 0.0, 0.0, 0.0)
+            slab.coef_rev[i] = 0.0
             return
         self._coef1 = np.ascontiguousarray(self._coef[:, 0, 0])
-        self._coef1_rev = self._coef1[::-1].copy()  # oldest lag first, as the window is stored
         self._mu0 = float(self._mu[0])
         self._shift0 = float(self._shift[0])
         self._coef_mu = float(self._coef1.sum()) * self._mu0
         self._prec_sqrt = float(np.sqrt(max(self._prec[0, 0], 0.0)))
-        self._consts1 = (self._shift0, self._mu0, self._coef_mu, self._prec_sqrt)
+        slab.consts[i] = (self._shift0, self._mu0, self._coef_mu, self._prec_sqrt)
+        slab.coef_rev[i] = self._coef1[::-1]  # oldest lag first, as the window is stored
 
     @staticmethod
     def _solve(gam: np.ndarray, d: int, w: int) -> np.ndarray:
@@ -325,8 +357,8 @@ class Gaussian(BaseDetector):
             self._hist.push(row)
         self._shift = None if state["shift"] is None else np.asarray(state["shift"], dtype=np.float64)
         self._n = float(state["n"])
-        self._sum = np.asarray(state["sum"], dtype=np.float64).copy()
-        self._cross = np.asarray(state["cross"], dtype=np.float64).copy()
+        self._sum[...] = np.asarray(state["sum"], dtype=np.float64)  # in place: may be a row of the store
+        self._cross[...] = np.asarray(state["cross"], dtype=np.float64)
         self._count = int(state["count"])
         self._mu = np.asarray(state["mu"], dtype=np.float64).copy()
         self._coef = np.asarray(state["coef"], dtype=np.float64).copy()
@@ -335,48 +367,55 @@ class Gaussian(BaseDetector):
         self._univariate_cache()
 
 
-def _univariate_steps(w: int, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[np.ndarray]:
+def _univariate_steps(slab: _Slab, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[np.ndarray]:
     """Score-then-learn the rows of univariate Gaussian detectors with full windows of
     length ``w``, one row position at a time across all of them (see ``process_keys``).
-    The per-key loops move plain floats; the arithmetic is one array operation per step.
 
-    A service batch holds about one row per key, so this loop's cost per key is most of the
-    cost of a small batch: the gathers are comprehensions over the keys, the ring-buffer
-    write is inlined, and each fitted key keeps its scalar constants in one tuple."""
-    values = [X[:, 0].tolist() for _, X in jobs]
-    out: list[list[float]] = [[] for _ in jobs]
-    m = w - 1
-    unfitted = np.zeros(m)
-    steps = max(map(len, values))
+    A service batch holds about one row per key, so the cost per key of this step is most of
+    the cost of a small batch. The detectors' windows, lag sums and model constants are rows
+    of one store (``_Slab``), so each step gathers, scores and writes back with one array
+    operation over all keys; the loop per key moves only the counters."""
+    w = slab.w
+    dets = [det for det, _ in jobs]
+    slots = np.array([det._slot for det in dets])
+    lens = [len(X) for _, X in jobs]
+    steps = max(lens)
+    values = [X[:, 0] for _, X in jobs] if steps > 1 else [np.concatenate([X for _, X in jobs])[:, 0]]
+    scores = np.empty((steps, len(jobs)))
+    hist, cross, consts_all, coef_all, sums = slab.hist, slab.cross, slab.consts, slab.coef_rev, slab.sum
+    span = np.arange(1, w)
     for s in range(steps):
-        act = range(len(jobs)) if s == 0 else [j for j, v in enumerate(values) if len(v) > s]
-        dets = [jobs[j][0] for j in act]
-        hists = [det._hist for det in dets]
+        if s == 0 or min(lens) > s:
+            act = slice(None)
+            hists = [det._hist for det in dets]
+            act_dets, rows = dets, slots
+            xa = np.array([v[s] for v in values]) if steps > 1 else values[0]
+        else:
+            idx = [j for j, n in enumerate(lens) if n > s]
+            act = np.array(idx)
+            act_dets = [dets[j] for j in idx]
+            hists = [det._hist for det in act_dets]
+            rows = slots[act]
+            xa = np.array([values[j][s] for j in idx])
+        heads = np.array([h._head for h in hists])
         # the window without its oldest row (lags w-1 .. 1), shifted, oldest first
-        lags = np.concatenate([h._data[h._head + 1:h._head + w, 0] for h in hists]).reshape(-1, m)
-        # (shift, mu, sum(coef) * mu, sqrt(precision)); zero (score 0) while unfitted
-        consts = np.array([det._consts1 if det._fitted else (float(det._shift[0]), 0.0, 0.0, 0.0)
-                           for det in dets])
-        coef = np.array([det._coef1_rev if det._fitted else unfitted for det in dets])
-        xa, sa = np.array([values[j][s] for j in act]), consts[:, 0]
-        e = xa - sa - consts[:, 1] - (np.einsum("kl,kl->k", coef, lags) - consts[:, 2])
-        step_scores = np.abs(e) * consts[:, 3]
-        scores = step_scores.tolist()
+        lags = hist[rows[:, None], heads[:, None] + span]
+        consts = consts_all[rows]  # (shift, mu, sum(coef) * mu, sqrt(precision)); 0 while unfitted
+        sa = consts[:, 0]
+        e = xa - sa - consts[:, 1] - (np.einsum("kl,kl->k", coef_all[rows], lags) - consts[:, 2])
+        scores[s, act] = np.abs(e) * consts[:, 3]
         xs = xa - sa
         # cross[k] += x_t * x_{t-k}: lag 0 is the new record, then the window newest first
-        incr = xs[:, None] * np.concatenate([xs[:, None], lags[:, ::-1]], axis=1)
+        cross[rows] += xs[:, None] * np.concatenate([xs[:, None], lags[:, ::-1]], axis=1)
+        sums[rows] += xs
+        hist[rows, heads] = xs  # RingBuffer.replace_oldest of every window (all are full)
+        hist[rows, heads + w] = xs
+        heads += 1
+        heads[heads == w] = 0
         due = []
-        for j, det, h, v, score, inc in zip(act, dets, hists, xs.tolist(), scores, incr, strict=True):
-            out[j].append(score)
+        for det, h, hd in zip(act_dets, hists, heads.tolist(), strict=True):
             det._n += 1.0
-            det._sum[0] += v
-            hd = h._head  # RingBuffer.replace_oldest, inlined (the buffer is full)
-            data = h._data
-            data[hd] = v
-            data[hd + w] = v
-            h._head = hd + 1 if hd + 1 < w else 0
-            cross = det._cross[:, 0, 0]
-            cross += inc
+            h._head = hd
             c = det._count = det._count + 1
             r = det._refit_n
             if c % r == 0 or (c < r and c & (c - 1) == 0):  # _refit_due, inlined
@@ -384,8 +423,77 @@ def _univariate_steps(w: int, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[n
         if due:
             _refit_univariate(w, due)
     if steps == 1:  # one row per key (the usual service batch): views of the step's scores
-        return [step_scores[r:r + 1] for r in range(len(jobs))]
-    return [np.array(o) for o in out]
+        row = scores[0]
+        return [row[r:r + 1] for r in range(len(jobs))]
+    return [scores[:n, j].copy() for j, n in enumerate(lens)]
+
+
+class _Slab:
+    """The buffers of every univariate ``Gaussian`` with one window length ``w``, as rows of
+    shared arrays (structure of arrays), so that the cross-key step of a service batch is a few
+    array operations over all its keys instead of a few per key.
+
+    Each detector takes a row when its dimension becomes known and holds views of it (its ring
+    buffer's storage, lag sums and sum); the model constants of the cross-key step are written
+    to the row at each refit. A row is given back when its detector is garbage; when the
+    arrays grow, the live detectors are pointed at the new ones.
+
+    Each thread has its own stores, so detectors made and used in one thread never see a store
+    grow under them while another thread makes detectors (a detector made in one thread and
+    used in another while the first makes more is not safe).
+    """
+
+    _local = threading.local()
+    _lock = threading.RLock()  # re-entrant: a row's release may run in a collection inside take
+
+    def __init__(self, w: int):
+        self.w = w
+        self.hist = np.zeros((0, 2 * w))       # RingBuffer storage: the window, twice
+        self.cross = np.zeros((0, w))          # lag sums
+        self.sum = np.zeros(0)                 # sum of shifted records
+        self.consts = np.zeros((0, 4))         # see Gaussian._univariate_cache
+        self.coef_rev = np.zeros((0, w - 1))   # conditional-mean coefficients, oldest lag first
+        self.owners: list[weakref.ref | None] = []
+        self.free: list[int] = []
+
+    @classmethod
+    def take(cls, w: int, det: Gaussian) -> tuple[_Slab, int]:
+        """This thread's store for window length ``w`` and a zeroed row of it for ``det``
+        (which then calls its ``_bind``)."""
+        stores = cls._local.__dict__.setdefault("by_window", {})
+        slab = stores.get(w) or stores.setdefault(w, cls(w))
+        with cls._lock:
+            if not slab.free:
+                slab._grow()
+            i = slab.free.pop()
+            for a in (slab.hist, slab.cross, slab.sum, slab.consts, slab.coef_rev):
+                a[i] = 0.0
+            slab.owners[i] = weakref.ref(det)
+        return slab, i
+
+    def release(self, i: int) -> None:
+        with self._lock:
+            self.owners[i] = None
+            self.free.append(i)
+
+    def _grow(self) -> None:
+        n = len(self.owners)
+        cap = max(64, 2 * n)
+        for name in ("hist", "cross", "sum", "consts", "coef_rev"):
+            old = getattr(self, name)
+            new = np.zeros((cap, *old.shape[1:]))
+            new[:n] = old
+            setattr(self, name, new)
+        self.owners.extend([None] * (cap - n))
+        self.free.extend(range(cap - 1, n - 1, -1))  # the lowest row is taken first
+        for ref in self.owners[:n]:
+            det = ref() if ref is not None else None
+            if det is not None:
+                det._bind()
+
+
+def _from_state(state: Mapping[str, Any]) -> Gaussian:
+    return Gaussian.from_state_dict(state)
 
 
 def _refit_univariate(w: int, dets: list[Gaussian]) -> None:
