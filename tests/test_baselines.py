@@ -106,3 +106,25 @@ def test_bad_parameters_are_config_errors():
                   lambda: RiverDetector(params={"bogus": 1}), lambda: make("gaussian", wrong=1)):
         with pytest.raises(ConfigError):
             build()
+
+
+def test_gaussian_cross_key_step_scores_long_runs_as_each_key_alone():
+    # A backlog's batches bring many rows of many keys: keys with more rows than keys_step_max
+    # share the cross-key step when enough keys have as many rows, and a key with a run longer
+    # than that is scored on its own. Either way, the scores are those of each key alone.
+    rng = np.random.default_rng(4)
+    n_keys = Gaussian.keys_step_share + 4
+    series = [np.cos(np.arange(600) / 7 + k) + rng.normal(0, 0.1, 600) for k in range(n_keys)]
+    keys = [Gaussian(window=8, refit_every=16) for _ in series]
+    pos, got = [0] * n_keys, [[] for _ in series]
+    for rows in (20, 12, 12, 30, 12, 100):  # warm-up (each key alone), then shared steps of 12
+        run = [rows + (50 if k == 0 and rows == 12 else 0) for k in range(n_keys)]  # key 0: longer
+        jobs = [(d, s[p:p + r, None]) for d, s, p, r in zip(keys, series, pos, run, strict=True)]
+        for g, scores in zip(got, Gaussian.process_keys(jobs), strict=True):
+            g.extend(scores)
+        pos = [p + r for p, r in zip(pos, run, strict=True)]
+    for d, s, p, g in zip(keys, series, pos, got, strict=True):
+        ref = Gaussian(window=8, refit_every=16)
+        np.testing.assert_allclose(g, ref.process_many(s[:p, None]), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(d._cross, ref._cross, rtol=1e-9)  # and the next rows alike
+        np.testing.assert_allclose(d.score_many(s[p:p + 5, None]), ref.score_many(s[p:p + 5, None]), rtol=1e-9)

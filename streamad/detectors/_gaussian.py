@@ -196,35 +196,51 @@ class Gaussian(BaseDetector):
         return out
 
     #: Keys with at most this many rows in a batch take the cross-key step in
-    #: :meth:`process_keys`; longer runs are vectorised within the key (:meth:`_run`).
+    #: :meth:`process_keys`; longer runs are vectorised within the key (:meth:`_run`)...
     keys_step_max = 8
+    #: ...unless they are univariate and at least this many keys of the batch have as many
+    #: rows: a step costs a fixed ~20 numpy calls plus little per key, so it pays while enough
+    #: keys share it (a backlog's batches hold ~15 rows of each of hundreds of keys).
+    keys_step_share = 16
 
     @classmethod
     def process_keys(cls, jobs: list[tuple[Gaussian, np.ndarray]]) -> list[np.ndarray]:
         """``process_many`` for many keys at once, for the service's batches.
 
         A batch from many keys holds about one record per key, and one ``_run`` per key then
-        costs more in numpy call overhead than the arithmetic. Univariate keys with a full
-        window take one vectorised step per row position across keys instead: gather each
-        key's lags and model constants, score and compute the lag-sum updates in one array
-        operation each, then write back (multivariate keys alike, refitting one by one).
-        Same results as ``process_many`` up to rounding.
+        costs more in numpy call overhead than the arithmetic. Keys with a full window take
+        one vectorised step per row position across keys instead: gather each key's lags and
+        model constants, score and compute the lag-sum updates in one array operation each,
+        then write back; refits due in a step are one batched solve (multivariate keys alike,
+        refitting one by one). Same results as ``process_many`` up to rounding.
         """
         out: list[np.ndarray | None] = [None] * len(jobs)
         checked = []
         groups: dict[Any, list[int]] = {}
-        step_max = cls.keys_step_max
         for i, (det, X) in enumerate(jobs):
             if not (type(X) is np.ndarray and X.dtype is _F64 and X.ndim == 2  # det._mat(X), skipped
                     and det.features_ is not None and X.shape[1] == det._d):  # for the service's rows
                 X = det._mat(X)
             checked.append((det, X))
             g, hist = det._step_group, det._hist
-            if g is not None and hist.size == hist.capacity and 0 < len(X) <= step_max:
+            if g is not None and hist.size == hist.capacity and len(X):
                 groups.setdefault(g, []).append(i)
             else:
                 out[i] = det._run(X, score=True)
+        step_max, share = cls.keys_step_max, cls.keys_step_share
         for g, members in groups.items():
+            lens = [len(checked[i][1]) for i in members]
+            depth = step_max
+            if type(g) is _Slab and len(lens) >= share and max(lens) > step_max:
+                depth = max(step_max, sorted(lens, reverse=True)[share - 1])
+            if max(lens) > depth:
+                for i, n in zip(members, lens, strict=True):
+                    if n > depth:
+                        det, X = checked[i]
+                        out[i] = det._run(X, score=True)
+                members = [i for i, n in zip(members, lens, strict=True) if n <= depth]
+                if not members:
+                    continue
             group = [checked[i] for i in members]
             results = _univariate_steps(g, group) if type(g) is _Slab else _multivariate_steps(*g, group)
             for i, scores in zip(members, results, strict=True):
