@@ -400,11 +400,11 @@ def _univariate_steps(slab: _Slab, jobs: list[tuple[Gaussian, np.ndarray]]) -> l
     scores = np.empty((steps, len(jobs)))
     hist, cross, consts_all, coef_all, sums = slab.hist, slab.cross, slab.consts, slab.coef_rev, slab.sum
     span = np.arange(1, w)
+    all_hists, shortest = [det._hist for det in dets], min(lens)
     for s in range(steps):
-        if s == 0 or min(lens) > s:
+        if s < shortest:  # every key has a row at this position
             act = slice(None)
-            hists = [det._hist for det in dets]
-            act_dets, rows = dets, slots
+            act_dets, hists, rows = dets, all_hists, slots
             xa = np.array([v[s] for v in values]) if steps > 1 else values[0]
         else:
             idx = [j for j, n in enumerate(lens) if n > s]
