@@ -174,6 +174,24 @@ def _child(names, bootstrap, group, ckpt, commit_mode="wait"):
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+class _Output:
+    """Drains a child's stdout in a thread, so a test can wait for a line while the child runs."""
+
+    def __init__(self, child):
+        self.child, self.chunks = child, []
+        self.thread = threading.Thread(target=lambda: self.chunks.extend(iter(child.stdout.readline, b"")),
+                                       daemon=True)
+        self.thread.start()
+
+    def has(self, marker: bytes) -> bool:
+        return any(marker in line for line in list(self.chunks))
+
+    def wait(self, timeout_s: float) -> bytes:
+        self.child.wait(timeout=timeout_s)
+        self.thread.join(timeout=timeout_s)
+        return b"".join(self.chunks)
+
+
 def _committed(bootstrap, group, topic):
     from kafka import KafkaConsumer, TopicPartition
 
@@ -238,10 +256,14 @@ def test_kill9_restart_scores_every_offset_and_sigterm_commits(bootstrap, tmp_pa
         first_out, _ = child.communicate(timeout=10)
         assert child.returncode == -signal.SIGKILL
         child = _child(names, bootstrap, group, tmp_path, commit_mode)
-        _wait(lambda: _committed(bootstrap, group, names["input"]) == ends, 60, "all offsets committed")
+        output = _Output(child)
+        # The first run may have committed everything before the kill: wait for this run's restore
+        # too, or SIGTERM could land while the child is still importing (no handler yet).
+        _wait(lambda: output.has(b"event=restored") and _committed(bootstrap, group, names["input"]) == ends,
+              60, "the restart's restore and all offsets committed")
         child.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
-        out, _ = child.communicate(timeout=10)
+        out = output.wait(timeout_s=10)
         assert child.returncode == 0, out.decode()[-2000:]
         assert time.monotonic() - t0 < 10
         assert b"event=restored" in out
