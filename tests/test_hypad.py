@@ -121,6 +121,21 @@ def test_a_small_model_finds_a_shape_anomaly_that_a_value_threshold_misses(cls, 
     assert _auc(scores, labels) > 0.85
 
 
+def test_fit_trains_on_a_series_shorter_than_the_warmup_and_rejects_one_shorter_than_a_window():
+    # Orion's protocol fits one model per whole series; NAB has series shorter than the
+    # streaming warm-up (one AWS signal aggregates to 622 points), which lazy training skips.
+    X, labels = _sine_with_a_fast_burst()
+    lazy = HypAD(**{**_SMALL, "warmup": 2000})
+    lazy.learn_many(X)
+    assert not lazy.fitted_ and not lazy.score_series(X).any()
+    det = HypAD(**{**_SMALL, "warmup": 2000}).fit(X)
+    assert det.fitted_ and _auc(det.score_series(X), labels) > 0.85
+    det.fit(X[:300])  # a fitted model without refits keeps no history: fit trains on what it is given
+    assert det._fits == 2
+    with pytest.raises(ConfigError, match="at least window"):
+        HypAD(**_SMALL).fit(X[:10])
+
+
 def test_the_reconstruction_follows_the_window_shape_not_only_its_level():
     # With the encoder reading every step (Orion's readout). A decoder that learns nothing but
     # each window's level scores by level alone, and its certainty has nothing to vary with

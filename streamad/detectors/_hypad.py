@@ -336,6 +336,24 @@ class HypAD(BaseDetector):
     def learn_many(self, X: np.ndarray) -> None:
         self._push(self._mat(X), learn=True)
 
+    def fit(self, X: np.ndarray) -> HypAD:
+        """Learn ``X`` and train on it now (Orion's protocol: one model per whole series).
+
+        Unlike lazy training, this does not wait for ``warmup`` points: a series shorter than
+        the warm-up is trained on as it is, on the last ``history`` points learnt (at least
+        ``window``). A fitted model trains again, warm-started, as a refit does."""
+        X = self._mat(X)
+        self._collect(wait=True)
+        kept = self._keep_history()
+        self.learn_many(X)
+        if not kept:  # a fitted model without refits keeps no history: train on X
+            self._hist, self._pending, self._n_pending = X[-int(self.history):].copy(), [], 0
+        if len(self._history()) < int(self.window):
+            raise ConfigError(f"{self.name} needs at least window ({self.window}) points to train, "
+                              f"got {len(self._history())}")
+        self._fit()
+        return self
+
     # -- when to train -------------------------------------------------------------
     def _due(self) -> bool:
         if self._nets is None:
