@@ -1,0 +1,155 @@
+"""HypAD's scoring rules compared on NAB without retraining: train once, score many ways.
+
+    python benchmarks/hypad_rules.py dump ../shared/data/nab /tmp/hypad_outputs --seeds 0,1,2
+    python benchmarks/hypad_rules.py score /tmp/hypad_outputs
+
+``dump`` trains one default HypAD per signal and seed (as ``hypad_nab.py`` does: Orion's
+aggregation, ``HypAD.fit`` on the whole series, one torch thread, two signals at a time) and
+saves the model's per-window outputs: critic values, hyperbolic error and certainty, and the
+reconstructed windows. ``score`` maps them to points with the package's scoring functions
+(``streamad.detectors._hypad_scores``), thresholds with Orion's ``find_anomalies`` and prints
+the overlapping-segment F1 per category (mean and spread over seeds) for each rule. ``hypad``
+and ``tadgan`` reproduce ``hypad_nab.py``'s ``hypad`` and ``hypad-tadgan`` rows exactly.
+Results: ``benchmarks/results/hypad_nab_seeds.md`` (session 14).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+CATEGORIES = ["artificialWithAnomaly", "realAWSCloudwatch", "realAdExchange", "realKnownCause", "realTraffic",
+              "realTweets"]
+SHORT = dict(zip(CATEGORIES, ["Art", "AWS", "AdEx", "KC", "Traffic", "Tweets"], strict=True))
+
+
+def _dump_one(job) -> tuple[str, float]:
+    import hypad_nab as H
+    import torch
+
+    from streamad.detectors import make
+
+    path, truth, seed, out = job
+    torch.set_num_threads(1)
+    dst = Path(out) / f"{path.parent.name}__{path.stem}__{seed}.npz"
+    if dst.exists():
+        return dst.name, 0.0
+    index, values = H.aggregate(*H.load_signal(path), H.ORION_SETUP[path.parent.name][0])
+    X = values[:, None]
+    t0 = time.perf_counter()
+    det = make("hypad", threads=1, seed=seed).fit(X)
+    fit_s = time.perf_counter() - t0
+    pad = max(0, int(det.window) - len(X))
+    Xp = np.concatenate([np.repeat(X[:1], pad, axis=0), X]) if pad else X
+    o = det._forward(det._windows(Xp), full=True)
+    np.savez_compressed(dst, index=index, scaled=det._scale(Xp), pad=pad, comb=H.ORION_SETUP[path.parent.name][1],
+                        truth=np.array(truth, float).reshape(-1, 2), **o)
+    return dst.name, fit_s
+
+
+def dump(data: Path, out: Path, seeds: list[int], workers: int) -> None:
+    import multiprocessing as mp
+
+    import hypad_nab as H
+
+    out.mkdir(parents=True, exist_ok=True)
+    labels = json.loads((data / "labels" / "combined_windows.json").read_text())
+    jobs = [(f, [(H._epoch(a), H._epoch(b)) for a, b in labels.get(f"{cat}/{f.name}", [])], seed, str(out))
+            for seed in seeds for cat in CATEGORIES for f in sorted((data / "data" / cat).glob("*.csv"))]
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for i, (name, fit_s) in enumerate(pool.imap_unordered(_dump_one, jobs), 1):
+            print(f"{i}/{len(jobs)} {name} fit {fit_s:.1f} s", file=sys.stderr)
+
+
+def _parts(s: dict) -> dict:
+    from streamad.detectors import _hypad_scores as sc
+
+    if "_parts" not in s:
+        w = s["x_hat"].shape[1]
+        smooth = sc.smoothing_window(len(s["scaled"]))
+        s["_parts"] = {"smooth": smooth, "critic": sc.critic_scores(s["critic"], w, smooth),
+                       "hyp": sc.windows_mean(s["rec"], w), "certainty": sc.windows_mean(s["certainty"], w),
+                       "dtw": sc.reconstruction_errors(s["scaled"], s["x_hat"], "dtw", smooth=smooth)}
+    return s["_parts"]
+
+
+def rules() -> dict:
+    from streamad.detectors import _hypad_scores as sc
+
+    zp = sc.zscore_positive
+
+    def hyp(p):  # the hyperbolic error as HypAD's rule uses it
+        return sc.rolling_mean(zp(p["hyp"]), p["smooth"])
+
+    return {
+        "hypad": lambda s, p: p["critic"] * hyp(p) * p["certainty"],
+        "tadgan": lambda s, p: sc.combine(p["critic"], zp(p["dtw"]), str(s["comb"])),
+        "dtw": lambda s, p: zp(p["dtw"]),
+        "hyperbolic": lambda s, p: hyp(p),
+        "dtw*hyperbolic": lambda s, p: zp(p["dtw"]) * hyp(p),
+        "critic*dtw*hyperbolic": lambda s, p: p["critic"] * zp(p["dtw"]) * hyp(p),
+    }
+
+
+def score(out: Path) -> dict:
+    from streamad.bench import metrics as M
+    from streamad.thresholds import find_anomalies
+
+    signals = []
+    for f in sorted(out.glob("*.npz")):
+        cat, name, seed = f.stem.split("__")
+        signals.append({**{k: v for k, v in np.load(f).items()}, "cat": cat, "seed": int(seed)})
+    table = {}
+    for rule, fn in rules().items():
+        counts = defaultdict(lambda: np.zeros(3))
+        for s in signals:
+            pad = int(s["pad"])
+            v = np.asarray(fn(s, _parts(s)), float)[pad:]
+            found = find_anomalies(np.where(np.isfinite(v), v, 0.0), index=np.arange(len(v)))
+            spans = [(float(s["index"][a]), float(s["index"][b])) for a, b, _ in found]
+            counts[(s["cat"], s["seed"])] += M.contextual_confusion([tuple(t) for t in s["truth"]], spans)
+        table[rule] = {}
+        for cat in CATEGORIES:
+            f1 = [2 * tp / max(1, 2 * tp + fp + fn) for (c, _), (tp, fp, fn) in counts.items() if c == cat]
+            if f1:
+                table[rule][cat] = (float(np.mean(f1)), float(np.std(f1)))
+        print(f"{rule:24s} " + " ".join(f"{SHORT[c]} {m:.3f}+-{sd:.3f}" for c, (m, sd) in table[rule].items()))
+    return table
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("dump", help="train per signal and seed; save the model outputs")
+    d.add_argument("data_dir", type=Path, help="NAB checkout: data/<category>/*.csv and labels/combined_windows.json")
+    d.add_argument("out", type=Path)
+    d.add_argument("--seeds", default="0,1,2")
+    d.add_argument("--workers", type=int, default=2)
+    s = sub.add_parser("score", help="F1 per category of each rule on saved outputs")
+    s.add_argument("out", type=Path)
+    args = ap.parse_args(argv)
+    if args.cmd == "dump":
+        if not (args.data_dir / "labels" / "combined_windows.json").exists():
+            print(f"error: {args.data_dir}/labels/combined_windows.json not found", file=sys.stderr)
+            return 2
+        dump(args.data_dir, args.out, [int(v) for v in args.seeds.split(",")], args.workers)
+    else:
+        if not any(args.out.glob("*.npz")):
+            print(f"error: no saved outputs (*.npz) in {args.out}", file=sys.stderr)
+            return 2
+        score(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
