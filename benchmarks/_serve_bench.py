@@ -277,8 +277,8 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
         settle_gc(p)  # as `streamad serve` does
     gc_pauses = _GcPauses()
     producer.start()
-    # every poll's records with the time the poll returned and the end of its cycle; expanded
-    # into per-record rows after the run, so the service's thread spends no time on them
+    # every poll's partitions, offsets and timestamps (_columns) with the time the poll returned
+    # and the end of its cycle; expanded into per-record rows after the run
     polled: list[tuple[float, tuple, tuple, tuple, float]] = []
     got = 0
     trace: list[tuple[float, ...]] = []

@@ -9,7 +9,8 @@ saves the model's per-window outputs: critic values, hyperbolic error and certai
 reconstructed windows. ``score`` maps them to points with the package's scoring functions
 (``streamad.detectors._hypad_scores``), thresholds with Orion's ``find_anomalies`` and prints
 the overlapping-segment F1 per category (mean and spread over seeds) for each rule. ``hypad``
-and ``tadgan`` reproduce ``hypad_nab.py``'s ``hypad`` and ``hypad-tadgan`` rows exactly.
+and ``tadgan`` are the detector's own rules (``series_scores``, as ``HypAD.score_series``):
+they reproduce ``hypad_nab.py``'s ``hypad`` and ``hypad-tadgan`` rows exactly.
 Results: ``benchmarks/results/hypad_nab_seeds.md`` (session 14).
 """
 
@@ -91,9 +92,12 @@ def rules() -> dict:
     def hyp(p):  # the hyperbolic error as HypAD's rule uses it
         return sc.rolling_mean(zp(p["hyp"]), p["smooth"])
 
+    def packaged(rule):  # the detector's own rules: HypAD.score_series on the saved outputs
+        return lambda s, p: sc.series_scores(s, s["scaled"], s["x_hat"].shape[1], rule(s))
+
     return {
-        "hypad": lambda s, p: p["critic"] * hyp(p) * p["certainty"],
-        "tadgan": lambda s, p: sc.combine(p["critic"], zp(p["dtw"]), str(s["comb"])),
+        "hypad": packaged(lambda s: "uncertainty"),
+        "tadgan": packaged(lambda s: str(s["comb"])),
         "dtw": lambda s, p: zp(p["dtw"]),
         "hyperbolic": lambda s, p: hyp(p),
         "dtw*hyperbolic": lambda s, p: zp(p["dtw"]) * hyp(p),

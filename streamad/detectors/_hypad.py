@@ -345,7 +345,7 @@ class HypAD(BaseDetector):
         X = self._mat(X)
         self._collect(wait=True)
         kept = self._keep_history()
-        self.learn_many(X)
+        self._push(X, learn=True)
         if not kept:  # a fitted model without refits keeps no history: train on X
             self._hist, self._pending, self._n_pending = X[-int(self.history):].copy(), [], 0
         if len(self._history()) < int(self.window):
@@ -666,19 +666,8 @@ class HypAD(BaseDetector):
         pad = max(0, w - n)
         Xp = np.concatenate([np.repeat(X[:1], pad, axis=0), X]) if pad else X
         wins = self._windows(Xp)
-        hyperbolic = self.scoring in ("uncertainty", "hyperbolic")
-        o = self._forward(wins, full=not hyperbolic)
-        smooth = sc.smoothing_window(len(Xp))
-        cs = sc.critic_scores(o["critic"], w, smooth)
-        if hyperbolic:
-            rec = sc.rolling_mean(sc.zscore_positive(sc.windows_mean(o["rec"], w)), smooth)
-            score = cs * rec
-            if self.scoring == "uncertainty":
-                score = score * sc.windows_mean(o["certainty"], w)
-        else:
-            err = sc.reconstruction_errors(self._scale(Xp), o["x_hat"], self.rec_error,
-                                           smooth=smooth)
-            score = sc.combine(cs, sc.zscore_positive(err), self.scoring)
+        o = self._forward(wins, full=self.scoring not in ("uncertainty", "hyperbolic"))
+        score = sc.series_scores(o, self._scale(Xp), w, self.scoring, self.rec_error)
         return score[pad:]
 
     # -- state ---------------------------------------------------------------------

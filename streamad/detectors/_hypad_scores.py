@@ -20,6 +20,7 @@ __all__ = [
     "covering_values",
     "reconstruction_errors",
     "rolling_mean",
+    "series_scores",
     "smoothing_window",
     "windows_mean",
     "zscore_positive",
@@ -169,3 +170,22 @@ def combine(critic: np.ndarray, rec: np.ndarray, how: str = "mult", lam: float =
     if how == "sum":
         return (1.0 - lam) * (critic - 1.0) + lam * (rec - 1.0)
     raise ValueError(f"unknown combination {how!r}")
+
+
+def series_scores(outputs, scaled: np.ndarray, window: int, scoring: str, rec_error: str = "dtw") -> np.ndarray:
+    """Per-point scores of a whole series from a window model's per-window ``outputs``.
+
+    ``outputs`` maps "critic" (m,) and, by rule, "rec" and "certainty" (m,) or "x_hat"
+    (m, window, d); ``scaled`` is the (n, d) series the windows were cut from. ``scoring``:
+    "uncertainty" (critic * hyperbolic error * certainty), "hyperbolic" (without certainty),
+    "mult" / "sum" (TadGAN's critic and ``rec_error`` reconstruction error). Critic values and
+    errors are normalised over the series and smoothed (1% of its length)."""
+    smooth = smoothing_window(len(scaled))
+    cs = critic_scores(outputs["critic"], window, smooth)
+    if scoring in ("uncertainty", "hyperbolic"):
+        score = cs * rolling_mean(zscore_positive(windows_mean(outputs["rec"], window)), smooth)
+        if scoring == "uncertainty":
+            score = score * windows_mean(outputs["certainty"], window)
+        return score
+    err = reconstruction_errors(scaled, outputs["x_hat"], rec_error, smooth=smooth)
+    return combine(cs, zscore_positive(err), scoring)
