@@ -309,6 +309,7 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
                     polled.append((at, *_columns(b), now))
                 got += len(b)
         recording[0] = False  # the shutdown's final commit would add the load generator's exit
+        gc_pauses.stop()  # what follows (shutdown re-enables automatic collection, the analysis) is not traffic
         others = _other_threads(time.process_time() - proc0, time.thread_time() - thread0,
                                 time.perf_counter() - t_run)
         if prof is not None:
@@ -339,9 +340,7 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
                         "ack_matched": int(len(d))}
     except OSError:
         pass
-    import gc
-
-    gc.callbacks.remove(gc_pauses.callback)
+    gc_pauses.stop()
     return {"records": len(a), "seconds": n / rate, "rate": rate, **from_ack, **gc_pauses.summary(), **others,
             "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
             "fetch_p50_ms": float(np.percentile(f, 50)), "fetch_p99_ms": float(np.percentile(f, 99)),
@@ -413,7 +412,8 @@ def _completed(seen, commits) -> list[tuple[int, int, float]]:
 
 
 class _GcPauses:
-    """Counts the cyclic garbage collector's pauses by generation (a gc callback)."""
+    """Counts the cyclic garbage collector's pauses by generation (a gc callback) until
+    :meth:`stop`."""
 
     def __init__(self) -> None:
         import gc
@@ -429,6 +429,12 @@ class _GcPauses:
         self.count[g] += 1
         self.total[g] += d
         self.longest[g] = max(self.longest[g], d)
+
+    def stop(self) -> None:
+        import gc
+
+        if self.callback in gc.callbacks:
+            gc.callbacks.remove(self.callback)
 
     def summary(self) -> dict:
         return {f"gc{g}_{k}": v for g in range(3) for k, v in
