@@ -474,6 +474,69 @@ def test_managed_gc_collects_between_batches_and_gives_automatic_collection_back
     assert len(made) == 1200
 
 
+def test_managed_gc_freezes_long_lived_state_and_scans_it_again_after_a_rebalance():
+    """Per-key state that survives a full collection is frozen, so the next full collections
+    do not rescan it; cyclic garbage among frozen objects is freed by the deep collection that
+    follows a rebalance, or the periodic one."""
+    import gc
+    import weakref
+
+    class Cycle:
+        pass
+
+    replaced = []
+
+    class HoldingThreshold(MaxThreshold):
+        """Holds a self-referencing object and swaps it for a new one at every update: the old
+        one is garbage only the cyclic collector can free."""
+
+        held = None
+
+        def update(self, score):
+            if self.held is not None:
+                replaced.append(weakref.ref(self.held))
+            c = Cycle()
+            c.me = c
+            self.held = c
+            return super().update(score)
+
+    b = _broker()
+    _fill(b, n=300)
+    config = ServiceConfig(detector="zscore", batch_size=60, poll_timeout_s=0.0)
+    p = Pipeline(MemorySource(b), MemorySink(b), config, threshold_factory=HoldingThreshold)
+    p.manage_gc, p.full_gc_every_s, p.deep_gc_every_s = True, 0.0, 3600.0  # a full collection per batch
+    frozen_before = gc.get_freeze_count()
+    p.start()
+    try:
+        p.run_once()
+        assert gc.get_freeze_count() > frozen_before  # the survivors, keys' state among them
+        state = [t for part in p.partitions.values() for _, t in part.models.values()]
+        scanned = {id(o) for o in gc.get_objects()}  # what full collections scan: not the frozen
+        assert state and not any(id(t) in scanned for t in state)
+        while p.run_once():
+            pass
+        # each key's object held at a full collection was frozen with it, so its garbage waits
+        alive = [r for r in replaced if r() is not None]
+        assert alive and len(alive) < len(replaced)  # the rest never lived through a collection
+        p._on_revoke([("telemetry", 0)])  # a rebalance takes a partition away ...
+        _fill(b, n=10, seed=1)
+        p.run_once()  # ... and the next full collection scans everything again
+        assert all(r() is None for r in alive)
+        # periodic deep collections free such garbage without a rebalance, too
+        _fill(b, n=10, seed=2)
+        p.run_once()
+        alive = [r for r in replaced if r() is not None]
+        assert alive
+        p.deep_gc_every_s = 0.0
+        _fill(b, n=10, seed=3)
+        p.run_once()
+        assert all(r() is None for r in alive)
+    finally:
+        p.shutdown()
+        gc.unfreeze()  # leave the test process as it was
+    assert gc.isenabled()
+
+
 class LaggingSink(MemorySink):
     """Delivers (acknowledges) the messages of each mark only ``lag`` marks later, or at a
     flush; ``fail_flush`` makes every flush fail for good."""
