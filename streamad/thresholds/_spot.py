@@ -46,8 +46,9 @@ def fit_gpd(excesses: np.ndarray) -> tuple[float, float]:
 
     Maximum likelihood via Grimshaw's reduction to the single parameter ``theta = gamma/sigma``:
     a log-spaced grid over its admissible range, then two refining grids around its best point
-    (three array operations in all: SPOT refits on most new peaks, and for its usual peak sets
-    of tens of excesses the cost is numpy's per-call overhead, not the arithmetic); the
+    (three vectorised evaluations of the likelihood in all: SPOT refits on most new peaks, and
+    for its usual peak sets of tens of excesses the cost is numpy's per-call overhead, not the
+    arithmetic); the
     exponential case (``gamma = 0``) competes too. Never raises on degenerate input: too few or
     constant excesses fall back to the exponential fit (the method-of-moments answer).
 
