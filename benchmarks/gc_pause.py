@@ -15,9 +15,11 @@ Each size runs in a fresh subprocess: the pipeline (memory transport, Gaussian d
 ``--per-key`` of them (windows full), then we time, each at a batch boundary as in the
 service:
 
-- ``first``: the first full collection (everything since start-up);
+- ``first``: the first full collection, over everything made since start-up: what every
+  once-a-minute full collection paid before session 15;
 - ``frozen``: the next full collections, a batch of records later each (median of 5);
-- ``deep``: a deep collection (what every full collection paid before session 15).
+- ``deep``: a deep collection (after a rebalance, and every 30 minutes): ``first`` plus the
+  start-up objects that ``settle_gc`` froze.
 
 Writes benchmarks/results/gc_pause.json and .md.
 """
