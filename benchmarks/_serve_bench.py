@@ -309,7 +309,6 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
                     polled.append((at, *_columns(b), now))
                 got += len(b)
         recording[0] = False  # the shutdown's final commit would add the load generator's exit
-        gc_pauses.stop()  # what follows (shutdown re-enables automatic collection, the analysis) is not traffic
         others = _other_threads(time.process_time() - proc0, time.thread_time() - thread0,
                                 time.perf_counter() - t_run)
         if prof is not None:
@@ -318,6 +317,7 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
         if os.environ.get("STREAMAD_BENCH_TRACE"):  # every cycle's row of `trace`, to this .npy path
             np.save(os.environ["STREAMAD_BENCH_TRACE"], np.array(trace))
     finally:
+        gc_pauses.stop()  # what follows (shutdown re-enables automatic collection, the analysis) is not traffic
         stop(producer, 30)
         p.shutdown()
         source.close()
@@ -340,7 +340,6 @@ def latency(args, detector: str, client: str, scores: bool = True, commit_mode: 
                         "ack_matched": int(len(d))}
     except OSError:
         pass
-    gc_pauses.stop()
     return {"records": len(a), "seconds": n / rate, "rate": rate, **from_ack, **gc_pauses.summary(), **others,
             "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
             "fetch_p50_ms": float(np.percentile(f, 50)), "fetch_p99_ms": float(np.percentile(f, 99)),
@@ -433,8 +432,7 @@ class _GcPauses:
     def stop(self) -> None:
         import gc
 
-        if self.callback in gc.callbacks:
-            gc.callbacks.remove(self.callback)
+        gc.callbacks.remove(self.callback)
 
     def summary(self) -> dict:
         return {f"gc{g}_{k}": v for g in range(3) for k, v in

@@ -36,21 +36,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from streamad.service.transport import MemoryBroker, MemorySink, MemorySource, Message  # noqa: E402
 
-class _Generated:
-    """A source of telemetry records of ``keys`` keys, made on the fly (no broker holding
-    millions of messages beside the state being measured)."""
+
+class _Generated(MemorySource):
+    """The memory source, its records made on the fly: ``keys`` keys on one partition (no
+    broker holding millions of messages beside the state being measured)."""
 
     def __init__(self, keys: int) -> None:
+        broker = MemoryBroker()
+        broker.create_topic("in", partitions=1)
+        super().__init__(broker)
         self.keys, self.i = keys, 0
 
-    def subscribe(self, topics, on_assign=None, on_revoke=None) -> None:
-        if on_assign:
-            on_assign([("in", 0)])
-
     def poll(self, timeout_s: float, max_records: int) -> list:
-        from streamad.service.transport import Message
-
         out = []
         for i in range(self.i, self.i + max_records):
             k, step = i % self.keys, i // self.keys
@@ -60,47 +59,20 @@ class _Generated:
         self.i += max_records
         return out
 
-    def commit(self, offsets) -> None:
-        pass
-
-    def committed(self, tp):
-        return None
-
-    def seek(self, tp, offset) -> None:
-        pass
-
-    def assignment(self):
-        return {("in", 0)}
-
-    def pause(self) -> None:
-        pass
-
-    def resume(self) -> None:
-        pass
-
-    def lag(self):
-        return {}
-
-    def end_offset(self, tp):
-        return None
-
-    def close(self) -> None:
-        pass
-
 
 def point(keys: int, per_key: int) -> dict:
     import gc
 
     from streamad.service import Pipeline, ServiceConfig
     from streamad.service.app import settle_gc
-    from streamad.service.transport import MemoryBroker, MemorySink
 
     cfg = ServiceConfig(input_topics=["in"], anomalies_topic="events", scores_topic="", dead_letter_topic="dlq",
                         detector="gaussian", detector_params={"window": 32}, batch_size=5000)
     p = Pipeline(_Generated(keys), MemorySink(MemoryBroker()), cfg)
     p.start()
     settle_gc(p)  # as `streamad serve` does: start-up objects frozen, collections between batches
-    p.full_gc_every_s = p.deep_gc_every_s = float("inf")  # this script says when
+    never = float("inf")
+    p.full_gc_every_s = p.deep_gc_every_s = never  # this script says when
     t0 = time.perf_counter()
     while p.records_in < keys * per_key:
         p.run_once()
@@ -108,11 +80,12 @@ def point(keys: int, per_key: int) -> dict:
 
     def full(deep: bool = False) -> float:
         p.run_once()  # a batch of records, then a full collection at its boundary, timed
-        p._full_gc_at = -float("inf")
-        p._deep_gc_due = deep
+        p.full_gc_every_s, p.deep_gc_every_s = 0.0, 0.0 if deep else never
         t = time.perf_counter()
         p._collect_garbage()
-        return (time.perf_counter() - t) * 1000
+        dt = time.perf_counter() - t
+        p.full_gc_every_s = p.deep_gc_every_s = never
+        return dt * 1000
 
     first = full()
     frozen = sorted(full() for _ in range(5))[2]
@@ -138,7 +111,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--point", str(keys), "--per-key", str(args.per_key)]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=3600)
         row = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else \
-            {"keys": keys, "error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1]}
+            {"keys": keys, "error": (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[-1]}
         rows.append(row)
         print(json.dumps(row), file=sys.stderr)
     stem = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "gc_pause"
