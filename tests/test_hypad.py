@@ -56,6 +56,31 @@ def test_dtw_error_is_zero_for_a_perfect_copy_and_small_for_a_shift():
     assert shifted[20:-20].mean() < other[20:-20].mean()
 
 
+def _dtw_reference(a, b):
+    """Classic DTW by the textbook recursion: least sum of squared distances, square-rooted."""
+    n = len(a)
+    acc = np.full((n + 1, n + 1), np.inf)
+    acc[0, 0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, n + 1):
+            acc[i, j] = np.sum((a[i - 1] - b[j - 1]) ** 2) + min(acc[i - 1, j], acc[i, j - 1], acc[i - 1, j - 1])
+    return np.sqrt(acc[n, n])
+
+
+def test_dtw_error_is_the_square_root_of_the_least_squared_path_as_in_orion():
+    rng = np.random.default_rng(3)
+    y, y_hat = rng.normal(size=(40, 2)), rng.normal(size=(40, 2))
+    err = sc._dtw_errors(y, y_hat, 10)
+    for t in (5, 17, 34):  # an 11-point stretch centred on t
+        assert err[t] == pytest.approx(_dtw_reference(y[t - 5:t + 6], y_hat[t - 5:t + 6]))
+    # a lone spike weighs its height; a shift over the whole stretch sqrt(11) times its height
+    flat = np.zeros((30, 1))
+    spike, shift = flat.copy(), flat + 1.0
+    spike[15] = 1.0
+    assert sc._dtw_errors(flat, spike, 10)[15] == pytest.approx(1.0)
+    assert sc._dtw_errors(flat, shift, 10)[15] == pytest.approx(np.sqrt(11.0))
+
+
 @pytest.mark.parametrize("bad", [{"window": 2}, {"scoring": "nope"}, {"rec_error": "x"},
                                  {"warmup": 10, "window": 20}, {"refit_every": 0},
                                  {"adversarial_weight": -1.0}, {"adversarial_weight": float("nan")},
