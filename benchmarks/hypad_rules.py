@@ -40,7 +40,7 @@ def _dump_one(job) -> tuple[str, float]:
 
     from streamad.detectors import make
 
-    path, truth, seed, out = job
+    path, truth, seed, out, params = job
     torch.set_num_threads(1)
     dst = Path(out) / f"{path.parent.name}__{path.stem}__{seed}.npz"
     if dst.exists():
@@ -48,25 +48,27 @@ def _dump_one(job) -> tuple[str, float]:
     index, values = H.aggregate(*H.load_signal(path), H.ORION_SETUP[path.parent.name][0])
     X = values[:, None]
     t0 = time.perf_counter()
-    det = make("hypad", threads=1, seed=seed).fit(X)
+    det = make("hypad", threads=1, **{**params, "seed": seed}).fit(X)
     fit_s = time.perf_counter() - t0
     pad = max(0, int(det.window) - len(X))
     Xp = np.concatenate([np.repeat(X[:1], pad, axis=0), X]) if pad else X
     o = det._forward(det._windows(Xp), full=True)
     np.savez_compressed(dst, index=index, scaled=det._scale(Xp), pad=pad, comb=H.ORION_SETUP[path.parent.name][1],
-                        truth=np.array(truth, float).reshape(-1, 2), **o)
+                        truth=np.array(truth, float).reshape(-1, 2), **{k: v.astype(np.float32) for k, v in o.items()})
     return dst.name, fit_s
 
 
-def dump(data: Path, out: Path, seeds: list[int], workers: int) -> None:
+def dump(data: Path, out: Path, seeds: list[int], workers: int, params: dict | None = None,
+         categories: list[str] | None = None) -> None:
     import multiprocessing as mp
 
     import hypad_nab as H
 
     out.mkdir(parents=True, exist_ok=True)
     labels = json.loads((data / "labels" / "combined_windows.json").read_text())
-    jobs = [(f, [(H._epoch(a), H._epoch(b)) for a, b in labels.get(f"{cat}/{f.name}", [])], seed, str(out))
-            for seed in seeds for cat in CATEGORIES for f in sorted((data / "data" / cat).glob("*.csv"))]
+    jobs = [(f, [(H._epoch(a), H._epoch(b)) for a, b in labels.get(f"{cat}/{f.name}", [])], seed, str(out),
+             params or {})
+            for cat in categories or CATEGORIES for f in sorted((data / "data" / cat).glob("*.csv")) for seed in seeds]
     with mp.get_context("spawn").Pool(workers) as pool:
         for i, (name, fit_s) in enumerate(pool.imap_unordered(_dump_one, jobs), 1):
             print(f"{i}/{len(jobs)} {name} fit {fit_s:.1f} s", file=sys.stderr)
@@ -102,6 +104,8 @@ def rules() -> dict:
         "hyperbolic": lambda s, p: hyp(p),
         "dtw*hyperbolic": lambda s, p: zp(p["dtw"]) * hyp(p),
         "critic*dtw*hyperbolic": lambda s, p: p["critic"] * zp(p["dtw"]) * hyp(p),
+        "critic": lambda s, p: p["critic"],
+        "critic*dtw*certainty": lambda s, p: p["critic"] * zp(p["dtw"]) * p["certainty"],
     }
 
 
@@ -139,19 +143,35 @@ def main(argv=None) -> int:
     d.add_argument("out", type=Path)
     d.add_argument("--seeds", default="0,1,2")
     d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--params", default="{}", help="HypAD parameters as JSON, e.g. '{\"critic_iterations\": 5}'")
+    d.add_argument("--categories", default=",".join(CATEGORIES))
     s = sub.add_parser("score", help="F1 per category of each rule on saved outputs")
     s.add_argument("out", type=Path)
+    s.add_argument("--json", type=Path, help="also write the table (rule -> category -> [mean, std]) here")
     args = ap.parse_args(argv)
     if args.cmd == "dump":
         if not (args.data_dir / "labels" / "combined_windows.json").exists():
             print(f"error: {args.data_dir}/labels/combined_windows.json not found", file=sys.stderr)
             return 2
-        dump(args.data_dir, args.out, [int(v) for v in args.seeds.split(",")], args.workers)
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as e:
+            print(f"error: --params is not JSON: {e}", file=sys.stderr)
+            return 2
+        cats = args.categories.split(",")
+        unknown = sorted(set(cats) - set(CATEGORIES))
+        if unknown or not isinstance(params, dict):
+            print(f"error: {'unknown categories ' + ','.join(unknown) if unknown else '--params must be a JSON object'}",
+                  file=sys.stderr)
+            return 2
+        dump(args.data_dir, args.out, [int(v) for v in args.seeds.split(",")], args.workers, params, cats)
     else:
         if not any(args.out.glob("*.npz")):
             print(f"error: no saved outputs (*.npz) in {args.out}", file=sys.stderr)
             return 2
-        score(args.out)
+        table = score(args.out)
+        if args.json:
+            args.json.write_text(json.dumps(table, indent=1) + "\n")
     return 0
 
 
