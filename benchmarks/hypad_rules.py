@@ -3,15 +3,17 @@
     python benchmarks/hypad_rules.py dump ../shared/data/nab /tmp/hypad_outputs --seeds 0,1,2
     python benchmarks/hypad_rules.py score /tmp/hypad_outputs
 
-``dump`` trains one default HypAD per signal and seed (as ``hypad_nab.py`` does: Orion's
-aggregation, ``HypAD.fit`` on the whole series, one torch thread, two signals at a time) and
+``dump`` trains one HypAD per signal and seed (default parameters, or ``--params``), as
+``hypad_nab.py`` does (Orion's aggregation, ``HypAD.fit`` on the whole series, one torch
+thread, two signals at a time), and
 saves the model's per-window outputs: critic values, hyperbolic error and certainty, and the
 reconstructed windows. ``score`` maps them to points with the package's scoring functions
 (``streamad.detectors._hypad_scores``), thresholds with Orion's ``find_anomalies`` and prints
 the overlapping-segment F1 per category (mean and spread over seeds) for each rule. ``hypad``
 and ``tadgan`` are the detector's own rules (``series_scores``, as ``HypAD.score_series``):
 they reproduce ``hypad_nab.py``'s ``hypad`` and ``hypad-tadgan`` rows exactly.
-Results: ``benchmarks/results/hypad_nab_seeds.md`` (session 14).
+Results: ``benchmarks/results/hypad_nab_seeds.md`` (sessions 14 and 16; session 16 with
+``--params '{"critic_iterations": 5}'`` too, and ``score --json``).
 """
 
 from __future__ import annotations
