@@ -81,6 +81,16 @@ def test_dtw_error_is_the_square_root_of_the_least_squared_path_as_in_orion():
     assert sc._dtw_errors(flat, shift, 10)[15] == pytest.approx(np.sqrt(11.0))
 
 
+def test_area_error_is_the_trapezoid_area_difference_on_a_centred_stretch_as_in_orion():
+    rng = np.random.default_rng(4)
+    y, y_hat = rng.normal(size=(30, 2)), rng.normal(size=(30, 2))
+    err = sc._area_errors(y, y_hat, 10)
+    for t in (0, 3, 12, 29):  # pandas' centred 10-point window: t - 5 .. t + 4, cut at the ends
+        lo, hi = max(0, t - 5), min(30, t + 5)
+        want = sum(abs(np.trapezoid(y[lo:hi, j]) - np.trapezoid(y_hat[lo:hi, j])) for j in range(2))
+        assert err[t] == pytest.approx(want)
+
+
 @pytest.mark.parametrize("bad", [{"window": 2}, {"scoring": "nope"}, {"rec_error": "x"},
                                  {"warmup": 10, "window": 20}, {"refit_every": 0},
                                  {"adversarial_weight": -1.0}, {"adversarial_weight": float("nan")},

@@ -151,7 +151,7 @@ def reconstruction_errors(y: np.ndarray, windows_hat: np.ndarray, kind: str = "d
     if kind == "point":
         err = np.linalg.norm(y - y_hat, axis=1)
     elif kind == "area":
-        err = np.abs(rolling_mean_cols(y - y_hat, score_window)).sum(axis=1) * score_window
+        err = _area_errors(y, y_hat, score_window)
     elif kind == "dtw":
         err = _dtw_errors(y, y_hat, score_window)
     else:
@@ -159,8 +159,22 @@ def reconstruction_errors(y: np.ndarray, windows_hat: np.ndarray, kind: str = "d
     return rolling_mean(err, smooth if smooth is not None else smoothing_window(len(err)))
 
 
-def rolling_mean_cols(x: np.ndarray, w: int) -> np.ndarray:
-    return np.stack([rolling_mean(x[:, j], w) for j in range(x.shape[1])], axis=1)
+def _area_errors(y: np.ndarray, y_hat: np.ndarray, score_window: int) -> np.ndarray:
+    """Per point, |area under y - area under y_hat| on the ``score_window`` points around it
+    (trapezoid rule, as Orion's TadGAN computes it; summed over features). The stretch is the
+    one ``rolling_mean`` averages over (pandas' centred window), cut at the series' ends.
+
+    >>> _area_errors(np.array([[0.0], [1.0], [1.0], [0.0]]), np.zeros((4, 1)), 2)
+    array([0. , 0.5, 1. , 0.5])
+    """
+    diff = np.asarray(y, dtype=np.float64) - np.asarray(y_hat, dtype=np.float64)
+    n = len(diff)
+    cs = np.concatenate([np.zeros((1, diff.shape[1])), np.cumsum(diff, axis=0)])
+    start = np.arange(n) - score_window // 2
+    lo, hi = np.clip(start, 0, n), np.clip(start + score_window, 0, n)
+    # trapezoid rule = the plain sum minus half of each end point
+    area = cs[hi] - cs[lo] - (diff[lo] + diff[hi - 1]) / 2.0
+    return np.abs(area).sum(axis=1)
 
 
 def zscore_positive(x: np.ndarray, mean: float | None = None, std: float | None = None) -> np.ndarray:
