@@ -160,11 +160,13 @@ def main(argv=None) -> int:
         except json.JSONDecodeError as e:
             print(f"error: --params is not JSON: {e}", file=sys.stderr)
             return 2
+        if not isinstance(params, dict):
+            print("error: --params must be a JSON object", file=sys.stderr)
+            return 2
         cats = args.categories.split(",")
         unknown = sorted(set(cats) - set(CATEGORIES))
-        if unknown or not isinstance(params, dict):
-            print(f"error: {'unknown categories ' + ','.join(unknown) if unknown else '--params must be a JSON object'}",
-                  file=sys.stderr)
+        if unknown:
+            print(f"error: unknown categories {','.join(unknown)}", file=sys.stderr)
             return 2
         dump(args.data_dir, args.out, [int(v) for v in args.seeds.split(",")], args.workers, params, cats)
     else:

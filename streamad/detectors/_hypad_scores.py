@@ -41,11 +41,16 @@ def rolling_mean(x: np.ndarray, w: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if w <= 1 or len(x) == 0:
         return x.copy()
-    n = len(x)
     cs = np.concatenate([[0.0], np.cumsum(x)])
-    start = np.arange(n) - w // 2
-    lo, hi = np.clip(start, 0, n), np.clip(start + w, 0, n)
+    lo, hi = _centred_spans(len(x), w)
     return (cs[hi] - cs[lo]) / (hi - lo)
+
+
+def _centred_spans(n: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per point of n, the ``[lo, hi)`` bounds of pandas' centred ``w``-point window, cut at
+    the series' ends (points ``t - w // 2 .. t - w // 2 + w - 1``)."""
+    start = np.arange(n) - w // 2
+    return np.clip(start, 0, n), np.clip(start + w, 0, n)
 
 
 def windows_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -162,16 +167,14 @@ def reconstruction_errors(y: np.ndarray, windows_hat: np.ndarray, kind: str = "d
 def _area_errors(y: np.ndarray, y_hat: np.ndarray, score_window: int) -> np.ndarray:
     """Per point, |area under y - area under y_hat| on the ``score_window`` points around it
     (trapezoid rule, as Orion's TadGAN computes it; summed over features). The stretch is the
-    one ``rolling_mean`` averages over (pandas' centred window), cut at the series' ends.
+    one ``rolling_mean`` averages over (``_centred_spans``).
 
     >>> _area_errors(np.array([[0.0], [1.0], [1.0], [0.0]]), np.zeros((4, 1)), 2)
     array([0. , 0.5, 1. , 0.5])
     """
     diff = np.asarray(y, dtype=np.float64) - np.asarray(y_hat, dtype=np.float64)
-    n = len(diff)
     cs = np.concatenate([np.zeros((1, diff.shape[1])), np.cumsum(diff, axis=0)])
-    start = np.arange(n) - score_window // 2
-    lo, hi = np.clip(start, 0, n), np.clip(start + score_window, 0, n)
+    lo, hi = _centred_spans(len(diff), score_window)
     # trapezoid rule = the plain sum minus half of each end point
     area = cs[hi] - cs[lo] - (diff[lo] + diff[hi - 1]) / 2.0
     return np.abs(area).sum(axis=1)

@@ -48,9 +48,9 @@ def fit_gpd(excesses: np.ndarray) -> tuple[float, float]:
     a log-spaced grid over its admissible range, then two refining grids around its best point
     (three vectorised evaluations of the likelihood in all: SPOT refits on most new peaks, and
     for its usual peak sets of tens of excesses the cost is numpy's per-call overhead, not the
-    arithmetic); the
-    exponential case (``gamma = 0``) competes too. Never raises on degenerate input: too few or
-    constant excesses fall back to the exponential fit (the method-of-moments answer).
+    arithmetic); the exponential case (``gamma = 0``) competes too. Never raises on degenerate
+    input: too few or constant excesses fall back to the exponential fit (the method-of-moments
+    answer).
 
     >>> rng = np.random.default_rng(0)
     >>> from scipy.stats import genpareto
