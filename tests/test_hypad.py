@@ -94,7 +94,7 @@ def test_area_error_is_the_trapezoid_area_difference_on_a_centred_stretch_as_in_
 @pytest.mark.parametrize("bad", [{"window": 2}, {"scoring": "nope"}, {"rec_error": "x"},
                                  {"warmup": 10, "window": 20}, {"refit_every": 0},
                                  {"adversarial_weight": -1.0}, {"adversarial_weight": float("nan")},
-                                 {"encoder_readout": "last"}])
+                                 {"encoder_readout": "last"}, {"critic_batches": "all"}])
 def test_bad_parameters_raise_config_error(bad):
     with pytest.raises(ConfigError):
         HypAD(**bad)
@@ -118,6 +118,44 @@ def test_state_round_trip_is_exact_and_pickle_free():
     other = HypAD(**{**HypAD._unit_test_params(), "latent_dim": 5})
     with pytest.raises(StateError):
         other.load_state_dict(_state.loads(blob))
+
+
+def _real_windows_the_critic_saw(critic_batches, critic_iterations, monkeypatch):
+    """Distinct training windows critic x was given while a small model trained on a ramp (each
+    window is told apart by its first value; generated and interpolated windows match none)."""
+    det = HypAD(**{**HypAD._unit_test_params(), "critic_batches": critic_batches,
+                   "critic_iterations": critic_iterations, "refit_every": None})
+    x = np.arange(400.0)[:, None]
+    seen: set[int] = set()
+    train = HypAD._train
+
+    def spy(self, wins, rng):
+        first = {float(w[0, 0]): i for i, w in enumerate(wins)}
+
+        def look(_module, args):
+            for row in args[0].detach().numpy():
+                i = first.get(float(row[0, 0]))
+                if i is not None and np.array_equal(row, wins[i]):
+                    seen.add(i)
+        hook = self._nets["critic_x"].register_forward_pre_hook(look)
+        try:
+            return train(self, wins, rng)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(HypAD, "_train", spy)
+    det.fit(x)
+    return len(seen), det.score_series(x)
+
+
+def test_fresh_critic_batches_show_the_critics_more_windows_and_equal_same_with_one_step(monkeypatch):
+    n_same, _ = _real_windows_the_critic_saw("same", 3, monkeypatch)
+    n_fresh, _ = _real_windows_the_critic_saw("fresh", 3, monkeypatch)
+    # one adversarial epoch of 64 windows: "same" repeats them, "fresh" adds 2 x 64 more
+    assert n_same <= 64 and n_fresh > 2 * n_same
+    _, same = _real_windows_the_critic_saw("same", 1, monkeypatch)
+    _, fresh = _real_windows_the_critic_saw("fresh", 1, monkeypatch)
+    assert np.array_equal(same, fresh)
 
 
 def _auc(score, labels):

@@ -168,6 +168,11 @@ class HypAD(BaseDetector):
         Training budget: each epoch visits at most ``windows_per_epoch`` windows (a random
         subset, so long series cost the same as short ones), and the critics take
         ``critic_iterations`` steps per encoder/decoder step (Orion: all windows, 5 steps).
+    critic_batches
+        What the critic steps before an encoder/decoder step train on: ``"same"``, that step's
+        batch every time, or ``"fresh"``, a batch of their own each, the last one being that
+        step's batch (Orion's schedule: critics see ``critic_iterations`` times as many windows).
+        Equal with one critic step.
     lr, weight_decay
         RiemannianAdam for encoder, decoder and ``h``; Adam (lr, betas 0.5/0.9) for critics.
     adversarial_weight
@@ -217,6 +222,7 @@ class HypAD(BaseDetector):
                  decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int | None = None,
                  epochs: int = 10, pretrain_epochs: int = 3, pretrain_lr: float = 2e-3,
                  windows_per_epoch: int = 2048, critic_iterations: int = 1, batch_size: int = 64,
+                 critic_batches: str = "same",
                  lr: float = 5e-4, weight_decay: float = 1e-5, adversarial_weight: float = 1.0,
                  encoder_readout: str = "final", scoring: str = "uncertainty", rec_error: str = "dtw",
                  warmup: int = 1000,
@@ -233,6 +239,7 @@ class HypAD(BaseDetector):
         self.pretrain_lr = pretrain_lr
         self.windows_per_epoch = windows_per_epoch
         self.critic_iterations = critic_iterations
+        self.critic_batches = critic_batches
         self.batch_size = batch_size
         self.lr = lr
         self.weight_decay = weight_decay
@@ -258,6 +265,8 @@ class HypAD(BaseDetector):
             raise ConfigError(f"{name} window must be at least 4, got {self.window}")
         if min(int(self.epochs), int(self.pretrain_epochs), int(self.critic_iterations)) < 0:
             raise ConfigError(f"{name} epochs, pretrain_epochs and critic_iterations must be >= 0")
+        if self.critic_batches not in ("same", "fresh"):
+            raise ConfigError(f"{name} critic_batches must be 'same' or 'fresh', got {self.critic_batches!r}")
         if self.encoder_readout not in ("final", "all"):
             raise ConfigError(f"{name} encoder_readout must be 'final' or 'all', got {self.encoder_readout!r}")
         if not float(self.adversarial_weight) >= 0:
@@ -484,6 +493,14 @@ class HypAD(BaseDetector):
         per_epoch = min(len(wins), int(self.windows_per_epoch))
         bs, latent = int(self.batch_size), int(self.latent_dim)
         adv_w = float(self.adversarial_weight)
+
+        def shuffled_batches():  # critic_batches="fresh": all windows in turn, reshuffled
+            while True:
+                perm = rng.permutation(len(wins))
+                for i in range(0, max(1, len(perm) - bs + 1), bs):
+                    yield perm[i:i + bs]
+
+        extra = shuffled_batches() if self.critic_batches == "fresh" else None
         for epoch in range(int(self.epochs)):
             # reconstruction first: a latent critic that starts before the encoder carries any
             # information about the window wins, and the reconstruction never recovers
@@ -491,16 +508,18 @@ class HypAD(BaseDetector):
             for group in opt_g.param_groups:
                 group["lr"] = float(self.lr if adversarial else self.pretrain_lr)
             order = rng.permutation(len(wins))[:per_epoch]
+            n_critic = int(self.critic_iterations) if adversarial else 0
             for s in range(0, per_epoch, bs):
                 x = data[order[s:s + bs]]
                 b = len(x)
-                for _ in range(int(self.critic_iterations) if adversarial else 0):
-                    z = torch.randn(b, latent)
+                for k in range(n_critic):
+                    xc = x if k == n_critic - 1 or extra is None else data[next(extra)]
+                    z = torch.randn(len(xc), latent)
                     with torch.no_grad():
                         x_fake = dec(z)
-                        z_enc = enc(x)
-                    loss_c = (cx(x_fake).mean() - cx(x).mean()
-                              + 10.0 * _gradient_penalty(cx, x, x_fake)
+                        z_enc = enc(xc)
+                    loss_c = (cx(x_fake).mean() - cx(xc).mean()
+                              + 10.0 * _gradient_penalty(cx, xc, x_fake)
                               + cz(z_enc).mean() - cz(z).mean()
                               + 10.0 * _gradient_penalty(cz, z, z_enc))
                     opt_c.zero_grad(set_to_none=True)
@@ -730,6 +749,7 @@ class TadGAN(HypAD):
                  decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int | None = None,
                  epochs: int = 10, pretrain_epochs: int = 3, pretrain_lr: float = 2e-3,
                  windows_per_epoch: int = 2048, critic_iterations: int = 5, batch_size: int = 64,
+                 critic_batches: str = "same",
                  lr: float = 5e-4, weight_decay: float = 1e-5, adversarial_weight: float = 1.0,
                  encoder_readout: str = "final", scoring: str = "mult", rec_error: str = "dtw",
                  warmup: int = 1000,
