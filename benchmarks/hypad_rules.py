@@ -12,8 +12,11 @@ reconstructed windows. ``score`` maps them to points with the package's scoring 
 the overlapping-segment F1 per category (mean and spread over seeds) for each rule. ``hypad``
 and ``tadgan`` are the detector's own rules (``series_scores``, as ``HypAD.score_series``):
 they reproduce ``hypad_nab.py``'s ``hypad`` and ``hypad-tadgan`` rows exactly.
-Results: ``benchmarks/results/hypad_nab_seeds.md`` (sessions 14 and 16; session 16 with
-``--params '{"critic_iterations": 5}'`` too, and ``score --json``).
+``euclidean-window`` and ``point`` tell apart what the hyperbolic error loses by its geometry
+from what it loses by giving one value per window: the first is the window's Euclidean
+residual, mapped to points as the hyperbolic error is; the second is Orion's point error.
+Results: ``benchmarks/results/hypad_nab_seeds.md`` (sessions 14, 16 and 17; sessions 16 and
+17 with ``--params '{"critic_iterations": 5}'`` too, and ``score --json``).
 """
 
 from __future__ import annotations
@@ -84,8 +87,16 @@ def _parts(s: dict) -> dict:
         smooth = sc.smoothing_window(len(s["scaled"]))
         s["_parts"] = {"smooth": smooth, "critic": sc.critic_scores(s["critic"], w, smooth),
                        "hyp": sc.windows_mean(s["rec"], w), "certainty": sc.windows_mean(s["certainty"], w),
-                       "dtw": sc.reconstruction_errors(s["scaled"], s["x_hat"], "dtw", smooth=smooth)}
+                       "dtw": sc.reconstruction_errors(s["scaled"], s["x_hat"], "dtw", smooth=smooth),
+                       "point": sc.reconstruction_errors(s["scaled"], s["x_hat"], "point", smooth=smooth),
+                       "euclidean": sc.windows_mean(_window_residuals(s["scaled"], s["x_hat"]), w)}
     return s["_parts"]
+
+
+def _window_residuals(scaled: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
+    """Per window, the Euclidean norm of input minus reconstruction over all its points."""
+    wins = np.lib.stride_tricks.sliding_window_view(scaled, x_hat.shape[1], axis=0).transpose(0, 2, 1)
+    return np.sqrt(((wins - x_hat) ** 2).sum(axis=(1, 2)))
 
 
 def rules() -> dict:
@@ -104,6 +115,9 @@ def rules() -> dict:
         "tadgan": packaged(lambda s: str(s["comb"])),
         "dtw": lambda s, p: zp(p["dtw"]),
         "hyperbolic": lambda s, p: hyp(p),
+        # the hyperbolic error's Euclidean twin: one error per window, mapped to points alike
+        "euclidean-window": lambda s, p: sc.rolling_mean(zp(p["euclidean"]), p["smooth"]),
+        "point": lambda s, p: zp(p["point"]),
         "dtw*hyperbolic": lambda s, p: zp(p["dtw"]) * hyp(p),
         "critic*dtw*hyperbolic": lambda s, p: p["critic"] * zp(p["dtw"]) * hyp(p),
         "critic": lambda s, p: p["critic"],
