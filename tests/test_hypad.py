@@ -120,7 +120,7 @@ def test_state_round_trip_is_exact_and_pickle_free():
         other.load_state_dict(_state.loads(blob))
 
 
-def _real_windows_the_critic_saw(critic_batches, critic_iterations, monkeypatch):
+def _real_windows_the_critic_saw(critic_batches, critic_iterations):
     """Distinct training windows critic x was given while a small model trained on a ramp (each
     window is told apart by its first value; generated and interpolated windows match none)."""
     det = HypAD(**{**HypAD._unit_test_params(), "critic_batches": critic_batches,
@@ -143,18 +143,19 @@ def _real_windows_the_critic_saw(critic_batches, critic_iterations, monkeypatch)
         finally:
             hook.remove()
 
-    monkeypatch.setattr(HypAD, "_train", spy)
-    det.fit(x)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(HypAD, "_train", spy)
+        det.fit(x)
     return len(seen), det.score_series(x)
 
 
-def test_fresh_critic_batches_show_the_critics_more_windows_and_equal_same_with_one_step(monkeypatch):
-    n_same, _ = _real_windows_the_critic_saw("same", 3, monkeypatch)
-    n_fresh, _ = _real_windows_the_critic_saw("fresh", 3, monkeypatch)
+def test_fresh_critic_batches_show_the_critics_more_windows_and_equal_same_with_one_step():
+    n_same, _ = _real_windows_the_critic_saw("same", 3)
+    n_fresh, _ = _real_windows_the_critic_saw("fresh", 3)
     # one adversarial epoch of 64 windows: "same" repeats them, "fresh" adds 2 x 64 more
     assert n_same <= 64 and n_fresh > 2 * n_same
-    _, same = _real_windows_the_critic_saw("same", 1, monkeypatch)
-    _, fresh = _real_windows_the_critic_saw("fresh", 1, monkeypatch)
+    _, same = _real_windows_the_critic_saw("same", 1)
+    _, fresh = _real_windows_the_critic_saw("fresh", 1)
     assert np.array_equal(same, fresh)
 
 
