@@ -172,7 +172,7 @@ class HypAD(BaseDetector):
         What the critic steps before an encoder/decoder step train on: ``"same"``, that step's
         batch every time, or ``"fresh"``, a batch of their own each, the last one being that
         step's batch (Orion's schedule: critics see ``critic_iterations`` times as many windows).
-        Equal with one critic step.
+        Equal with one critic step; with five, "fresh" did not raise F1 on NAB (session 17).
     lr, weight_decay
         RiemannianAdam for encoder, decoder and ``h``; Adam (lr, betas 0.5/0.9) for critics.
     adversarial_weight
@@ -187,6 +187,9 @@ class HypAD(BaseDetector):
     scoring
         ``"uncertainty"`` (HypAD: critic * hyperbolic error * certainty), ``"hyperbolic"`` (the
         same without certainty), ``"mult"`` / ``"sum"`` (TadGAN's rules with ``rec_error``).
+        The first two give one error per window, so a short anomaly is diluted by the rest of
+        its windows: on NAB they miss most of AdEx's and Traffic's labelled windows, which
+        "mult" (an error per point) finds (benchmarks/results/hypad_nab_seeds.md, session 17).
     rec_error
         TadGAN's reconstruction error for "mult"/"sum": "point", "area" or "dtw" (the streaming
         path uses the newest point's error for all three).
