@@ -6,7 +6,7 @@ import torch
 
 from streamad import _state
 from streamad.base import ConfigError, StateError
-from streamad.detectors import HypAD, TadGAN, make
+from streamad.detectors import AER, HypAD, TadGAN, make
 from streamad.detectors import _hypad_scores as sc
 
 torch.set_num_threads(1)
@@ -94,7 +94,9 @@ def test_area_error_is_the_trapezoid_area_difference_on_a_centred_stretch_as_in_
 @pytest.mark.parametrize("bad", [{"window": 2}, {"scoring": "nope"}, {"rec_error": "x"},
                                  {"warmup": 10, "window": 20}, {"refit_every": 0},
                                  {"adversarial_weight": -1.0}, {"adversarial_weight": float("nan")},
-                                 {"encoder_readout": "last"}, {"critic_batches": "all"}])
+                                 {"encoder_readout": "last"}, {"critic_batches": "all"},
+                                 {"regression_weight": -0.1}, {"regression_weight": 1.0},
+                                 {"scoring": "aer"}, {"scoring": "aer-sum", "regression_weight": 0.0}])
 def test_bad_parameters_raise_config_error(bad):
     with pytest.raises(ConfigError):
         HypAD(**bad)
@@ -183,8 +185,10 @@ _SMALL = {"window": 25, "latent_dim": 8, "encoder_hidden": 16, "decoder_hidden":
           "warmup": 200, "threads": 1, "seed": 0}
 
 
-@pytest.mark.parametrize("cls, params", [(HypAD, {}), (TadGAN, {"rec_error": "point"})],
-                         ids=["hypad", "tadgan"])
+@pytest.mark.parametrize("cls, params", [(HypAD, {}), (TadGAN, {"rec_error": "point"}),
+                                         (HypAD, {"regression_weight": 0.5}),
+                                         (AER, {})],
+                         ids=["hypad", "tadgan", "hypad-heads", "aer"])
 def test_a_small_model_finds_a_shape_anomaly_that_a_value_threshold_misses(cls, params):
     X, labels = _sine_with_a_fast_burst()
     assert _auc(np.abs(X[:, 0]), labels) < 0.6  # the burst stays inside the normal range
@@ -193,6 +197,49 @@ def test_a_small_model_finds_a_shape_anomaly_that_a_value_threshold_misses(cls, 
     scores = det.score_series(X)
     assert scores.shape == (len(X),) and np.all(np.isfinite(scores))
     assert _auc(scores, labels) > 0.85
+
+
+def test_prediction_heads_predict_the_window_ends_from_its_inner_points():
+    X, _ = _sine_with_a_fast_burst()
+    det = HypAD(**_SMALL, regression_weight=0.5).fit(X[:500])
+    wins = det._windows(det._mat(X[:500]))
+    moved = wins.copy()
+    moved[:, 0] += 0.5
+    moved[:, -1] -= 0.5
+    a, b = det._forward(wins, full=True), det._forward(moved, full=True)
+    # the encoder never reads the ends, so the whole output window stays the same ...
+    assert np.array_equal(a["x_hat"], b["x_hat"]) and np.array_equal(a["rec"], b["rec"])
+    # ... and the ends' errors are those of predictions of the points that moved
+    assert np.allclose(b["first"], np.abs(moved[:, 0, 0] - a["x_hat"][:, 0, 0]), atol=1e-6)
+    assert np.allclose(b["last"], np.abs(moved[:, -1, 0] - a["x_hat"][:, -1, 0]), atol=1e-6)
+    # and the predictions are learnt beyond the window's level (its inner points' mean)
+    level = np.abs(wins[:, [0, -1], 0] - wins[:, 1:-1, 0].mean(axis=1, keepdims=True)).mean()
+    assert (a["first"].mean() + a["last"].mean()) / 2 < 0.75 * level
+    without = HypAD(**_SMALL).fit(X[:500])
+    assert not np.array_equal(without._forward(wins)["rec"], without._forward(moved)["rec"])
+
+
+def test_regression_errors_take_each_point_from_the_windows_that_predict_it():
+    first, last = np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 20.0, 30.0, 40.0])
+    err = sc.regression_errors(first, last, window=3)  # 4 windows of 3 points: 6 points
+    # point 0 is only predicted backwards (window 0), point 5 only forwards (window 3);
+    # point 2 backwards by window 2 and forwards by window 0
+    assert err.tolist() == [1.0, 2.0, (3.0 + 10.0) / 2, (4.0 + 20.0) / 2, 30.0, 40.0]
+    short = sc.regression_errors(np.array([1.0]), np.array([3.0]), window=4)  # nobody predicts 1, 2
+    assert short.tolist() == [1.0, 2.0, 2.0, 3.0]
+
+
+def test_aer_rule_scores_a_point_by_the_windows_that_predict_it():
+    n, w = 150, 10  # under 200 points: no smoothing
+    m = n - w + 1
+    first, last = np.full(m, 0.1), np.full(m, 0.1)
+    last[80 - (w - 1)] = first[80] = 5.0  # both predictions of point 80 miss
+    out = {"critic": np.zeros(m), "x_hat": np.zeros((m, w, 1)), "first": first, "last": last}
+    for rule in ("aer", "aer-sum"):
+        score = sc.series_scores(out, np.zeros((n, 1)), w, rule, "point", ends=True)
+        assert score.shape == (n,) and int(np.argmax(score)) == 80 and np.sum(score == score.max()) == 1
+    with pytest.raises(ValueError, match="prediction heads"):
+        sc.series_scores(out, np.zeros((n, 1)), w, "aer", "point", ends=False)
 
 
 def test_fit_trains_on_a_series_shorter_than_the_warmup_and_rejects_one_shorter_than_a_window():

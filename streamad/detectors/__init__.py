@@ -21,6 +21,7 @@ from ..base import ConfigError
 
 # class name -> private module
 _CLASSES = {
+    "AER": "._hypad",
     "FedPCA": "._fedpca",
     "Gaussian": "._gaussian",
     "HypAD": "._hypad",
@@ -33,6 +34,7 @@ _CLASSES = {
 
 # registry name -> (class name, default params)
 REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
+    "aer": ("AER", {}),
     "fedpca": ("FedPCA", {}),
     "gaussian": ("Gaussian", {}),
     "hst": ("RiverDetector", {}),

@@ -1,4 +1,5 @@
-"""HypAD and TadGAN: LSTM-GAN window reconstruction, with hyperbolic certainty for HypAD.
+"""HypAD, TadGAN and AER: LSTM window reconstruction (GAN-trained, with hyperbolic certainty for
+HypAD; with end-point prediction for AER).
 
 TadGAN (Geiger et al., IEEE BigData 2020) learns to encode a window of the series into a
 small latent and decode it back, with two Wasserstein critics (one on windows, one on
@@ -11,6 +12,11 @@ the ball, the error is their hyperbolic distance, and the norm of ``h(reconstruc
 model's certainty (near the border = certain). The anomaly score is
 ``critic score * reconstruction error * certainty``, so errors the model is unsure about raise
 fewer false alarms.
+
+AER (Wong et al., IEEE BigData 2022) is the same encoder and decoder without critics, whose
+decoder also predicts each window's first point backwards and last point forwards
+(``regression_weight``); a point is scored by its reconstruction error times its prediction
+error. The prediction heads and AER's rules ("aer", "aer-sum") work on HypAD and TadGAN too.
 
 Two ways to score:
 
@@ -45,9 +51,10 @@ from torch import nn
 from ..base import BaseDetector, ConfigError, StateError
 from . import _hypad_scores as sc
 
-__all__ = ["HypAD", "TadGAN"]
+__all__ = ["AER", "HypAD", "TadGAN"]
 
-_SCORINGS_HYP = ("uncertainty", "hyperbolic", "mult", "sum")
+_SCORINGS_HYP = ("uncertainty", "hyperbolic", "mult", "sum", "aer", "aer-sum")
+_SCORINGS_AER = ("aer", "aer-sum")  # AER's rules: need the prediction heads (regression_weight > 0)
 _REC_ERRORS = ("point", "area", "dtw")
 
 
@@ -179,6 +186,14 @@ class HypAD(BaseDetector):
         Weight of the critics' terms in the encoder/decoder loss after pretraining (TadGAN:
         1). At 0 the critics still train (the critic score needs them) but do not shape the
         reconstruction.
+    regression_weight
+        AER's prediction heads (Wong et al., IEEE BigData 2022) when above 0: the encoder
+        reads the window's inner ``window - 2`` points, the decoder reconstructs them and
+        predicts the two ends (the first point backwards, the last forwards), and the
+        encoder/decoder loss is ``(1 - r) * reconstruction + r / 2 * (each end's squared
+        error)`` (AER: r = 0.5). The other rules score the inner points as before; AER's rules
+        ("aer", "aer-sum") add each point's prediction error. 0 (the default): plain
+        reconstruction.
     encoder_readout
         What the encoder's dense layer reads: ``"final"``, the final states of both directions
         of its BiLSTM, or ``"all"``, its outputs at every step (Orion's TadGAN). "all"
@@ -186,7 +201,10 @@ class HypAD(BaseDetector):
         yet "final" had the higher F1 on NAB over three seeds (5 of 6 categories).
     scoring
         ``"uncertainty"`` (HypAD: critic * hyperbolic error * certainty), ``"hyperbolic"`` (the
-        same without certainty), ``"mult"`` / ``"sum"`` (TadGAN's rules with ``rec_error``).
+        same without certainty), ``"mult"`` / ``"sum"`` (TadGAN's rules with ``rec_error``),
+        ``"aer"`` / ``"aer-sum"`` (AER's rules, with ``regression_weight`` > 0: ``rec_error``
+        and the prediction error, min-max scaled, multiplied or averaged; no critic; streaming
+        scores the newest point's forward prediction error).
         The first two give one error per window, so a short anomaly is diluted by the rest of
         its windows: on NAB they miss most of AdEx's and Traffic's labelled windows, which
         "mult" (an error per point) finds (benchmarks/results/hypad_nab_seeds.md, session 17).
@@ -227,6 +245,7 @@ class HypAD(BaseDetector):
                  windows_per_epoch: int = 2048, critic_iterations: int = 1, batch_size: int = 64,
                  critic_batches: str = "same",
                  lr: float = 5e-4, weight_decay: float = 1e-5, adversarial_weight: float = 1.0,
+                 regression_weight: float = 0.0,
                  encoder_readout: str = "final", scoring: str = "uncertainty", rec_error: str = "dtw",
                  warmup: int = 1000,
                  history: int = 25000, refit_every: int | None = None, background: bool = False,
@@ -247,6 +266,7 @@ class HypAD(BaseDetector):
         self.lr = lr
         self.weight_decay = weight_decay
         self.adversarial_weight = adversarial_weight
+        self.regression_weight = regression_weight
         self.encoder_readout = encoder_readout
         self.scoring = scoring
         self.rec_error = rec_error
@@ -274,11 +294,16 @@ class HypAD(BaseDetector):
             raise ConfigError(f"{name} encoder_readout must be 'final' or 'all', got {self.encoder_readout!r}")
         if not float(self.adversarial_weight) >= 0:
             raise ConfigError(f"{name} adversarial_weight must be >= 0, got {self.adversarial_weight}")
+        if not 0.0 <= float(self.regression_weight) < 1.0:
+            raise ConfigError(f"{name} regression_weight must be in [0, 1), got {self.regression_weight}")
         if self.hyperbolic_dim is not None and int(self.hyperbolic_dim) < 1:
             raise ConfigError(f"{name} hyperbolic_dim must be at least 1 or None, got {self.hyperbolic_dim}")
-        allowed = _SCORINGS_HYP if self._hyperbolic_loss else ("mult", "sum")
+        allowed = _SCORINGS_HYP if self._hyperbolic_loss else ("mult", "sum", *_SCORINGS_AER)
         if self.scoring not in allowed:
             raise ConfigError(f"{name} scoring must be one of {allowed}, got {self.scoring!r}")
+        if self.scoring in _SCORINGS_AER and not float(self.regression_weight) > 0:
+            raise ConfigError(f"{name} scoring {self.scoring!r} needs the prediction heads: "
+                              f"set regression_weight above 0 (AER: 0.5)")
         if self.rec_error not in _REC_ERRORS:
             raise ConfigError(f"{name} rec_error must be one of {_REC_ERRORS}, got {self.rec_error!r}")
         if int(self.warmup) < int(self.window):
@@ -393,17 +418,27 @@ class HypAD(BaseDetector):
                 self._fit()
 
     # -- training ------------------------------------------------------------------
+    @property
+    def _ends(self) -> bool:
+        """Whether the window's first and last points are predicted (AER) rather than reconstructed."""
+        return float(self.regression_weight) > 0.0
+
+    def _inner(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of a window the encoder reads and the reconstruction error compares."""
+        return x[:, 1:-1] if self._ends else x
+
     def _build(self) -> dict[str, nn.Module]:
         d, w = self._d, int(self.window)
+        wi = w - 2 if self._ends else w
         nets: dict[str, nn.Module] = {
-            "encoder": _Encoder(d, int(self.encoder_hidden), int(self.latent_dim), w, self.encoder_readout),
+            "encoder": _Encoder(d, int(self.encoder_hidden), int(self.latent_dim), wi, self.encoder_readout),
             "decoder": _Decoder(d, int(self.decoder_hidden), int(self.latent_dim), w),
             "critic_x": _CriticX(d, int(self.critic_size), w),
             "critic_z": _CriticZ(int(self.latent_dim), int(self.critic_size)),
         }
         if self._hyperbolic_loss:
-            k = w * d if self.hyperbolic_dim is None else int(self.hyperbolic_dim)
-            nets["h"] = _MobiusLinear(w * d, k)
+            k = wi * d if self.hyperbolic_dim is None else int(self.hyperbolic_dim)
+            nets["h"] = _MobiusLinear(wi * d, k)
         return nets
 
     def _scale(self, X: np.ndarray) -> np.ndarray:
@@ -520,7 +555,7 @@ class HypAD(BaseDetector):
                     z = torch.randn(len(xc), latent)
                     with torch.no_grad():
                         x_fake = dec(z)
-                        z_enc = enc(xc)
+                        z_enc = enc(self._inner(xc))
                     loss_c = (cx(x_fake).mean() - cx(xc).mean()
                               + 10.0 * _gradient_penalty(cx, xc, x_fake)
                               + cz(z_enc).mean() - cz(z).mean()
@@ -528,13 +563,22 @@ class HypAD(BaseDetector):
                     opt_c.zero_grad(set_to_none=True)
                     loss_c.backward()
                     opt_c.step()
-                z_enc = enc(x)
-                loss_g = 10.0 * self._rec_loss(x, dec(z_enc))
-                if adversarial:
+                z_enc = enc(self._inner(x))
+                loss_g = 10.0 * self._window_loss(x, dec(z_enc))
+                if adversarial and n_critic > 0:  # critics that never train have nothing to say
                     loss_g = loss_g - adv_w * (cx(dec(torch.randn(b, latent))).mean() + cz(z_enc).mean())
                 opt_g.zero_grad(set_to_none=True)
                 loss_g.backward()
                 opt_g.step()
+
+    def _window_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """The reconstruction loss, or with ``regression_weight`` r AER's mix: (1 - r) times
+        the loss on the inner points plus r/2 times the squared error of each end's prediction."""
+        if not self._ends:
+            return self._rec_loss(x, x_hat)
+        r = float(self.regression_weight)
+        ends = ((x[:, 0] - x_hat[:, 0]) ** 2).mean() + ((x[:, -1] - x_hat[:, -1]) ** 2).mean()
+        return (1.0 - r) * self._rec_loss(x[:, 1:-1], x_hat[:, 1:-1]) + 0.5 * r * ends
 
     def _rec_loss(self, x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
         # The Poincare distance alone does not teach the decoder to reconstruct: it also pulls
@@ -547,19 +591,22 @@ class HypAD(BaseDetector):
 
     # -- forward passes --------------------------------------------------------------
     def _forward(self, wins: np.ndarray, full: bool = False, chunk: int = 1024) -> dict[str, np.ndarray]:
-        """Model outputs per window: critic, last-step error, and (HypAD) distance and certainty."""
+        """Model outputs per window: critic, last-step error (with ``regression_weight``: the
+        forward prediction's, and "first" the backward one's), and (HypAD) distance and certainty."""
         nets = self._nets
-        out: dict[str, list[np.ndarray]] = {"critic": [], "last": [], "rec": [], "certainty": [],
-                                            "x_hat": []}
+        out: dict[str, list[np.ndarray]] = {"critic": [], "last": [], "first": [], "rec": [],
+                                            "certainty": [], "x_hat": []}
         with _torch_threads(self.threads), torch.inference_mode():
             for s in range(0, len(wins), chunk):
                 x = torch.from_numpy(wins[s:s + chunk])
-                x_hat = nets["decoder"](nets["encoder"](x))
+                x_hat = nets["decoder"](nets["encoder"](self._inner(x)))
                 out["critic"].append(nets["critic_x"](x).double().numpy())
                 out["last"].append((x[:, -1] - x_hat[:, -1]).double().norm(dim=1).numpy())
+                if self._ends:
+                    out["first"].append((x[:, 0] - x_hat[:, 0]).double().norm(dim=1).numpy())
                 if "h" in nets:
                     h = nets["h"]
-                    hx, hh = h(x).double(), h(x_hat).double()
+                    hx, hh = h(self._inner(x)).double(), h(self._inner(x_hat)).double()
                     out["rec"].append(h.ball.dist(hh, hx).numpy())
                     out["certainty"].append(hh.norm(dim=1).numpy())
                 if full:
@@ -585,8 +632,10 @@ class HypAD(BaseDetector):
             rec = sc.zscore_positive(o["rec"], st["rec_mean"], st["rec_std"])
             a = cs * rec
             return a * o["certainty"] if self.scoring == "uncertainty" else a
-        return sc.combine(cs, sc.zscore_positive(o["last"], st["last_mean"], st["last_std"]),
-                          self.scoring)
+        last = sc.zscore_positive(o["last"], st["last_mean"], st["last_std"])
+        if self.scoring in _SCORINGS_AER:  # online, only the newest point's forward prediction
+            return last
+        return sc.combine(cs, last, self.scoring)
 
     # -- streaming scoring -----------------------------------------------------------
     def _context_windows(self, X: np.ndarray, advance: bool) -> np.ndarray:
@@ -689,7 +738,7 @@ class HypAD(BaseDetector):
         Xp = np.concatenate([np.repeat(X[:1], pad, axis=0), X]) if pad else X
         wins = self._windows(Xp)
         o = self._forward(wins, full=self.scoring not in ("uncertainty", "hyperbolic"))
-        score = sc.series_scores(o, self._scale(Xp), w, self.scoring, self.rec_error)
+        score = sc.series_scores(o, self._scale(Xp), w, self.scoring, self.rec_error, ends=self._ends)
         return score[pad:]
 
     # -- state ---------------------------------------------------------------------
@@ -754,6 +803,7 @@ class TadGAN(HypAD):
                  windows_per_epoch: int = 2048, critic_iterations: int = 5, batch_size: int = 64,
                  critic_batches: str = "same",
                  lr: float = 5e-4, weight_decay: float = 1e-5, adversarial_weight: float = 1.0,
+                 regression_weight: float = 0.0,
                  encoder_readout: str = "final", scoring: str = "mult", rec_error: str = "dtw",
                  warmup: int = 1000,
                  history: int = 25000, refit_every: int | None = None, background: bool = False,
@@ -764,3 +814,31 @@ class TadGAN(HypAD):
     def _rec_loss(self, x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
         return ((x - x_rec) ** 2).mean()
 
+
+
+class AER(TadGAN):
+    """AER (Wong et al., IEEE BigData 2022): the same encoder and decoder trained as a plain
+    autoencoder whose decoder also predicts each window's ends (its first point backwards,
+    its last forwards; ``regression_weight``), scored with AER's rule: reconstruction error
+    times prediction error, each min-max scaled over the series ("aer"), or their mean
+    ("aer-sum"). No critics train and none enter the score."""
+
+    name = "aer"
+
+    def __init__(self, window: int = 100, latent_dim: int = 20, encoder_hidden: int = 24,
+                 decoder_hidden: int = 16, critic_size: int = 16, hyperbolic_dim: int | None = None,
+                 epochs: int = 10, pretrain_epochs: int = 3, pretrain_lr: float = 2e-3,
+                 windows_per_epoch: int = 2048, critic_iterations: int = 0, batch_size: int = 64,
+                 critic_batches: str = "same",
+                 lr: float = 5e-4, weight_decay: float = 1e-5, adversarial_weight: float = 0.0,
+                 regression_weight: float = 0.5,
+                 encoder_readout: str = "final", scoring: str = "aer", rec_error: str = "dtw",
+                 warmup: int = 1000,
+                 history: int = 25000, refit_every: int | None = None, background: bool = False,
+                 threads: int | None = None, seed: int = 0):
+        params = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        super().__init__(**params)
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {**super()._unit_test_params(), "regression_weight": 0.5, "scoring": "aer"}

@@ -16,9 +16,11 @@ import numpy as np
 
 __all__ = [
     "combine",
+    "combine_minmax",
     "critic_scores",
     "covering_values",
     "reconstruction_errors",
+    "regression_errors",
     "rolling_mean",
     "series_scores",
     "smoothing_window",
@@ -197,20 +199,78 @@ def combine(critic: np.ndarray, rec: np.ndarray, how: str = "mult", lam: float =
     raise ValueError(f"unknown combination {how!r}")
 
 
-def series_scores(outputs, scaled: np.ndarray, window: int, scoring: str, rec_error: str = "dtw") -> np.ndarray:
+def regression_errors(first: np.ndarray, last: np.ndarray, window: int) -> np.ndarray:
+    """AER's prediction error per point: window ``i`` predicts its first point backwards
+    (error ``first[i]``) and its last point forwards (``last[i]``); a point predicted both
+    ways gets the mean of the two. Points no window predicts (series shorter than
+    ``2 * window - 2``) get the mean error.
+
+    >>> regression_errors(np.array([1.0, 2.0, 3.0]), np.array([5.0, 7.0, 9.0]), window=2)
+    array([1. , 3.5, 5. , 9. ])
+    """
+    first, last = np.asarray(first, dtype=np.float64), np.asarray(last, dtype=np.float64)
+    m = len(first)
+    both = np.full((2, m + window - 1), np.nan)
+    both[0, :m] = first
+    both[1, window - 1:] = last
+    cnt = (~np.isnan(both)).sum(axis=0)
+    out = np.nansum(both, axis=0) / np.maximum(cnt, 1)
+    return np.where(cnt > 0, out, np.concatenate([first, last]).mean())
+
+
+def series_scores(outputs, scaled: np.ndarray, window: int, scoring: str, rec_error: str = "dtw",
+                  ends: bool = False) -> np.ndarray:
     """Per-point scores of a whole series from a window model's per-window ``outputs``.
 
     ``outputs`` maps "critic" (m,) and, by rule, "rec" and "certainty" (m,) or "x_hat"
     (m, window, d); ``scaled`` is the (n, d) series the windows were cut from. ``scoring``:
     "uncertainty" (critic * hyperbolic error * certainty), "hyperbolic" (without certainty),
     "mult" / "sum" (TadGAN's critic and ``rec_error`` reconstruction error). Critic values and
-    errors are normalised over the series and smoothed (1% of its length)."""
+    errors are normalised over the series and smoothed (1% of its length).
+
+    With ``ends`` (AER's prediction heads) each window's first and last points are predictions,
+    not reconstructions: "rec", "certainty" and the reconstruction error cover the inner
+    ``window - 2`` points. Two more rules need them, AER's: "aer" (the product of the
+    reconstruction and prediction errors, each min-max scaled to [1, 2]) and "aer-sum" (their
+    mean, each scaled to [0, 1]); the prediction error is :func:`regression_errors` of
+    ``outputs["first"]`` and ``outputs["last"]``, smoothed."""
     smooth = smoothing_window(len(scaled))
-    cs = critic_scores(outputs["critic"], window, smooth)
+    inner = window - 2 if ends else window
+
+    def points(v: np.ndarray) -> np.ndarray:  # inner-window values -> all points (edges repeated)
+        return np.pad(v, 1, mode="edge") if ends else v
+
     if scoring in ("uncertainty", "hyperbolic"):
-        score = cs * rolling_mean(zscore_positive(windows_mean(outputs["rec"], window)), smooth)
+        score = critic_scores(outputs["critic"], window, smooth)
+        score = score * points(rolling_mean(zscore_positive(windows_mean(outputs["rec"], inner)), smooth))
         if scoring == "uncertainty":
-            score = score * windows_mean(outputs["certainty"], window)
+            score = score * points(windows_mean(outputs["certainty"], inner))
         return score
-    err = reconstruction_errors(scaled, outputs["x_hat"], rec_error, smooth=smooth)
-    return combine(cs, zscore_positive(err), scoring)
+    y, x_hat = (scaled[1:-1], outputs["x_hat"][:, 1:-1]) if ends else (scaled, outputs["x_hat"])
+    err = points(reconstruction_errors(y, x_hat, rec_error, smooth=smooth))
+    if scoring in ("aer", "aer-sum"):
+        if not ends:
+            raise ValueError(f"rule {scoring!r} needs prediction heads (ends=True)")
+        reg = rolling_mean(regression_errors(outputs["first"], outputs["last"], window), smooth)
+        return combine_minmax(err, reg, "mult" if scoring == "aer" else "sum")
+    return combine(critic_scores(outputs["critic"], window, smooth), zscore_positive(err), scoring)
+
+
+def _minmax(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    span = float(x.max() - x.min())
+    return lo + (hi - lo) * (x - x.min()) / (span if span > 0 else 1.0)
+
+
+def combine_minmax(rec: np.ndarray, reg: np.ndarray, how: str = "mult", lam: float = 0.5) -> np.ndarray:
+    """AER's combination of reconstruction and prediction errors over a series: each min-max
+    scaled, to [1, 2] and multiplied ("mult"), or to [0, 1] and weighted ``lam`` / ``1 - lam``.
+
+    >>> combine_minmax(np.array([0.0, 1.0, 2.0]), np.array([5.0, 5.0, 7.0]))
+    array([1. , 1.5, 4. ])
+    """
+    rec, reg = np.asarray(rec, dtype=np.float64), np.asarray(reg, dtype=np.float64)
+    if how == "mult":
+        return _minmax(rec, 1.0, 2.0) * _minmax(reg, 1.0, 2.0)
+    if how == "sum":
+        return lam * _minmax(rec, 0.0, 1.0) + (1.0 - lam) * _minmax(reg, 0.0, 1.0)
+    raise ValueError(f"unknown combination {how!r}")
