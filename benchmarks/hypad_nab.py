@@ -143,6 +143,9 @@ def run_signal(path: Path, truth, detectors: list[str], params: dict, threads: i
     if "tadgan" in detectors:
         timed("tadgan", lambda: fit_deep("tadgan", scoring=comb, rec_error="dtw"),
               lambda d: d.score_series(X))
+    if "aer" in detectors:  # TadGAN's combination per category: "mult" -> AER's product, "sum" -> its mean
+        timed("aer", lambda: fit_deep("aer", scoring="aer" if comb == "mult" else "aer-sum", rec_error="dtw"),
+              lambda d: d.score_series(X))
     if "gaussian" in detectors:
         def fit_gauss():
             det = make("gaussian", window=100)

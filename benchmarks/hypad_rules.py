@@ -15,8 +15,11 @@ they reproduce ``hypad_nab.py``'s ``hypad`` and ``hypad-tadgan`` rows exactly.
 ``euclidean-window`` and ``point`` tell apart what the hyperbolic error loses by its geometry
 from what it loses by giving one value per window: the first is the window's Euclidean
 residual, mapped to points as the hyperbolic error is; the second is Orion's point error.
-Results: ``benchmarks/results/hypad_nab_seeds.md`` (sessions 14, 16 and 17; sessions 16 and
-17 with ``--params '{"critic_iterations": 5}'`` too, and ``score --json``).
+With ``--params '{"regression_weight": 0.5}'`` the model also predicts each window's ends
+(AER's heads), and the ``aer`` rules score the prediction error too; ``aer-orion-combs`` uses
+the combination Orion's AER pipelines choose per category.
+Results: ``benchmarks/results/hypad_nab_seeds.md`` (sessions 14, 16, 17 and 18; sessions 16 to
+18 with ``--params '{"critic_iterations": 5}'`` too, and ``score --json``).
 """
 
 from __future__ import annotations
@@ -84,12 +87,22 @@ def _parts(s: dict) -> dict:
 
     if "_parts" not in s:
         w = s["x_hat"].shape[1]
+        ends = "first" in s  # regression_weight > 0: inner points reconstructed, ends predicted
+        y, x_hat = (s["scaled"][1:-1], s["x_hat"][:, 1:-1]) if ends else (s["scaled"], s["x_hat"])
+        wi = x_hat.shape[1]
+
+        def points(v):
+            return np.pad(v, 1, mode="edge") if ends else v
+
         smooth = sc.smoothing_window(len(s["scaled"]))
         s["_parts"] = {"smooth": smooth, "critic": sc.critic_scores(s["critic"], w, smooth),
-                       "hyp": sc.windows_mean(s["rec"], w), "certainty": sc.windows_mean(s["certainty"], w),
-                       "dtw": sc.reconstruction_errors(s["scaled"], s["x_hat"], "dtw", smooth=smooth),
-                       "point": sc.reconstruction_errors(s["scaled"], s["x_hat"], "point", smooth=smooth),
-                       "euclidean": sc.windows_mean(_window_residuals(s["scaled"], s["x_hat"]), w)}
+                       "hyp": points(sc.windows_mean(s["rec"], wi)),
+                       "certainty": points(sc.windows_mean(s["certainty"], wi)),
+                       "dtw": points(sc.reconstruction_errors(y, x_hat, "dtw", smooth=smooth)),
+                       "point": points(sc.reconstruction_errors(y, x_hat, "point", smooth=smooth)),
+                       "euclidean": points(sc.windows_mean(_window_residuals(y, x_hat), wi))}
+        if ends:
+            s["_parts"]["reg"] = sc.rolling_mean(sc.regression_errors(s["first"], s["last"], w), smooth)
     return s["_parts"]
 
 
@@ -97,6 +110,12 @@ def _window_residuals(scaled: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
     """Per window, the Euclidean norm of input minus reconstruction over all its points."""
     wins = np.lib.stride_tricks.sliding_window_view(scaled, x_hat.shape[1], axis=0).transpose(0, 2, 1)
     return np.sqrt(((wins - x_hat) ** 2).sum(axis=(1, 2)))
+
+
+# Orion's AER pipelines choose the combination per NAB category (orion/pipelines/verified/aer);
+# "reg" scores by the prediction error alone
+AER_COMB = {"artificialWithAnomaly": "reg", "realAWSCloudwatch": "sum", "realAdExchange": "sum",
+            "realKnownCause": "mult", "realTraffic": "reg", "realTweets": "mult"}
 
 
 def rules() -> dict:
@@ -108,7 +127,14 @@ def rules() -> dict:
         return sc.rolling_mean(zp(p["hyp"]), p["smooth"])
 
     def packaged(rule):  # the detector's own rules: HypAD.score_series on the saved outputs
-        return lambda s, p: sc.series_scores(s, s["scaled"], s["x_hat"].shape[1], rule(s))
+        return lambda s, p: sc.series_scores(s, s["scaled"], s["x_hat"].shape[1], rule(s), ends="first" in s)
+
+    def heads(fn):  # rules that need the prediction heads (regression_weight > 0)
+        return lambda s, p: fn(s, p) if "reg" in p else None
+
+    def aer_orion(s, p):
+        comb = AER_COMB[str(s["cat"])]
+        return p["reg"] if comb == "reg" else sc.combine_minmax(p["dtw"], p["reg"], comb)
 
     return {
         "hypad": packaged(lambda s: "uncertainty"),
@@ -122,6 +148,13 @@ def rules() -> dict:
         "critic*dtw*hyperbolic": lambda s, p: p["critic"] * zp(p["dtw"]) * hyp(p),
         "critic": lambda s, p: p["critic"],
         "critic*dtw*certainty": lambda s, p: p["critic"] * zp(p["dtw"]) * p["certainty"],
+        # with prediction heads: AER's rule as packaged (TadGAN's combination per category:
+        # "mult" -> "aer", "sum" -> "aer-sum"), with Orion's AER combinations per category,
+        # the prediction error alone, and AER's product times HypAD's certainty
+        "aer": heads(packaged(lambda s: "aer" if str(s["comb"]) == "mult" else "aer-sum")),
+        "aer-orion-combs": heads(aer_orion),
+        "prediction": heads(lambda s, p: zp(p["reg"])),
+        "aer*certainty": heads(lambda s, p: sc.combine_minmax(p["dtw"], p["reg"]) * p["certainty"]),
     }
 
 
@@ -138,10 +171,15 @@ def score(out: Path) -> dict:
         counts = defaultdict(lambda: np.zeros(3))
         for s in signals:
             pad = int(s["pad"])
-            v = np.asarray(fn(s, _parts(s)), float)[pad:]
+            v = fn(s, _parts(s))
+            if v is None:  # a rule for prediction heads, on outputs without them
+                continue
+            v = np.asarray(v, float)[pad:]
             found = find_anomalies(np.where(np.isfinite(v), v, 0.0), index=np.arange(len(v)))
             spans = [(float(s["index"][a]), float(s["index"][b])) for a, b, _ in found]
             counts[(s["cat"], s["seed"])] += M.contextual_confusion([tuple(t) for t in s["truth"]], spans)
+        if not counts:
+            continue
         table[rule] = {}
         for cat in CATEGORIES:
             f1 = [2 * tp / max(1, 2 * tp + fp + fn) for (c, _), (tp, fp, fn) in counts.items() if c == cat]
