@@ -272,9 +272,10 @@ def test_the_reconstruction_follows_the_window_shape_not_only_its_level():
     assert ((x_hat - w) ** 2).mean() < 0.2 * level_only
 
 
-def test_streaming_scores_rise_when_the_burst_enters_the_window():
+@pytest.mark.parametrize("cls", [HypAD, AER], ids=["hypad", "aer"])
+def test_streaming_scores_rise_when_the_burst_enters_the_window(cls):
     X, labels = _sine_with_a_fast_burst()
-    det = HypAD(**_SMALL)
+    det = cls(**_SMALL)
     scores = det.process_many(X, learn=True)  # trains once at warmup, then scores point by point
     assert np.all(scores[:200] == 0.0) and det.fitted_
     after = np.arange(len(X)) >= 200
