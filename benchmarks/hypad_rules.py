@@ -88,11 +88,11 @@ def _parts(s: dict) -> dict:
     if "_parts" not in s:
         w = s["x_hat"].shape[1]
         ends = "first" in s  # regression_weight > 0: inner points reconstructed, ends predicted
-        y, x_hat = (s["scaled"][1:-1], s["x_hat"][:, 1:-1]) if ends else (s["scaled"], s["x_hat"])
+        y, x_hat = sc.inner_points(s["scaled"], s["x_hat"], ends)
         wi = x_hat.shape[1]
 
         def points(v):
-            return np.pad(v, 1, mode="edge") if ends else v
+            return sc.to_points(v, ends)
 
         smooth = sc.smoothing_window(len(s["scaled"]))
         s["_parts"] = {"smooth": smooth, "critic": sc.critic_scores(s["critic"], w, smooth),

@@ -19,11 +19,13 @@ __all__ = [
     "combine_minmax",
     "critic_scores",
     "covering_values",
+    "inner_points",
     "reconstruction_errors",
     "regression_errors",
     "rolling_mean",
     "series_scores",
     "smoothing_window",
+    "to_points",
     "windows_mean",
     "zscore_positive",
 ]
@@ -210,12 +212,25 @@ def regression_errors(first: np.ndarray, last: np.ndarray, window: int) -> np.nd
     """
     first, last = np.asarray(first, dtype=np.float64), np.asarray(last, dtype=np.float64)
     m = len(first)
-    both = np.full((2, m + window - 1), np.nan)
-    both[0, :m] = first
-    both[1, window - 1:] = last
-    cnt = (~np.isnan(both)).sum(axis=0)
-    out = np.nansum(both, axis=0) / np.maximum(cnt, 1)
-    return np.where(cnt > 0, out, np.concatenate([first, last]).mean())
+    total, cnt = np.zeros(m + window - 1), np.zeros(m + window - 1)
+    total[:m] += first
+    cnt[:m] += 1
+    total[window - 1:] += last
+    cnt[window - 1:] += 1
+    return np.where(cnt > 0, total / np.maximum(cnt, 1), np.concatenate([first, last]).mean())
+
+
+def inner_points(scaled: np.ndarray, x_hat: np.ndarray, ends: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The series and reconstructed windows a reconstruction error compares: all of them, or
+    with prediction heads (``ends``) each window's inner points over the series' inner points
+    (window i's inner points are points i + 1 .. i + window - 2). :func:`to_points` maps the
+    result back to every point."""
+    return (scaled[1:-1], x_hat[:, 1:-1]) if ends else (scaled, x_hat)
+
+
+def to_points(v: np.ndarray, ends: bool) -> np.ndarray:
+    """Values of the series' inner points (``ends``) to all points, repeating the edge ones."""
+    return np.pad(v, 1, mode="edge") if ends else v
 
 
 def series_scores(outputs, scaled: np.ndarray, window: int, scoring: str, rec_error: str = "dtw",
@@ -236,18 +251,14 @@ def series_scores(outputs, scaled: np.ndarray, window: int, scoring: str, rec_er
     ``outputs["first"]`` and ``outputs["last"]``, smoothed."""
     smooth = smoothing_window(len(scaled))
     inner = window - 2 if ends else window
-
-    def points(v: np.ndarray) -> np.ndarray:  # inner-window values -> all points (edges repeated)
-        return np.pad(v, 1, mode="edge") if ends else v
-
     if scoring in ("uncertainty", "hyperbolic"):
         score = critic_scores(outputs["critic"], window, smooth)
-        score = score * points(rolling_mean(zscore_positive(windows_mean(outputs["rec"], inner)), smooth))
+        score = score * to_points(rolling_mean(zscore_positive(windows_mean(outputs["rec"], inner)), smooth), ends)
         if scoring == "uncertainty":
-            score = score * points(windows_mean(outputs["certainty"], inner))
+            score = score * to_points(windows_mean(outputs["certainty"], inner), ends)
         return score
-    y, x_hat = (scaled[1:-1], outputs["x_hat"][:, 1:-1]) if ends else (scaled, outputs["x_hat"])
-    err = points(reconstruction_errors(y, x_hat, rec_error, smooth=smooth))
+    y, x_hat = inner_points(scaled, outputs["x_hat"], ends)
+    err = to_points(reconstruction_errors(y, x_hat, rec_error, smooth=smooth), ends)
     if scoring in ("aer", "aer-sum"):
         if not ends:
             raise ValueError(f"rule {scoring!r} needs prediction heads (ends=True)")
