@@ -242,6 +242,26 @@ def test_aer_rule_scores_a_point_by_the_windows_that_predict_it():
         sc.series_scores(out, np.zeros((n, 1)), w, "aer", "point", ends=False)
 
 
+def test_aer_rule_masks_the_errors_of_the_first_windows():
+    # AER's start mask: 1% of the windows (here 4 of 441); the same miss later is the peak
+    n, w = 450, 10
+    m = n - w + 1
+    assert sc.start_mask(m) == 4
+    rng = np.random.default_rng(0)
+    for at in (2, 300):
+        first, last = rng.uniform(0.05, 0.15, m), rng.uniform(0.05, 0.15, m)
+        first[at] = last[at] = 5.0  # window `at` mispredicts both its ends
+        out = {"critic": np.zeros(m), "x_hat": rng.normal(0, 0.05, (m, w, 1)), "first": first, "last": last}
+        score = sc.series_scores(out, np.zeros((n, 1)), w, "aer", "point", ends=True)
+        if at == 2:  # masked: the start stays below the peak of the rest
+            assert score[:30].max() < score[30:].max()  # unmasked, the start is the peak (4.0)
+        else:  # its predicted points (300 backwards, 309 forwards) stand out, smoothed over 4
+            assert 298 <= int(np.argmax(score)) <= 311 and score.max() > 1.5 * np.median(score)
+    err = sc.regression_errors(np.arange(6.0), np.arange(6.0) + 10, window=3, masked=2)
+    # windows 0 and 1 masked: backward errors set to the smallest, forward ones left out
+    assert err.tolist() == [0.0, 0.0, 2.0, 3.0, (4.0 + 12.0) / 2, (5.0 + 13.0) / 2, 14.0, 15.0]
+
+
 def test_fit_trains_on_a_series_shorter_than_the_warmup_and_rejects_one_shorter_than_a_window():
     # Orion's protocol fits one model per whole series; NAB has series shorter than the
     # streaming warm-up (one AWS signal aggregates to 622 points), which lazy training skips.

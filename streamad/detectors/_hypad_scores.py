@@ -25,6 +25,7 @@ __all__ = [
     "rolling_mean",
     "series_scores",
     "smoothing_window",
+    "start_mask",
     "to_points",
     "windows_mean",
     "zscore_positive",
@@ -201,23 +202,38 @@ def combine(critic: np.ndarray, rec: np.ndarray, how: str = "mult", lam: float =
     raise ValueError(f"unknown combination {how!r}")
 
 
-def regression_errors(first: np.ndarray, last: np.ndarray, window: int) -> np.ndarray:
+def regression_errors(first: np.ndarray, last: np.ndarray, window: int, masked: int = 0) -> np.ndarray:
     """AER's prediction error per point: window ``i`` predicts its first point backwards
     (error ``first[i]``) and its last point forwards (``last[i]``); a point predicted both
     ways gets the mean of the two. Points no window predicts (series shorter than
     ``2 * window - 2``) get the mean error.
 
+    The first ``masked`` windows are not trusted (AER's start mask): their backward errors
+    become the smallest backward error, and their forward predictions are left out.
+
     >>> regression_errors(np.array([1.0, 2.0, 3.0]), np.array([5.0, 7.0, 9.0]), window=2)
     array([1. , 3.5, 5. , 9. ])
+    >>> regression_errors(np.array([1.0, 2.0, 3.0]), np.array([5.0, 7.0, 9.0]), window=2, masked=2)
+    array([1., 1., 3., 9.])
     """
-    first, last = np.asarray(first, dtype=np.float64), np.asarray(last, dtype=np.float64)
+    first, last = np.array(first, dtype=np.float64), np.asarray(last, dtype=np.float64)
     m = len(first)
+    k = min(max(0, int(masked)), m)
+    if k:
+        first[:k] = first.min()
     total, cnt = np.zeros(m + window - 1), np.zeros(m + window - 1)
     total[:m] += first
     cnt[:m] += 1
-    total[window - 1:] += last
-    cnt[window - 1:] += 1
+    total[window - 1 + k:] += last[k:]
+    cnt[window - 1 + k:] += 1
     return np.where(cnt > 0, total / np.maximum(cnt, 1), np.concatenate([first, last]).mean())
+
+
+def start_mask(n_windows: int, portion: float = 0.01) -> int:
+    """How many leading windows AER's rule masks: 1% of them (Orion's AER). Their errors are
+    a start-up transient (the smoothing and the reconstruction see half a neighbourhood
+    there), and unmasked they raise false alarms at the start of a series."""
+    return int(portion * n_windows)
 
 
 def inner_points(scaled: np.ndarray, x_hat: np.ndarray, ends: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +264,8 @@ def series_scores(outputs, scaled: np.ndarray, window: int, scoring: str, rec_er
     ``window - 2`` points. Two more rules need them, AER's: "aer" (the product of the
     reconstruction and prediction errors, each min-max scaled to [1, 2]) and "aer-sum" (their
     mean, each scaled to [0, 1]); the prediction error is :func:`regression_errors` of
-    ``outputs["first"]`` and ``outputs["last"]``, smoothed."""
+    ``outputs["first"]`` and ``outputs["last"]``, smoothed. As in Orion's AER, both errors of
+    the first 1% of windows are masked to their minimum (:func:`start_mask`)."""
     smooth = smoothing_window(len(scaled))
     inner = window - 2 if ends else window
     if scoring in ("uncertainty", "hyperbolic"):
@@ -257,14 +274,18 @@ def series_scores(outputs, scaled: np.ndarray, window: int, scoring: str, rec_er
         if scoring == "uncertainty":
             score = score * to_points(windows_mean(outputs["certainty"], inner), ends)
         return score
+    aer = scoring in ("aer", "aer-sum")
+    if aer and not ends:
+        raise ValueError(f"rule {scoring!r} needs prediction heads (ends=True)")
     y, x_hat = inner_points(scaled, outputs["x_hat"], ends)
-    err = to_points(reconstruction_errors(y, x_hat, rec_error, smooth=smooth), ends)
-    if scoring in ("aer", "aer-sum"):
-        if not ends:
-            raise ValueError(f"rule {scoring!r} needs prediction heads (ends=True)")
-        reg = rolling_mean(regression_errors(outputs["first"], outputs["last"], window), smooth)
-        return combine_minmax(err, reg, "mult" if scoring == "aer" else "sum")
-    return combine(critic_scores(outputs["critic"], window, smooth), zscore_positive(err), scoring)
+    err = reconstruction_errors(y, x_hat, rec_error, smooth=smooth)
+    if aer:
+        k = start_mask(len(x_hat))
+        err[:k] = err.min()
+        reg = rolling_mean(regression_errors(outputs["first"], outputs["last"], window, masked=k), smooth)
+        return combine_minmax(to_points(err, ends), reg, "mult" if scoring == "aer" else "sum")
+    return combine(critic_scores(outputs["critic"], window, smooth), zscore_positive(to_points(err, ends)),
+                   scoring)
 
 
 def _minmax(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
