@@ -48,7 +48,7 @@ def _dump_one(job) -> tuple[str, float]:
 
     from streamad.detectors import make
 
-    path, truth, seed, out, params = job
+    path, truth, seed, out, params, detector = job
     torch.set_num_threads(1)
     dst = Path(out) / f"{path.parent.name}__{path.stem}__{seed}.npz"
     if dst.exists():
@@ -56,7 +56,7 @@ def _dump_one(job) -> tuple[str, float]:
     index, values = H.aggregate(*H.load_signal(path), H.ORION_SETUP[path.parent.name][0])
     X = values[:, None]
     t0 = time.perf_counter()
-    det = make("hypad", threads=1, **{**params, "seed": seed}).fit(X)
+    det = make(detector, threads=1, **{**params, "seed": seed}).fit(X)
     fit_s = time.perf_counter() - t0
     pad = max(0, int(det.window) - len(X))
     Xp = np.concatenate([np.repeat(X[:1], pad, axis=0), X]) if pad else X
@@ -67,7 +67,7 @@ def _dump_one(job) -> tuple[str, float]:
 
 
 def dump(data: Path, out: Path, seeds: list[int], workers: int, params: dict | None = None,
-         categories: list[str] | None = None) -> None:
+         categories: list[str] | None = None, detector: str = "hypad") -> None:
     import multiprocessing as mp
 
     import hypad_nab as H
@@ -75,7 +75,7 @@ def dump(data: Path, out: Path, seeds: list[int], workers: int, params: dict | N
     out.mkdir(parents=True, exist_ok=True)
     labels = json.loads((data / "labels" / "combined_windows.json").read_text())
     jobs = [(f, [(H._epoch(a), H._epoch(b)) for a, b in labels.get(f"{cat}/{f.name}", [])], seed, str(out),
-             params or {})
+             params or {}, detector)
             for cat in categories or CATEGORIES for f in sorted((data / "data" / cat).glob("*.csv")) for seed in seeds]
     with mp.get_context("spawn").Pool(workers) as pool:
         for i, (name, fit_s) in enumerate(pool.imap_unordered(_dump_one, jobs), 1):
@@ -96,11 +96,12 @@ def _parts(s: dict) -> dict:
 
         smooth = sc.smoothing_window(len(s["scaled"]))
         s["_parts"] = {"smooth": smooth, "critic": sc.critic_scores(s["critic"], w, smooth),
-                       "hyp": points(sc.windows_mean(s["rec"], wi)),
-                       "certainty": points(sc.windows_mean(s["certainty"], wi)),
                        "dtw": points(sc.reconstruction_errors(y, x_hat, "dtw", smooth=smooth)),
                        "point": points(sc.reconstruction_errors(y, x_hat, "point", smooth=smooth)),
                        "euclidean": points(sc.windows_mean(_window_residuals(y, x_hat), wi))}
+        if "rec" in s:  # HypAD's model: hyperbolic error and certainty
+            s["_parts"]["hyp"] = points(sc.windows_mean(s["rec"], wi))
+            s["_parts"]["certainty"] = points(sc.windows_mean(s["certainty"], wi))
         if ends:
             s["_parts"]["reg"] = sc.rolling_mean(sc.regression_errors(s["first"], s["last"], w), smooth)
     return s["_parts"]
@@ -118,6 +119,51 @@ AER_COMB = {"artificialWithAnomaly": "reg", "realAWSCloudwatch": "sum", "realAdE
             "realKnownCause": "mult", "realTraffic": "reg", "realTweets": "mult"}
 
 
+def _ewma(x: np.ndarray, span: int) -> np.ndarray:
+    """Exponentially weighted mean with ``alpha = 2 / (span + 1)``, weights renormalised over
+    the points seen so far (pandas' ``ewm(span).mean()``, causal)."""
+    from scipy.signal import lfilter
+
+    beta = 1.0 - 2.0 / (span + 1.0)
+    num = lfilter([1.0], [1.0, -beta], np.asarray(x, dtype=np.float64))
+    den = (1.0 - beta ** np.arange(1, len(x) + 1)) / (1.0 - beta) if beta > 0 else np.ones(len(x))
+    return num / den
+
+
+def _aer_orion_errors(s: dict, p: dict, ewma: bool, mask: bool, floor0: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The reconstruction and prediction errors with Orion's AER scoring details, each
+    switchable: ``ewma`` smooths each direction's prediction errors with a causal EWMA (span
+    1% of the windows) before mapping them to points, instead of the centred mean after;
+    ``mask`` sets the first 1% of windows' errors to their minimum (the forward errors of the
+    masked windows count as missing); ``floor0`` min-max scales the reconstruction error from 0
+    instead of from its minimum (Orion pads it with a zero at each end)."""
+    from streamad.detectors import _hypad_scores as sc
+
+    w, m = s["x_hat"].shape[1], len(s["first"])
+    k = int(0.01 * m) if mask else 0
+    first, last = np.asarray(s["first"], float), np.asarray(s["last"], float)
+    if ewma:
+        span = max(1, int(0.01 * m))
+        first, last = _ewma(first, span), _ewma(last, span)
+    if k:
+        first = first.copy()
+        first[:k] = first.min()
+    total, cnt = np.zeros(m + w - 1), np.zeros(m + w - 1)
+    total[:m] += first
+    cnt[:m] += 1
+    total[w - 1 + k:] += last[k:]
+    cnt[w - 1 + k:] += 1
+    reg = np.where(cnt > 0, total / np.maximum(cnt, 1), 0.0)
+    if not ewma:
+        reg = sc.rolling_mean(reg, p["smooth"])
+    rec = p["dtw"].copy()
+    if k:
+        rec[1:1 + k] = rec[1:-1].min()
+    if floor0:
+        rec[0] = rec[-1] = 0.0
+    return rec, reg
+
+
 def rules() -> dict:
     from streamad.detectors import _hypad_scores as sc
 
@@ -132,33 +178,52 @@ def rules() -> dict:
     def heads(fn):  # rules that need the prediction heads (regression_weight > 0)
         return lambda s, p: fn(s, p) if "reg" in p else None
 
+    def hyperbolic(fn):  # rules that need HypAD's hyperbolic error and certainty
+        return lambda s, p: fn(s, p) if "hyp" in p else None
+
     def aer_orion(s, p):
         comb = AER_COMB[str(s["cat"])]
         return p["reg"] if comb == "reg" else sc.combine_minmax(p["dtw"], p["reg"], comb)
 
+    def aer_details(ewma=False, mask=False, floor0=False, orion_combs=False):
+        def fn(s, p):
+            rec, reg = _aer_orion_errors(s, p, ewma, mask, floor0)
+            comb = AER_COMB[str(s["cat"])] if orion_combs else str(s["comb"])
+            return reg if comb == "reg" else sc.combine_minmax(rec, reg, comb)
+        return fn
+
     return {
-        "hypad": packaged(lambda s: "uncertainty"),
+        "hypad": hyperbolic(packaged(lambda s: "uncertainty")),
         "tadgan": packaged(lambda s: str(s["comb"])),
         "dtw": lambda s, p: zp(p["dtw"]),
-        "hyperbolic": lambda s, p: hyp(p),
+        "hyperbolic": hyperbolic(lambda s, p: hyp(p)),
         # the hyperbolic error's Euclidean twin: one error per window, mapped to points alike
         "euclidean-window": lambda s, p: sc.rolling_mean(zp(p["euclidean"]), p["smooth"]),
         "point": lambda s, p: zp(p["point"]),
-        "dtw*hyperbolic": lambda s, p: zp(p["dtw"]) * hyp(p),
-        "critic*dtw*hyperbolic": lambda s, p: p["critic"] * zp(p["dtw"]) * hyp(p),
+        "dtw*hyperbolic": hyperbolic(lambda s, p: zp(p["dtw"]) * hyp(p)),
+        "critic*dtw*hyperbolic": hyperbolic(lambda s, p: p["critic"] * zp(p["dtw"]) * hyp(p)),
         "critic": lambda s, p: p["critic"],
-        "critic*dtw*certainty": lambda s, p: p["critic"] * zp(p["dtw"]) * p["certainty"],
+        "critic*dtw*certainty": hyperbolic(lambda s, p: p["critic"] * zp(p["dtw"]) * p["certainty"]),
         # with prediction heads: AER's rule as packaged (TadGAN's combination per category:
         # "mult" -> "aer", "sum" -> "aer-sum"), with Orion's AER combinations per category,
         # the prediction error alone, and AER's product times HypAD's certainty
         "aer": heads(packaged(lambda s: "aer" if str(s["comb"]) == "mult" else "aer-sum")),
         "aer-orion-combs": heads(aer_orion),
         "prediction": heads(lambda s, p: zp(p["reg"])),
-        "aer*certainty": heads(lambda s, p: sc.combine_minmax(p["dtw"], p["reg"]) * p["certainty"]),
+        "aer*certainty": hyperbolic(heads(lambda s, p: sc.combine_minmax(p["dtw"], p["reg"]) * p["certainty"])),
+        # Orion's AER scoring details, one at a time and together (TadGAN's combination per
+        # category, as "aer"), and together with Orion's AER pipelines' "mult" everywhere but
+        # where they choose otherwise (AER_COMB)
+        "aer-unmasked": heads(aer_details()),  # the packaged rule before its start mask (session 18)
+        "aer+ewma": heads(aer_details(ewma=True)),
+        "aer+mask": heads(aer_details(mask=True)),
+        "aer+floor0": heads(aer_details(floor0=True)),
+        "aer-orion-scoring": heads(aer_details(ewma=True, mask=True, floor0=True)),
+        "aer-orion-scoring-combs": heads(aer_details(ewma=True, mask=True, floor0=True, orion_combs=True)),
     }
 
 
-def score(out: Path) -> dict:
+def score(out: Path, only: list[str] | None = None) -> dict:
     from streamad.bench import metrics as M
     from streamad.thresholds import find_anomalies
 
@@ -168,6 +233,8 @@ def score(out: Path) -> dict:
         signals.append({**{k: v for k, v in np.load(f).items()}, "cat": cat, "seed": int(seed)})
     table = {}
     for rule, fn in rules().items():
+        if only and rule not in only:
+            continue
         counts = defaultdict(lambda: np.zeros(3))
         for s in signals:
             pad = int(s["pad"])
@@ -197,11 +264,13 @@ def main(argv=None) -> int:
     d.add_argument("out", type=Path)
     d.add_argument("--seeds", default="0,1,2")
     d.add_argument("--workers", type=int, default=2)
-    d.add_argument("--params", default="{}", help="HypAD parameters as JSON, e.g. '{\"critic_iterations\": 5}'")
+    d.add_argument("--detector", default="hypad", choices=["hypad", "tadgan", "aer"])
+    d.add_argument("--params", default="{}", help="the detector's parameters as JSON, e.g. '{\"critic_iterations\": 5}'")
     d.add_argument("--categories", default=",".join(CATEGORIES))
     s = sub.add_parser("score", help="F1 per category of each rule on saved outputs")
     s.add_argument("out", type=Path)
     s.add_argument("--json", type=Path, help="also write the table (rule -> category -> [mean, std]) here")
+    s.add_argument("--rules", help="score only these rules (comma-separated names)")
     args = ap.parse_args(argv)
     if args.cmd == "dump":
         if not (args.data_dir / "labels" / "combined_windows.json").exists():
@@ -220,12 +289,18 @@ def main(argv=None) -> int:
         if unknown:
             print(f"error: unknown categories {','.join(unknown)}", file=sys.stderr)
             return 2
-        dump(args.data_dir, args.out, [int(v) for v in args.seeds.split(",")], args.workers, params, cats)
+        dump(args.data_dir, args.out, [int(v) for v in args.seeds.split(",")], args.workers, params, cats,
+             args.detector)
     else:
         if not any(args.out.glob("*.npz")):
             print(f"error: no saved outputs (*.npz) in {args.out}", file=sys.stderr)
             return 2
-        table = score(args.out)
+        only = args.rules.split(",") if args.rules else None
+        unknown = sorted(set(only or []) - set(rules()))
+        if unknown:
+            print(f"error: unknown rules {','.join(unknown)}; known: {','.join(rules())}", file=sys.stderr)
+            return 2
+        table = score(args.out, only)
         if args.json:
             args.json.write_text(json.dumps(table, indent=1) + "\n")
     return 0
