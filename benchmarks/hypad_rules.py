@@ -18,7 +18,10 @@ residual, mapped to points as the hyperbolic error is; the second is Orion's poi
 With ``--params '{"regression_weight": 0.5}'`` the model also predicts each window's ends
 (AER's heads), and the ``aer`` rules score the prediction error too; ``aer-orion-combs`` uses
 the combination Orion's AER pipelines choose per category.
-Results: ``benchmarks/results/hypad_nab_seeds.md`` (sessions 14, 16, 17 and 18; sessions 16 to
+``dump --detector aer`` saves the ``aer`` detector's outputs; the ``aer+...`` rules add
+Orion's AER scoring details to the packaged rule's session-18 form (``aer-unmasked``) one at
+a time, and ``aer-orion-scoring`` all of them. ``score --rules`` scores only the rules named.
+Results: ``benchmarks/results/hypad_nab_seeds.md`` (sessions 14 and 16 to 19; sessions 16 to
 18 with ``--params '{"critic_iterations": 5}'`` too, and ``score --json``).
 """
 
