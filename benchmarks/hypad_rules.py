@@ -143,25 +143,17 @@ def _aer_orion_errors(s: dict, p: dict, ewma: bool, mask: bool, floor0: bool) ->
     from streamad.detectors import _hypad_scores as sc
 
     w, m = s["x_hat"].shape[1], len(s["first"])
-    k = int(0.01 * m) if mask else 0
+    k = sc.start_mask(m) if mask else 0
     first, last = np.asarray(s["first"], float), np.asarray(s["last"], float)
     if ewma:
         span = max(1, int(0.01 * m))
         first, last = _ewma(first, span), _ewma(last, span)
-    if k:
-        first = first.copy()
-        first[:k] = first.min()
-    total, cnt = np.zeros(m + w - 1), np.zeros(m + w - 1)
-    total[:m] += first
-    cnt[:m] += 1
-    total[w - 1 + k:] += last[k:]
-    cnt[w - 1 + k:] += 1
-    reg = np.where(cnt > 0, total / np.maximum(cnt, 1), 0.0)
+    reg = sc.regression_errors(first, last, w, masked=k)
     if not ewma:
         reg = sc.rolling_mean(reg, p["smooth"])
-    rec = p["dtw"].copy()
-    if k:
-        rec[1:1 + k] = rec[1:-1].min()
+    rec = p["dtw"].copy()  # the inner points' error, its edge values repeated (to_points)
+    if k:  # as series_scores masks it: the first k inner points, and point 0 that repeats them
+        rec[:1 + k] = rec[1:-1].min()
     if floor0:
         rec[0] = rec[-1] = 0.0
     return rec, reg
