@@ -95,6 +95,7 @@ def test_area_error_is_the_trapezoid_area_difference_on_a_centred_stretch_as_in_
                                  {"warmup": 10, "window": 20}, {"refit_every": 0},
                                  {"adversarial_weight": -1.0}, {"adversarial_weight": float("nan")},
                                  {"encoder_readout": "last"}, {"critic_batches": "all"},
+                                 {"decoder": "stack"},
                                  {"regression_weight": -0.1}, {"regression_weight": 1.0},
                                  {"scoring": "aer"}, {"scoring": "aer-sum", "regression_weight": 0.0}])
 def test_bad_parameters_raise_config_error(bad):
@@ -117,9 +118,10 @@ def test_state_round_trip_is_exact_and_pickle_free():
     twin = HypAD(**HypAD._unit_test_params())
     twin.load_state_dict(_state.loads(blob))
     assert np.array_equal(det.score_series(x), twin.score_series(x))
-    other = HypAD(**{**HypAD._unit_test_params(), "latent_dim": 5})
-    with pytest.raises(StateError):
-        other.load_state_dict(_state.loads(blob))
+    for change in ({"latent_dim": 5}, {"decoder": "repeat"}):
+        other = HypAD(**{**HypAD._unit_test_params(), **change})
+        with pytest.raises(StateError):
+            other.load_state_dict(_state.loads(blob))
 
 
 def _real_windows_the_critic_saw(critic_batches, critic_iterations):
@@ -187,12 +189,12 @@ _SMALL = {"window": 25, "latent_dim": 8, "encoder_hidden": 16, "decoder_hidden":
 
 @pytest.mark.parametrize("cls, params", [(HypAD, {}), (TadGAN, {"rec_error": "point"}),
                                          (HypAD, {"regression_weight": 0.5}),
-                                         (AER, {})],
-                         ids=["hypad", "tadgan", "hypad-heads", "aer"])
+                                         (AER, {}), (AER, {"decoder": "repeat", "epochs": 30})],
+                         ids=["hypad", "tadgan", "hypad-heads", "aer", "aer-repeat"])
 def test_a_small_model_finds_a_shape_anomaly_that_a_value_threshold_misses(cls, params):
     X, labels = _sine_with_a_fast_burst()
     assert _auc(np.abs(X[:, 0]), labels) < 0.6  # the burst stays inside the normal range
-    det = cls(**_SMALL, **params)
+    det = cls(**{**_SMALL, **params})
     det.learn_many(X)
     scores = det.score_series(X)
     assert scores.shape == (len(X),) and np.all(np.isfinite(scores))
