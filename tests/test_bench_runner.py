@@ -53,6 +53,13 @@ def test_cli_bench_and_report(tmp_path, capsys):
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| zscore (orion) |" in text and "tadgan (Orion 0.7.1, published)" in text
     assert list((tmp_path / "rep").glob("*.png"))
+    # runs of the same detector with another seed or parameters get rows of their own
+    out2 = tmp_path / "r2.json"
+    assert main(["bench", "--dataset", "yahoo", "--data-dir", str(tmp_path / "y"), "--detector", "zscore",
+                 "--seed", "3", "--params", '{"window": 20}', "--no-progress", "--out", str(out2)]) == 0
+    assert main(["bench", "report", str(out), str(out2), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| zscore (orion) |" in text and '| zscore (orion, seed 3, {"window": 20}) |' in text
 
 
 @pytest.mark.parametrize("argv, message", [

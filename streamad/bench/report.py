@@ -44,6 +44,16 @@ def _fmt(v, spec=".3f") -> str:
     return "" if v is None else format(v, spec)
 
 
+def _label(meta: dict[str, Any]) -> str:
+    """A run's row name: detector and protocol, then the seed and parameters when not the defaults."""
+    extra = [meta["protocol"]]
+    if meta.get("seed"):
+        extra.append(f"seed {meta['seed']}")
+    if meta.get("params"):
+        extra.append(json.dumps(meta["params"], sort_keys=True))
+    return f"{meta['detector']} ({', '.join(extra)})"
+
+
 def render(docs: list[dict[str, Any]]) -> str:
     """The markdown report for several result documents."""
     groups = sorted({g for d in docs for g in d["aggregates"]["groups"]})
@@ -55,7 +65,7 @@ def render(docs: list[dict[str, Any]]) -> str:
     lines += ["## F1 per group", "", head, "|" + "---|" * (head.count("|") - 1)]
     for d in docs:
         m, a = d["meta"], d["aggregates"]
-        label = f"{m['detector']} ({m['protocol']})"
+        label = _label(m)
         cells = [_fmt(a["groups"].get(g, {}).get("f1")) for g in groups]
         o = a["overall"]
         nab = o.get("nab_score", {}).get("standard") if o else None
@@ -79,7 +89,7 @@ def render(docs: list[dict[str, Any]]) -> str:
                 continue
             cells = [_fmt(a["groups"].get(g, {}).get("nab_score", {}).get("standard"), ".1f") for g in groups]
             ns = a["overall"]["nab_score"]
-            lines.append(f"| {d['meta']['detector']} ({d['meta']['protocol']}) | " + " | ".join(cells) +
+            lines.append(f"| {_label(d['meta'])} | " + " | ".join(cells) +
                          f" | {ns['standard']:.1f} | {ns['reward_low_FP_rate']:.1f} | {ns['reward_low_FN_rate']:.1f} |")
         lines += ["", "NAB scoreboard (standard profile, published): " +
                   ", ".join(f"{k} {v}" for k, v in NAB_ANCHORS.items()) + "."]
