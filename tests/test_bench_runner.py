@@ -60,6 +60,8 @@ def test_cli_bench_and_report(tmp_path, capsys):
     assert main(["bench", "report", str(out), str(out2), "--out", str(tmp_path / "rep")]) == 0
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "| zscore (orion) |" in text and '| zscore (orion, seed 3, {"window": 20}) |' in text
+    plots = sorted(p.name for p in (tmp_path / "rep").glob("*.png"))
+    assert any("_seed3_" in p for p in plots) and any("_seed3_" not in p for p in plots)
 
 
 @pytest.mark.parametrize("argv, message", [

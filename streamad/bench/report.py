@@ -7,6 +7,7 @@ profile), as given in issue 4; they are other systems' published numbers, not ou
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,12 @@ def _plot(doc: dict[str, Any], row: dict[str, Any], out: Path) -> Path | None:
     ax2.plot(x, res["_scores"], lw=0.7, color="tab:blue")
     ax2.set_ylabel("score")
     fig.tight_layout()
-    path = out / f"{m['dataset']}_{m['detector']}_{m['protocol']}_{row['signal'].replace('/', '_')}.png"
+    run = f"{m['dataset']}_{m['detector']}_{m['protocol']}"
+    if m.get("seed"):
+        run += f"_seed{m['seed']}"
+    if m.get("params"):  # runs that differ only in their parameters must not overwrite each other's plots
+        run += "_" + hashlib.sha1(json.dumps(m["params"], sort_keys=True).encode()).hexdigest()[:8]
+    path = out / f"{run}_{row['signal'].replace('/', '_')}.png"
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
