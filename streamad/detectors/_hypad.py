@@ -220,9 +220,9 @@ class HypAD(BaseDetector):
         ``"upsample"`` (TadGAN's: dense -> half the window's steps -> BiLSTM -> upsample x2 ->
         BiLSTM -> per-step dense) or ``"repeat"`` (Orion's AER: the latent repeated at every
         step -> one BiLSTM -> per-step dense). Both end in tanh. With Orion's AER sizes
-        (``encoder_hidden=30, decoder_hidden=30, latent_dim=60``) "repeat" scored within .05
-        F1 of the default on every NAB category for ``AER``, at 1.5 times the fit time
-        (benchmarks/results/hypad_nab_seeds.md, session 20).
+        (``encoder_hidden=30, decoder_hidden=30, latent_dim=60``) and the default budget,
+        "repeat" scored within .05 F1 of the default on every NAB category for ``AER``, at
+        1.5 times the fit time (benchmarks/results/hypad_nab_seeds.md, session 20).
     scoring
         ``"uncertainty"`` (HypAD: critic * hyperbolic error * certainty), ``"hyperbolic"`` (the
         same without certainty), ``"mult"`` / ``"sum"`` (TadGAN's rules with ``rec_error``),
