@@ -20,8 +20,10 @@ With ``--params '{"regression_weight": 0.5}'`` the model also predicts each wind
 the combination Orion's AER pipelines choose per category.
 ``dump --detector aer`` saves the ``aer`` detector's outputs; the ``aer+...`` rules add
 Orion's AER scoring details to the packaged rule's session-18 form (``aer-unmasked``) one at
-a time, and ``aer-orion-scoring`` all of them. ``score --rules`` scores only the rules named.
-Results: ``benchmarks/results/hypad_nab_seeds.md`` (sessions 14 and 16 to 19; sessions 16 to
+a time, and ``aer-orion-scoring`` all of them. The ``...@mean-window`` rules are controls:
+the same rule with every reconstruction replaced by the series' mean window (and the ends'
+predictions by their means), i.e. no network. ``score --rules`` scores only the rules named.
+Results: ``benchmarks/results/hypad_nab_seeds.md`` (sessions 14 and 16 to 21; sessions 16 to
 18 with ``--params '{"critic_iterations": 5}'`` too, and ``score --json``).
 """
 
@@ -159,6 +161,25 @@ def _aer_orion_errors(s: dict, p: dict, ewma: bool, mask: bool, floor0: bool) ->
     return rec, reg
 
 
+def _mean_window(s: dict) -> dict:
+    """The saved outputs with the network's reconstruction replaced by the series' mean window
+    (each window position's mean over all windows), and the prediction heads' errors by those
+    of predicting each end by its mean: what an autoencoder that ignores its input would give.
+    The critic values are kept. A control: a rule that scores no better on these than on the
+    network's outputs gains nothing from what the network learnt about each window."""
+    if "_mean_window" not in s:
+        w = s["x_hat"].shape[1]
+        wins = np.lib.stride_tricks.sliding_window_view(s["scaled"], w, axis=0).transpose(0, 2, 1)
+        mean = wins.mean(axis=0)
+        c = {k: v for k, v in s.items() if not k.startswith("_")}
+        c["x_hat"] = np.broadcast_to(mean, wins.shape).astype(np.float32)
+        if "first" in s:
+            c["first"] = np.linalg.norm(wins[:, 0] - mean[0], axis=1)
+            c["last"] = np.linalg.norm(wins[:, -1] - mean[-1], axis=1)
+        s["_mean_window"] = c
+    return s["_mean_window"]
+
+
 def rules() -> dict:
     from streamad.detectors import _hypad_scores as sc
 
@@ -215,6 +236,12 @@ def rules() -> dict:
         "aer+floor0": heads(aer_details(floor0=True)),
         "aer-orion-scoring": heads(aer_details(ewma=True, mask=True, floor0=True)),
         "aer-orion-scoring-combs": heads(aer_details(ewma=True, mask=True, floor0=True, orion_combs=True)),
+        # controls: the packaged rules with the reconstruction replaced by the mean window
+        "tadgan@mean-window": lambda s, p: packaged(lambda c: str(c["comb"]))(_mean_window(s), p),
+        "euclidean-window@mean-window": lambda s, p: sc.rolling_mean(
+            zp(_parts(_mean_window(s))["euclidean"]), p["smooth"]),
+        "aer@mean-window": heads(lambda s, p: packaged(
+            lambda c: "aer" if str(c["comb"]) == "mult" else "aer-sum")(_mean_window(s), p)),
     }
 
 
