@@ -161,6 +161,16 @@ def _aer_orion_errors(s: dict, p: dict, ewma: bool, mask: bool, floor0: bool) ->
     return rec, reg
 
 
+def mean_window_outputs(wins: np.ndarray, mean: np.ndarray) -> dict[str, np.ndarray]:
+    """What a model that reconstructs every window (m, w, d) as ``mean`` (w, d) outputs: the
+    reconstruction, and the errors of predicting each end, and the inner points, by theirs."""
+    x = np.asarray(wins, dtype=np.float64)
+    return {"x_hat": np.broadcast_to(mean, x.shape),
+            "first": np.linalg.norm(x[:, 0] - mean[0], axis=1),
+            "last": np.linalg.norm(x[:, -1] - mean[-1], axis=1),
+            "inner": np.linalg.norm((x[:, 1:-1] - mean[1:-1]).reshape(len(x), -1), axis=1)}
+
+
 def _mean_window(s: dict) -> dict:
     """The saved outputs with the network's reconstruction replaced by the series' mean window
     (each window position's mean over all windows), and the prediction heads' errors by those
@@ -171,11 +181,11 @@ def _mean_window(s: dict) -> dict:
         w = s["x_hat"].shape[1]
         wins = np.lib.stride_tricks.sliding_window_view(s["scaled"], w, axis=0).transpose(0, 2, 1)
         mean = wins.mean(axis=0)
+        o = mean_window_outputs(wins, mean)
         c = {k: v for k, v in s.items() if not k.startswith("_")}
-        c["x_hat"] = np.broadcast_to(mean, wins.shape).astype(np.float32)
+        c["x_hat"] = o["x_hat"].astype(np.float32)
         if "first" in s:
-            c["first"] = np.linalg.norm(wins[:, 0] - mean[0], axis=1)
-            c["last"] = np.linalg.norm(wins[:, -1] - mean[-1], axis=1)
+            c["first"], c["last"] = o["first"], o["last"]
         s["_mean_window"] = c
     return s["_mean_window"]
 

@@ -25,11 +25,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 NAME = "aer-mean-window"
 
 
 def _control_class():
+    from hypad_rules import mean_window_outputs
+
     from streamad.detectors._hypad import AER
 
     class MeanWindowAER(AER):
@@ -43,14 +46,9 @@ def _control_class():
             self._mean = twin._mean
 
         def _forward(self, wins: np.ndarray, full: bool = False, chunk: int = 1024) -> dict[str, np.ndarray]:
-            m = self._mean
-            x = wins.astype(np.float64)
-            out = {"critic": np.zeros(len(x)),
-                   "first": np.linalg.norm(x[:, 0] - m[0], axis=1),
-                   "last": np.linalg.norm(x[:, -1] - m[-1], axis=1),
-                   "inner": np.linalg.norm((x[:, 1:-1] - m[1:-1]).reshape(len(x), -1), axis=1)}
-            if full:
-                out["x_hat"] = np.broadcast_to(m, x.shape)
+            out = {"critic": np.zeros(len(wins)), **mean_window_outputs(wins, self._mean)}
+            if not full:
+                del out["x_hat"]
             return out
 
     return MeanWindowAER
