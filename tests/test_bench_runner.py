@@ -23,6 +23,11 @@ def test_runner_scores_signals_and_aggregates(tmp_path, protocol):
     agg = res["aggregates"]
     assert set(agg["groups"]) == {"SMAP", "MSL"} and agg["overall"]["tp"] == 2
     assert res["meta"]["protocol"] == protocol and res["meta"]["versions"]["numpy"]
+    machine = res["meta"]["machine"]  # what decides the CPU kernels, so a rerun can be matched
+    import torch
+
+    assert machine["cpus"] >= 1 and "processor" in machine
+    assert machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_runner_records_failures_and_time_limits(tmp_path):

@@ -187,6 +187,26 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _machine() -> dict[str, Any]:
+    """Where the run ran. The same seed gives the same detections on one machine, but torch
+    picks its CPU kernels (AVX2, AVX512, ...) by processor and the rounding differs between
+    them: on NAB, `aer` with seed 0 finds different intervals on 3-4 of 58 signals on another
+    processor or kernel set (benchmarks/results/hypad_nab_seeds.md, session 22)."""
+    out: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            out["processor"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        out["processor"] = platform.processor() or None
+    try:
+        import torch
+
+        out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - informative only, and torch is optional for the baselines
+        pass
+    return out
+
+
 def _one(args: tuple) -> dict[str, Any]:
     sig, detector, params, protocol, seed = args
     try:
@@ -230,7 +250,7 @@ def run(dataset: str, data_dir: str, detector: str, *, params: dict | None = Non
         "meta": {"dataset": dataset, "data_dir": str(data_dir), "detector": detector, "params": params or {},
                  "protocol": protocol, "signals": signals, "seed": seed, "time_limit_s": time_limit,
                  "workers": workers, "nasa_mode": nasa_mode if dataset == "nasa" else None,
-                 "versions": _versions(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+                 "versions": _versions(), "machine": _machine(),
                  "date": datetime.now(UTC).isoformat(timespec="seconds"),
                  "wall_s": round(time.perf_counter() - t0, 2)},
         "signals": rows,
