@@ -69,6 +69,20 @@ def test_cli_bench_and_report(tmp_path, capsys):
     assert any("_seed3_" in p for p in plots) and any("_seed3_" not in p for p in plots)
 
 
+def test_report_tells_runs_apart_by_mode_seed_and_params():
+    from streamad.bench import report
+
+    base = {"dataset": "nasa", "detector": "hypad", "protocol": "orion", "seed": 0, "params": {},
+            "nasa_mode": "univariate"}
+    variants = [base, {**base, "nasa_mode": "multivariate"}, {**base, "seed": 2},
+                {**base, "params": {"epochs": 3}}, {**base, "params": {"epochs": 4}}]
+    labels = [report._label(m) for m in variants]
+    stems = [report._file_stem(m) for m in variants]
+    assert len(set(labels)) == len(set(stems)) == len(variants)  # no two runs share a row name or a plot
+    assert labels[0] == "hypad (orion)" and labels[1] == "hypad (orion, multivariate)"
+    assert stems[0] == "nasa_hypad_orion" and stems[2] == "nasa_hypad_orion_seed2"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "nab", "--data-dir", "/nonexistent", "--out", "x.json"], "does not exist"),
     (["--dataset", "nab", "--out", "x.json"], "--data-dir is required"),

@@ -45,14 +45,32 @@ def _fmt(v, spec=".3f") -> str:
     return "" if v is None else format(v, spec)
 
 
-def _label(meta: dict[str, Any]) -> str:
-    """A run's row name: detector and protocol, then the seed and parameters when not the defaults."""
-    extra = [meta["protocol"]]
+def _variant(meta: dict[str, Any]) -> list[tuple[str, str]]:
+    """What tells apart runs of one detector and protocol, where not the default: NASA's
+    multivariate mode, the seed, the parameters. The row label and the plot file name both
+    come from this, so two runs never share either."""
+    out = []
+    if meta.get("nasa_mode") not in (None, "univariate"):
+        out.append(("mode", str(meta["nasa_mode"])))
     if meta.get("seed"):
-        extra.append(f"seed {meta['seed']}")
+        out.append(("seed", str(meta["seed"])))
     if meta.get("params"):
-        extra.append(json.dumps(meta["params"], sort_keys=True))
+        out.append(("params", json.dumps(meta["params"], sort_keys=True)))
+    return out
+
+
+def _label(meta: dict[str, Any]) -> str:
+    """A run's row name: detector and protocol, then what sets it apart (``_variant``)."""
+    extra = [meta["protocol"]] + [f"seed {v}" if k == "seed" else v for k, v in _variant(meta)]
     return f"{meta['detector']} ({', '.join(extra)})"
+
+
+def _file_stem(meta: dict[str, Any]) -> str:
+    """A run's plot file name prefix, from the same parts as ``_label`` (parameters hashed)."""
+    run = f"{meta['dataset']}_{meta['detector']}_{meta['protocol']}"
+    for k, v in _variant(meta):
+        run += {"mode": f"_{v}", "seed": f"_seed{v}"}.get(k) or "_" + hashlib.sha1(v.encode()).hexdigest()[:8]
+    return run
 
 
 def render(docs: list[dict[str, Any]]) -> str:
@@ -126,12 +144,7 @@ def _plot(doc: dict[str, Any], row: dict[str, Any], out: Path) -> Path | None:
     ax2.plot(x, res["_scores"], lw=0.7, color="tab:blue")
     ax2.set_ylabel("score")
     fig.tight_layout()
-    run = f"{m['dataset']}_{m['detector']}_{m['protocol']}"
-    if m.get("seed"):
-        run += f"_seed{m['seed']}"
-    if m.get("params"):  # runs that differ only in their parameters must not overwrite each other's plots
-        run += "_" + hashlib.sha1(json.dumps(m["params"], sort_keys=True).encode()).hexdigest()[:8]
-    path = out / f"{run}_{row['signal'].replace('/', '_')}.png"
+    path = out / f"{_file_stem(m)}_{row['signal'].replace('/', '_')}.png"
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
