@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_bench_datasets import _nab, _nasa, _yahoo
 
 from streamad.bench import runner
@@ -24,8 +25,6 @@ def test_runner_scores_signals_and_aggregates(tmp_path, protocol):
     assert set(agg["groups"]) == {"SMAP", "MSL"} and agg["overall"]["tp"] == 2
     assert res["meta"]["protocol"] == protocol and res["meta"]["versions"]["numpy"]
     machine = res["meta"]["machine"]  # what decides the CPU kernels, so a rerun can be matched
-    import torch
-
     assert machine["cpus"] >= 1 and "processor" in machine
     assert machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 

@@ -202,7 +202,7 @@ def _machine() -> dict[str, Any]:
         import torch
 
         out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    except Exception:  # noqa: BLE001 - informative only, and torch is optional for the baselines
+    except Exception:  # noqa: BLE001 - informative only: never fail a finished run over it
         pass
     return out
 
