@@ -47,6 +47,21 @@ def test_nab_scores_in_the_result(tmp_path):
     assert res["aggregates"]["overall"]["nab_score"]["standard"] == pytest.approx(row["nab_score"])
 
 
+def test_saved_scores_evaluate_as_the_run_did(tmp_path):
+    # benchmarks re-score saved score series (e.g. seed ensembles) with evaluate(); it must
+    # give the row run_signal gave for the same scores
+    from streamad.bench.datasets import load
+
+    [sig] = load("nab", _nab(tmp_path))
+    row = runner.run_signal(sig, "zscore", {}, "orion")
+    again = runner.evaluate(sig, row["_scores"], runner.orion_intervals(row["_scores"]))
+    assert row["tp"] + row["fp"] > 0  # something was detected, so the comparison means something
+    for key in ("tp", "fp", "fn", "f1", "vus_pr", "detected", "nab_score"):
+        assert again[key] == row[key], key
+    shifted = runner.evaluate(sig, row["_scores"], [(0, 5)])
+    assert shifted["detected"] == [[0, 5]] and shifted["tp"] + shifted["fp"] == 1
+
+
 def test_cli_bench_and_report(tmp_path, capsys):
     out = tmp_path / "r.json"
     assert main(["bench", "--dataset", "yahoo", "--data-dir", str(_yahoo(tmp_path / "y")), "--detector", "zscore",

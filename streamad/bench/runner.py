@@ -43,7 +43,7 @@ from ..base import ConfigError, StreamadError
 from . import metrics as M
 from .datasets import Signal, load
 
-__all__ = ["EXTERNAL", "aggregate", "run", "run_signal"]
+__all__ = ["EXTERNAL", "aggregate", "evaluate", "orion_intervals", "run", "run_signal"]
 
 #: Data sets evaluated by their own modules: ``module:function(args)``.
 EXTERNAL = {"hpc-sim": "streamad.bench.hpc:bench_main", "iot23": "streamad.bench.fed:bench_main",
@@ -101,8 +101,7 @@ def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str
         scores = (np.asarray(det.score_series(X), dtype=np.float64) if batch
                   else _score(det, X, learn=True))
         scores = np.where(np.isfinite(scores), scores, 0.0)
-        found = thresholds.find_anomalies(scores, index=np.arange(n))
-        intervals = [(int(s), int(e)) for s, e, _ in found]
+        intervals = orion_intervals(scores)
     elif protocol == "streaming":
         scores = _score(det, X, learn=True)
         scores = np.where(np.isfinite(scores), scores, 0.0)
@@ -116,6 +115,22 @@ def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str
     else:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
     detect_s = time.perf_counter() - t0
+    return evaluate(sig, scores, intervals, fit_s=fit_s, detect_s=detect_s, skip=skip)
+
+
+def orion_intervals(scores: np.ndarray) -> list[tuple[int, int]]:
+    """Orion's protocol's anomalous intervals (point indices) from a score series."""
+    from .. import thresholds
+
+    found = thresholds.find_anomalies(scores, index=np.arange(len(scores)))
+    return [(int(s), int(e)) for s, e, _ in found]
+
+
+def evaluate(sig: Signal, scores: np.ndarray, intervals: list[tuple[int, int]], *, fit_s: float = 0.0,
+             detect_s: float = 0.0, skip: int = 0) -> dict[str, Any]:
+    """One signal's result row from its scores and detected intervals (the points before
+    ``skip`` are left out of the threshold-free metrics)."""
+    n = len(scores)
     tp, fp, fn = M.contextual_confusion(sig.anomalies, intervals)
     labels = M.point_labels(n, sig.anomalies)
     row: dict[str, Any] = {"signal": sig.name, "group": sig.group, "n_points": n, "n_anomalies": len(sig.anomalies),
