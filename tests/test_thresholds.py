@@ -163,6 +163,31 @@ def test_find_anomalies_dynamic_inverse_and_lower():
     assert any(s <= 400 <= t for s, t, _ in inv)
 
 
+def test_find_anomalies_reproduces_orion():
+    # Orion's own find_anomalies (orion-ml 0.7.1) on 66 generated error series under its
+    # pipelines' settings and variations of each parameter (tests/data/README.md)
+    import json
+    from pathlib import Path
+
+    from orion_find_anomalies_cases import cases
+
+    ref = {c["case"]: c for c in json.loads((Path(__file__).parent / "data" / "orion_find_anomalies.json")
+                                            .read_text())["cases"]}
+    compared = found = 0
+    for name, errors, kw in cases():
+        ours = find_anomalies(errors, **kw)
+        if "orion_error" in ref[name]:  # Orion fails to merge zero-length sequences; we average
+            assert kw.get("anomaly_padding") == 0 and ours
+            continue
+        assert ref[name]["n"] == len(errors), name  # the generator still makes the same series
+        theirs = ref[name]["anomalies"]
+        assert [[s, t] for s, t, _ in ours] == [[s, t] for s, t, _ in theirs], name
+        assert [v for *_, v in ours] == pytest.approx([v for *_, v in theirs], rel=1e-12, abs=1e-12), name
+        compared += 1
+        found += len(theirs)
+    assert compared == len(ref) - 1 and found >= 60
+
+
 def test_spot_refits_the_gpd_on_peak_growth_and_tracks_refitting_on_every_peak(monkeypatch):
     from streamad.thresholds import _spot
 
