@@ -91,6 +91,37 @@ def test_area_error_is_the_trapezoid_area_difference_on_a_centred_stretch_as_in_
         assert err[t] == pytest.approx(want)
 
 
+def test_tadgan_scoring_reproduces_orion():
+    # Orion's own score_anomalies (orion-ml 0.7.1) on three generated cases
+    # (tests/data/README.md): the critic score (KDE modes, interquartile mean, smoothing), the
+    # point and area errors and both combinations, given Orion's smoothing length
+    import json
+    from pathlib import Path
+
+    from orion_reference_cases import tadgan_case
+
+    ref = json.loads((Path(__file__).parent / "data" / "orion_tadgan_scores.json").read_text())["cases"]
+    for k, case in enumerate(ref):
+        x, x_hat, critic = (np.asarray(v) for v in tadgan_case(k))
+        y, windows_hat, w = x[:, None], x_hat[:, :, None], case["smooth"]
+        assert len(x) == case["n"] and x_hat.shape[1] == case["window"]
+        crit = sc.critic_scores(critic, case["window"], w)
+        for rec in ("point", "area"):
+            err = sc.zscore_positive(sc.reconstruction_errors(y, windows_hat, rec, smooth=w))
+            for comb in ("mult", "sum"):
+                assert sc.combine(crit, err, comb) == pytest.approx(case[f"{rec}_{comb}"], rel=1e-9, abs=1e-9), \
+                    (k, rec, comb)
+        # Orion's DTW error at t is the one of the stretch centred on t - 5 (its zero padding
+        # shifts it), and its first 5 and last 6 points are 0; ours is centred on t
+        theirs, ours = np.asarray(case["dtw_raw"]), sc._dtw_errors(y, _median_reconstruction(windows_hat), 10)
+        assert ours[5:-11] == pytest.approx(theirs[10:-6], rel=1e-9)
+        assert not np.any(theirs[:5]) and not np.any(theirs[-6:])
+
+
+def _median_reconstruction(windows_hat: np.ndarray) -> np.ndarray:
+    return np.nanmedian(sc.covering_values(windows_hat[:, :, 0], windows_hat.shape[1]), axis=1)[:, None]
+
+
 @pytest.mark.parametrize("bad", [{"window": 2}, {"scoring": "nope"}, {"rec_error": "x"},
                                  {"warmup": 10, "window": 20}, {"refit_every": 0},
                                  {"adversarial_weight": -1.0}, {"adversarial_weight": float("nan")},

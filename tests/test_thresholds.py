@@ -169,12 +169,12 @@ def test_find_anomalies_reproduces_orion():
     import json
     from pathlib import Path
 
-    from orion_find_anomalies_cases import cases
+    from orion_reference_cases import find_anomalies_cases
 
     ref = {c["case"]: c for c in json.loads((Path(__file__).parent / "data" / "orion_find_anomalies.json")
                                             .read_text())["cases"]}
     compared = found = 0
-    for name, errors, kw in cases():
+    for name, errors, kw in find_anomalies_cases():
         ours = find_anomalies(errors, **kw)
         if "orion_error" in ref[name]:  # Orion fails to merge zero-length sequences; we average
             assert kw.get("anomaly_padding") == 0 and ours

@@ -259,6 +259,12 @@ def series_scores(outputs, scaled: np.ndarray, window: int, scoring: str, rec_er
     "mult" / "sum" (TadGAN's critic and ``rec_error`` reconstruction error). Critic values and
     errors are normalised over the series and smoothed (1% of its length).
 
+    For "mult" / "sum" with the point and area errors this is Orion's TadGAN scoring to 1e-9
+    (``tests/test_hypad.py`` checks it against Orion 0.7.1's own outputs) except the
+    smoothing length: Orion takes 1% of the number of windows, without the 200-point cap, so on
+    a NAB series it smooths over one point fewer. The DTW error is centred on its point;
+    Orion's is shifted by half its stretch (5 points) and 0 at the series' ends.
+
     With ``ends`` (AER's prediction heads) each window's first and last points are predictions,
     not reconstructions: "rec", "certainty" and the reconstruction error cover the inner
     ``window - 2`` points. Two more rules need them, AER's: "aer" (the product of the

@@ -1,9 +1,9 @@
-"""Cases for checking ``find_anomalies`` against Orion's (``tests/data/orion_find_anomalies.json``).
+"""Inputs for checking streamad against Orion's own code (``tests/data/orion_*.json``).
 
-Error series are built with exact arithmetic only (an integer LCG scaled by 2**-32, a triangle
+Everything is built with exact arithmetic only (an integer LCG scaled by 2**-32, a triangle
 wave, injected spikes, dips and shifts), so every platform and NumPy version regenerates the
-same floats; the reference file then only needs Orion's outputs, not the inputs.
-``tests/data/make_orion_find_anomalies.py`` writes the reference with Orion itself.
+same floats; the reference files then only need Orion's outputs, not the inputs.
+``tests/data/make_orion_references.py`` writes them with Orion itself.
 """
 
 from __future__ import annotations
@@ -71,10 +71,36 @@ def series(seed: int) -> list[float]:
     return e
 
 
-def cases() -> Iterator[tuple[str, list[float], dict]]:
+def find_anomalies_cases() -> Iterator[tuple[str, list[float], dict]]:
     """(name, errors, find_anomalies keyword arguments) for every reference case."""
     for seed in range(48):
         yield f"seed{seed}", series(seed), SETTINGS[seed % len(SETTINGS)]
     for j, kw in enumerate(SETTINGS):
         yield f"constant{j}", [0.25] * 300, kw
         yield f"single_spike{j}", [0.0] * 150 + [3.0] + [0.0] * 149, kw
+
+
+#: TadGAN scoring cases: (points, window); the last one has critic values from a set of two,
+#: so some points' covering critic values are all equal (Orion's KDE fallback: the median).
+TADGAN_CASES = [(300, 50), (600, 100), (400, 60)]
+
+
+def tadgan_case(k: int) -> tuple[list[float], list[list[float]], list[float]]:
+    """(series, reconstructed windows, critic value per window) for TadGAN's scoring: the
+    reconstruction is a damped copy of each window plus noise, and the critic values carry a
+    bump in the middle of the series."""
+    n, window = TADGAN_CASES[k]
+    r = _LCG(1000 + k)
+    x = []
+    for i in range(n):
+        phase = (i % 40) / 40
+        x.append((2 * phase if phase < 0.5 else 2 - 2 * phase) - 0.5 + (r.uniform() - 0.5) * 0.125)
+    for i in range(n // 2, n // 2 + 8):
+        x[i] += 0.75
+    m = n - window + 1
+    x_hat = [[0.75 * x[i + j] + (r.uniform() - 0.5) * 0.25 for j in range(window)] for i in range(m)]
+    if k == len(TADGAN_CASES) - 1:
+        critic = [float(r.integer(0, 2)) if i % 50 < 25 else 0.5 for i in range(m)]
+    else:
+        critic = [(r.uniform() - 0.5) + (2.0 if m // 3 <= i < m // 3 + 30 else 0.0) for i in range(m)]
+    return x, x_hat, critic
