@@ -104,3 +104,17 @@ def tadgan_case(k: int) -> tuple[list[float], list[list[float]], list[float]]:
     else:
         critic = [(r.uniform() - 0.5) + (2.0 if m // 3 <= i < m // 3 + 30 else 0.0) for i in range(m)]
     return x, x_hat, critic
+
+
+def aer_case() -> tuple[list[float], list[list[float]], list[float], list[float]]:
+    """(series, reconstructed inner points per window, backward prediction of each window's
+    first point, forward prediction of its last point) for AER's scoring: 400 points, windows
+    of 50."""
+    n, window = 400, 50
+    x, _, _ = tadgan_case(2)  # 400 points
+    r = _LCG(2000)
+    m = n - window + 1
+    inner = [[0.7 * x[i + j] + (r.uniform() - 0.5) * 0.125 for j in range(1, window - 1)] for i in range(m)]
+    first = [x[i] + (r.uniform() - 0.5) * 0.25 for i in range(m)]
+    last = [x[i + window - 1] + (r.uniform() - 0.5) * 0.25 for i in range(m)]
+    return x, inner, first, last

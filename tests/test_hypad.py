@@ -118,6 +118,38 @@ def test_tadgan_scoring_reproduces_orion():
         assert not np.any(theirs[:5]) and not np.any(theirs[-6:])
 
 
+def test_orion_aer_scoring_used_in_the_benchmarks_reproduces_orion(monkeypatch):
+    # benchmarks/hypad_rules.py's "aer-orion-scoring" (EWMA prediction errors, start mask,
+    # reconstruction error floored at 0) is what sessions 19-22 measured Orion's AER scoring
+    # with; it must be Orion 0.7.1's aer.score_anomalies (point error, Orion's smoothing length)
+    import importlib
+    import json
+    from pathlib import Path
+
+    from orion_reference_cases import aer_case
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    hypad_rules = importlib.import_module("hypad_rules")
+
+    ref = json.loads((root / "tests" / "data" / "orion_tadgan_scores.json").read_text())["aer"]
+    x, inner, first, last = (np.asarray(v) for v in aer_case())
+    w = inner.shape[1] + 2
+    wins = np.lib.stride_tricks.sliding_window_view(x, w)
+    x_hat = np.concatenate([first[:, None], inner, last[:, None]], axis=1)[:, :, None]
+    s = {"x_hat": x_hat, "first": np.abs(wins[:, 0] - first), "last": np.abs(wins[:, -1] - last),
+         "scaled": x[:, None]}
+    y_in, hat_in = sc.inner_points(s["scaled"], x_hat, True)
+    p = {"smooth": ref["smooth"], "dtw": sc.to_points(sc.reconstruction_errors(y_in, hat_in, "point",
+                                                                              smooth=ref["smooth"]), True)}
+    rec, reg = hypad_rules._aer_orion_errors(s, p, ewma=True, mask=True, floor0=True)
+    for comb in ("mult", "sum"):
+        assert sc.combine_minmax(rec, reg, comb) == pytest.approx(ref[f"point_{comb}"], rel=1e-9, abs=1e-9), comb
+    # the packaged rule differs on purpose (centred mean, not EWMA; no floor): not Orion's
+    packaged = sc.series_scores(s, s["scaled"], w, "aer", rec_error="point", ends=True)
+    assert packaged != pytest.approx(ref["point_mult"], rel=1e-3)
+
+
 def _median_reconstruction(windows_hat: np.ndarray) -> np.ndarray:
     return np.nanmedian(sc.covering_values(windows_hat[:, :, 0], windows_hat.shape[1]), axis=1)[:, None]
 

@@ -2,8 +2,9 @@
 
 - ``orion_find_anomalies.json``: ``orion.primitives.timeseries_anomalies.find_anomalies``;
 - ``orion_tadgan_scores.json``: ``orion.primitives.tadgan.score_anomalies`` (rules "mult" and
-  "sum" with the point and area errors) and the raw DTW error of
-  ``orion.primitives.timeseries_errors.reconstruction_errors``.
+  "sum" with the point and area errors), the raw DTW error of
+  ``orion.primitives.timeseries_errors.reconstruction_errors``, and
+  ``orion.primitives.aer.score_anomalies`` ("mult" and "sum" with the point error).
 
 Needs Orion's modules and their dependencies (not streamad's), e.g. in a separate virtual
 environment. ``tadgan.py`` imports TensorFlow and ml-stars at the top but the scoring does not
@@ -28,10 +29,11 @@ for _name in ("tensorflow", "tensorflow.keras", "tensorflow.keras.layers", "tens
               "mlstars", "mlstars.utils"):
     sys.modules[_name] = mock.MagicMock()
 
+from orion.primitives.aer import score_anomalies as aer_score_anomalies  # noqa: E402
 from orion.primitives.tadgan import score_anomalies  # noqa: E402
 from orion.primitives.timeseries_anomalies import find_anomalies  # noqa: E402
 from orion.primitives.timeseries_errors import reconstruction_errors  # noqa: E402
-from orion_reference_cases import TADGAN_CASES, find_anomalies_cases, tadgan_case  # noqa: E402
+from orion_reference_cases import TADGAN_CASES, aer_case, find_anomalies_cases, tadgan_case  # noqa: E402
 
 SOURCE = "orion-ml 0.7.1 (MIT, https://github.com/sintel-dev/Orion)"
 HERE = Path(__file__).parent
@@ -67,8 +69,17 @@ def tadgan_scores() -> dict:
         dtw = reconstruction_errors(y, y_hat, 1, 10, smooth, False, "dtw")[0]
         row["dtw_raw"] = [float(f"{v:.12g}") for v in dtw]
         out.append(row)
-    return {"source": SOURCE + ", orion.primitives.tadgan.score_anomalies and "
-                      "orion.primitives.timeseries_errors.reconstruction_errors", "cases": out}
+    x, inner, first, last = aer_case()
+    window = len(inner[0]) + 2
+    y = np.lib.stride_tricks.sliding_window_view(np.asarray(x), window)[:, :, None]
+    aer = {"n": len(x), "window": window, "smooth": min(math.trunc(len(y) * 0.01), 200)}
+    for comb in ("mult", "sum"):
+        s = aer_score_anomalies(y, np.asarray(first)[:, None], np.asarray(inner)[:, :, None],
+                                np.asarray(last)[:, None], comb=comb, rec_error_type="point")
+        aer[f"point_{comb}"] = [float(f"{v:.12g}") for v in s]
+    return {"source": SOURCE + ", orion.primitives.tadgan.score_anomalies, "
+                      "orion.primitives.timeseries_errors.reconstruction_errors and "
+                      "orion.primitives.aer.score_anomalies", "cases": out, "aer": aer}
 
 
 def main() -> int:
