@@ -1,7 +1,8 @@
 """``streamad detect``: score a CSV offline, threshold the scores, report anomalous intervals.
 
 The detector runs prequentially (each row is scored, then learned), as it would on a stream.
-The first ``warmup`` rows only teach the detector; they are never flagged. Thresholds
+The first ``warmup`` rows only teach the detector; they are never flagged, nor are the rows a
+detector scored before it had a model (``warmup_scores_``: HypAD's warm-up). Thresholds
 (higher score = more anomalous):
 
 - ``spot``: :class:`~streamad.thresholds.SPOT`, calibrated on the first ``init`` scores after the
@@ -155,6 +156,8 @@ def detect(series: Series, detector: str = "gaussian", params: dict[str, Any] | 
         window = getattr(det, "window", 0)
         window = window if isinstance(window, int) else 0
         warmup = min(max(2 * window, 50), n // 10)
+    # the scores a detector gave before it had a model (HypAD's warm-up) are never thresholded
+    warmup = min(n, max(warmup, getattr(det, "warmup_scores_", 0)))
     scores = np.where(np.isfinite(scores), scores, 0.0)
     scores[:warmup] = np.where(np.isfinite(scores[:warmup]), scores[:warmup], 0.0)
     th = np.full(n, np.inf)

@@ -143,6 +143,14 @@ class BaseDetector:
 
     features_: list[str] | None = None
 
+    #: How many scores this detector has given without a model: a detector that trains after
+    #: a warm-up (HypAD, node-ae) scores 0.0 until then. They always come first, so they are
+    #: the first ``warmup_scores_`` scores of its stream. Thresholds must not learn from them
+    #: (a threshold calibrated on zeros flags everything after): the service, ``streamad
+    #: detect`` and ``streamad bench --protocol streaming`` leave them out. 0 for detectors
+    #: that score from the first point.
+    warmup_scores_: int = 0
+
     # -- input handling -------------------------------------------------------------
     def _vec(self, x: Mapping[str, float]) -> np.ndarray:
         if type(x) is not dict and not isinstance(x, Mapping):

@@ -47,6 +47,15 @@ def test_nab_scores_in_the_result(tmp_path):
     assert res["aggregates"]["overall"]["nab_score"]["standard"] == pytest.approx(row["nab_score"])
 
 
+def test_streaming_protocol_leaves_out_the_scores_given_before_the_model(tmp_path):
+    from streamad.detectors import HypAD
+
+    params = {**HypAD._unit_test_params(), "warmup": 300, "history": 400, "refit_every": None}
+    res = runner.run("nasa", _nasa(tmp_path), "hypad", params=params, protocol="streaming", progress=False)
+    for r in res["signals"]:  # the generic warm-up here would be 60 points (10% of the series)
+        assert r["warmup"] == 300 and all(s >= 300 for s, _ in r["detected"]), r
+
+
 def test_saved_scores_evaluate_as_the_run_did(tmp_path):
     # benchmarks re-score saved score series (e.g. seed ensembles) with evaluate(); it must
     # give the row run_signal gave for the same scores

@@ -95,3 +95,20 @@ def test_detect_saves_the_trained_detector_for_serve(tmp_path):
     fresh = detectors.make("zscore", window=50)
     fresh.process_many(v[:, None])  # the saved detector has seen the whole series
     assert det.score_one({"value": 3.0}) == pytest.approx(fresh.score_one({"value": 3.0}))
+
+
+def test_detect_never_thresholds_the_scores_given_before_the_model(tmp_path):
+    # HypAD scores 0.0 until its warm-up (here 100 points) is in; SPOT calibrated on those
+    # zeros would flag every later point
+    from streamad.detectors import HypAD
+
+    f = tmp_path / "s.csv"
+    _write_series(f)
+    out = tmp_path / "out"
+    params = {**HypAD._unit_test_params(), "refit_every": None}
+    rc = main(["detect", str(f), "--detector", "hypad", "--params", json.dumps(params), "--out", str(out)])
+    assert rc == 0
+    meta = json.loads((out / "intervals.json").read_text())
+    assert meta["warmup"] >= params["warmup"]
+    flagged = sum(r["end_index"] - r["start_index"] + 1 for r in meta["intervals"])
+    assert flagged < 60, meta["intervals"]  # a few short intervals, not everything after the warm-up

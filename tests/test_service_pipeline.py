@@ -688,3 +688,26 @@ def test_wait_mode_commits_without_waiting_but_never_checkpoints_ahead_of_the_gr
     assert source.calls.count("async") > 2 * source.calls.count("wait") > 0
     assert sum(b2.committed.values()) == 900
     assert sorted((s["partition"], s["offset"], s["score"]) for s in _scores(b2)) == reference
+
+
+@pytest.mark.parametrize("detector", ["hypad", "node-ae"])
+def test_the_threshold_never_learns_the_scores_a_detector_gives_before_its_model(detector):
+    # HypAD and node-ae score 0.0 until their warm-up is in and they train; a SPOT calibrated
+    # on those zeros has threshold 0 and would flag every record after (measured: 100%)
+    from streamad import detectors
+
+    b = _broker(1)
+    _fill(b, n=400, keys=("a",))
+    params = type(detectors.make(detector))._unit_test_params()
+    config = ServiceConfig(detector=detector, detector_params=params, scores_topic="scores",
+                           threshold="spot", threshold_params={"init": 50}, poll_timeout_s=0.0, batch_size=37)
+    p = Pipeline(MemorySource(b), MemorySink(b), config)
+    p.start()
+    _drain(p)
+    scores = [s["score"] for s in _scores(b)]
+    det = p.partitions[("telemetry", 0)].models["a"][0]
+    warm = det.warmup_scores_
+    assert len(scores) == 400 and warm >= 50 and not any(scores[:warm]) and all(scores[warm:])
+    events = [json.loads(m.value) for m in b.all("anomalies")]
+    assert len(events) < 20, len(events)  # Gaussian noise: a few alarms, not one per record
+    assert all(e["ts"] - 1e9 >= warm + 50 for e in events)  # SPOT calibrates on the first 50 real scores

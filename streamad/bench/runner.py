@@ -105,7 +105,8 @@ def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str
     elif protocol == "streaming":
         scores = _score(det, X, learn=True)
         scores = np.where(np.isfinite(scores), scores, 0.0)
-        skip = _warmup(det, n)
+        # and never the scores a detector gave before it had a model (HypAD's warm-up)
+        skip = min(n, max(_warmup(det, n), getattr(det, "warmup_scores_", 0)))
         rest = n - skip
         rule = thresholds.SPOT(q=1e-3, level=0.98, init=max(10, min(1000, max(20, rest // 5))))
         flags = np.zeros(n, dtype=bool)

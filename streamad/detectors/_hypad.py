@@ -242,7 +242,8 @@ class HypAD(BaseDetector):
         Train in a worker thread so a service keeps consuming (other keys and this one) while
         a model trains: torch's kernels release the GIL, and a thread shares the history and
         weights without copying them to another process. Until the first model is ready the
-        scores are 0; during a refit the previous model scores. :meth:`score_series` waits for
+        scores are 0 (counted in ``warmup_scores_``, so thresholds skip them); during a refit
+        the previous model scores. :meth:`score_series` waits for
         a running training; ``state_dict()`` does not (it saves the last finished model and the
         history, and a restored detector trains again when due). Off by default: with it, when
         a new model takes over depends on timing, so runs are not reproducible point for point.
@@ -691,6 +692,7 @@ class HypAD(BaseDetector):
 
     def _score_rows(self, X: np.ndarray, advance: bool) -> np.ndarray:
         if self._nets is None:
+            self.warmup_scores_ += len(X)
             return np.zeros(len(X))
         return self._stream_scores(self._forward(self._context_windows(X, advance)))
 

@@ -286,12 +286,14 @@ class NodeAutoencoder(BaseDetector):
 
     def _score(self, v: np.ndarray) -> float:
         if self._net is None:
+            self.warmup_scores_ += 1
             return 0.0
         return float(self._scores(v[None, :])[0])
 
     def score_many(self, X: np.ndarray) -> np.ndarray:
         X = self._mat(X)
         if self._net is None:
+            self.warmup_scores_ += len(X)
             return np.zeros(len(X))
         return self._scores(X)
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import _state
-from ..base import BaseDetector, ConfigError, DecodeError, StateError, StreamadError
+from ..base import BaseDetector, ConfigError, Decision, DecodeError, StateError, StreamadError
 from ..records import decode
 from .config import ServiceConfig
 from .transport import Message, Sink, Source, TopicPartition
@@ -61,13 +61,31 @@ class _Partition:
         self.checkpointed_at = time.monotonic()
 
 
+_WARMING_UP = Decision(False, math.inf)
+
+
+def _skipping(update: Callable[[float], Decision], n: int) -> Callable[[float], Decision]:
+    """``update`` that answers "no anomaly" to its first ``n`` scores without learning them."""
+    left = n
+
+    def skip(score: float) -> Decision:
+        nonlocal left
+        if left > 0:
+            left -= 1
+            return _WARMING_UP
+        return update(score)
+
+    return skip
+
+
 class _KeyBatch:
     """One key's part of a batch while it is being scored."""
 
-    __slots__ = ("detector", "threshold", "pairs", "scores", "rows", "ok", "width")
+    __slots__ = ("detector", "threshold", "pairs", "scores", "rows", "ok", "width", "warm0")
 
     def __init__(self, detector: Any, threshold: Any) -> None:
         self.detector, self.threshold = detector, threshold
+        self.warm0 = getattr(detector, "warmup_scores_", 0)  # to tell this batch's warm-up scores
         self.pairs: list = []   # (message, record) scored so far, in order ...
         self.scores: list = []  # ... and their scores
         self.rows: list = []    # feature values still to score, ``width`` per record, flat ...
@@ -476,6 +494,9 @@ class Pipeline:
         events = 0
         for k, heads in batches:
             update = k.threshold.update
+            warming = getattr(k.detector, "warmup_scores_", 0) - k.warm0
+            if warming:  # the key's first scores came from no model yet: keep them from the threshold
+                update = _skipping(update, warming)
             if not scores_topic:  # events only: nothing to format for a normal record
                 for (m, rec), score in zip(k.pairs, k.scores, strict=True):
                     decision = update(score)
