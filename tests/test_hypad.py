@@ -381,6 +381,37 @@ def test_multivariate_windows_find_the_burst_in_one_feature():
     assert 575 <= peak < 650  # the score peaks at the burst, not window - 1 points later
 
 
+def test_a_refit_leaves_out_the_windows_the_model_finds_anomalous(monkeypatch):
+    X, labels = _sine_with_a_fast_burst()  # burst at 600-625
+    det = HypAD(**{**_SMALL, "warmup": 400, "history": 400, "refit_every": 300})
+    seen = []
+    train = HypAD._train
+
+    def spy(self, wins, rng):
+        # the training windows, and where the history they come from starts in X
+        start = next(i for i in range(len(X)) if np.array_equal(X[i:i + len(self._hist)], self._hist))
+        seen.append((wins.copy(), self._windows(self._hist), start))
+        return train(self, wins, rng)
+
+    monkeypatch.setattr(HypAD, "_train", spy)
+    det.process_many(X[:750], learn=True)  # trains on 0-400, refits 300 points later on the last 400
+    assert len(seen) == 2 and len(seen[0][0]) == len(seen[0][1])  # the first fit keeps all
+    kept_wins, all_wins, start = seen[1]
+    kept = np.zeros(len(all_wins), bool)
+    j = 0
+    for i, w in enumerate(all_wins):  # the kept windows are a subsequence of all windows
+        if j < len(kept_wins) and np.array_equal(w, kept_wins[j]):
+            kept[i], j = True, j + 1
+    assert j == len(kept_wins)
+    w = int(det.window)
+    ends = start + np.arange(len(all_wins)) + w  # window i covers X[start + i : ends[i]]
+    in_burst = np.array([labels[e - w:e].sum() >= w // 2 for e in ends])  # half the window or more
+    normal = np.array([not labels[e - w:e].any() for e in ends])
+    assert in_burst.sum() > 10
+    assert kept[in_burst].mean() < 0.2  # the anomaly is not learnt as normal ...
+    assert kept[normal].mean() > 0.95  # ... and the normal windows are
+
+
 def test_background_training_keeps_scoring_and_matches_the_foreground_model():
     X, _ = _sine_with_a_fast_burst()
     fg = HypAD(**_SMALL)
