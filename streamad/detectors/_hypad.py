@@ -58,6 +58,14 @@ _SCORINGS_AER = ("aer", "aer-sum")  # AER's rules: need the prediction heads (re
 _REC_ERRORS = ("point", "area", "dtw")
 
 
+def _spread(x: np.ndarray) -> float:
+    """The standard deviation that streaming scores divide by, at least 1e-3 of the mean's
+    size. On a flat training series it is ~0, and the rounding by which one forward pass
+    differs from another (float32: a few 1e-7 of each output's size) would be scaled into
+    scores of any size; a value 0.1% off a quantity that never moved still scores 2."""
+    return max(float(x.std()), 1e-3 * abs(float(x.mean())))
+
+
 # -- the networks ----------------------------------------------------------------------
 class _Encoder(nn.Module):
     """BiLSTM over the window's steps -> dense -> latent, from the final states of both
@@ -649,12 +657,12 @@ class HypAD(BaseDetector):
         o = self._forward(wins)
         c = o["critic"]
         lo, hi = np.quantile(c, [0.25, 0.75])
-        st = {"critic_mean": float(c[(c >= lo) & (c <= hi)].mean()), "critic_std": float(c.std()),
-              "last_mean": float(o["last"].mean()), "last_std": float(o["last"].std())}
+        st = {"critic_mean": float(c[(c >= lo) & (c <= hi)].mean()), "critic_std": _spread(c),
+              "last_mean": float(o["last"].mean()), "last_std": _spread(o["last"])}
         if "rec" in o:
-            st.update(rec_mean=float(o["rec"].mean()), rec_std=float(o["rec"].std()))
+            st.update(rec_mean=float(o["rec"].mean()), rec_std=_spread(o["rec"]))
         if "inner" in o:
-            st.update(inner_mean=float(o["inner"].mean()), inner_std=float(o["inner"].std()))
+            st.update(inner_mean=float(o["inner"].mean()), inner_std=_spread(o["inner"]))
         self._stats = st
         self._stats["cap"] = float(np.quantile(self._stream_scores(o), 0.99))
 
