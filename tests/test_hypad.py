@@ -185,6 +185,10 @@ def test_state_round_trip_is_exact_and_pickle_free():
         other = HypAD(**{**HypAD._unit_test_params(), **change})
         with pytest.raises(StateError):
             other.load_state_dict(_state.loads(blob))
+    old = _state.loads(blob)  # saved before streaming scored the window's residual
+    old["state"]["stats"] = {k: v for k, v in old["state"]["stats"].items() if not k.startswith("inner_")}
+    with pytest.raises(StateError, match="train the model again"):
+        HypAD(**HypAD._unit_test_params()).load_state_dict(old)
 
 
 def _real_windows_the_critic_saw(critic_batches, critic_iterations):
@@ -383,6 +387,7 @@ def test_multivariate_windows_find_the_burst_in_one_feature():
 
 def test_a_refit_leaves_out_the_windows_the_model_finds_anomalous(monkeypatch):
     X, labels = _sine_with_a_fast_burst()  # burst at 600-625
+    X[labels] *= 2.0  # and twice as high: the small model's residual sees it
     det = HypAD(**{**_SMALL, "warmup": 400, "history": 400, "refit_every": 300})
     seen = []
     train = HypAD._train

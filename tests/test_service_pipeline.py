@@ -709,5 +709,10 @@ def test_the_threshold_never_learns_the_scores_a_detector_gives_before_its_model
     warm = det.warmup_scores_
     assert len(scores) == 400 and warm >= 50 and not any(scores[:warm]) and all(scores[warm:])
     events = [json.loads(m.value) for m in b.all("anomalies")]
-    assert len(events) < 20, len(events)  # Gaussian noise: a few alarms, not one per record
     assert all(e["ts"] - 1e9 >= warm + 50 for e in events)  # SPOT calibrates on the first 50 real scores
+    # Gaussian noise: a few alarms, not one per record. HypAD scores a record by the residual
+    # of the window it completes, so one excursion is flagged over a few consecutive records:
+    # count incidents (runs of records) as well as records.
+    flagged = sorted(int(e["ts"] - 1e9) for e in events)
+    incidents = sum(1 for i, t in enumerate(flagged) if i == 0 or t != flagged[i - 1] + 1)
+    assert incidents < 20 and len(events) < (400 - warm - 50) / 3, (incidents, len(events))

@@ -1,0 +1,166 @@
+"""The deep detectors' streaming scores on NAB, and the parts they are made of.
+
+    python benchmarks/streaming_scores.py ../shared/data/nab --detector hypad --workers 2 --out r.json
+
+In a stream, ``hypad``, ``tadgan`` and ``aer`` score the newest point from the window that
+ends at it, each part normalised against the training windows (there is no series yet to
+normalise over). Since session 24 all three score the window's residual (``resid``); before,
+each used its batch rule's parts. The parts:
+
+- ``cs``: the critic's distance from its training windows' interquartile mean, in their
+  standard deviations, plus 1 (TadGAN's critic score, per window);
+- ``rec``: the Poincare distance between the mapped window and reconstruction (HypAD);
+- ``u``: HypAD's certainty, the mapped reconstruction's norm;
+- ``last``: the newest point's reconstruction (``aer``: forward prediction) error;
+- ``resid``: the window's residual norm (``aer``: over its inner points), the window-level
+  twin of ``last``.
+
+Every part but ``u`` is z-scored against the training windows and floored at 1
+(``zscore_positive``). This runs every NAB signal as ``streamad bench --protocol streaming``
+does (prequential, trained once after the warm-up, SPOT on the scores after the warm-up; the
+package's streaming rule, the first of each detector's rules, is checked to equal its row)
+and scores the same model's outputs with each rule of ``RULES[detector]``. Everything after
+the scores (SPOT, the metrics) is the runner's. Prints F1 per NAB category, overall F1, NAB score and false
+intervals per rule. Results: ``benchmarks/results/hypad_nab_seeds.md`` (session 24).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# rule name -> the parts multiplied ("+" in a name: their mean). The first is the package's
+# streaming rule since session 24; the second was the package's before it.
+RULES = {
+    "hypad": ("resid", "cs*rec*u", "rec*u", "rec", "cs", "cs*resid", "resid*u"),
+    "tadgan": ("resid", "cs*last", "last", "cs", "cs*resid"),
+    "aer": ("resid", "resid*last", "last", "resid+last"),
+}
+
+
+def _init_worker(threads: int) -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+
+
+def parts(det, X: np.ndarray) -> dict[str, np.ndarray]:
+    """Every part of a trained detector's streaming score for the windows ending at
+    t = window - 1 .. n - 1 of X, normalised as its streaming path does."""
+    from streamad.detectors import _hypad_scores as sc
+    from streamad.detectors._hypad import _spread
+
+    st = det._stats
+    wins = det._windows(X)
+    o = det._forward(wins, full=True)
+    train = det._forward(det._windows(X[:det._n_fit]), full=True)  # the windows it was trained on
+
+    def resid(out, w):
+        if "inner" in out:  # aer: the residual over the inner points
+            return out["inner"]
+        return np.sqrt(((w.astype(np.float64) - out["x_hat"]) ** 2).sum(axis=(1, 2)))
+
+    r, r_train = resid(o, wins), resid(train, det._windows(X[:det._n_fit]))
+    got = {"cs": np.abs(o["critic"] - st["critic_mean"]) / (st["critic_std"] or 1.0) + 1.0,
+           "last": sc.zscore_positive(o["last"], st["last_mean"], st["last_std"]),
+           "resid": sc.zscore_positive(r, float(r_train.mean()), _spread(r_train))}
+    if "rec" in o:
+        got["rec"] = sc.zscore_positive(o["rec"], st["rec_mean"], st["rec_std"])
+        got["u"] = o["certainty"]
+    return got
+
+
+def rule_scores(p: dict[str, np.ndarray], rule: str) -> np.ndarray:
+    if "+" in rule:
+        names = rule.split("+")
+        return sum(p[k] for k in names) / len(names)
+    out = np.ones_like(p["cs"])
+    for k in rule.split("*"):
+        out = out * p[k]
+    return out
+
+
+def _one(sig, detector: str, seed: int) -> dict:
+    import torch
+
+    from streamad import thresholds
+    from streamad.bench import metrics as M
+    from streamad.bench.runner import _warmup, evaluate
+    from streamad.detectors import make
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    det = make(detector, seed=seed)
+    X = np.asarray(sig.values, dtype=np.float64)
+    n = len(X)
+    packaged = det.process_many(X)  # the package's streaming scores, and it trains the model
+    skip = min(n, max(_warmup(det, n), det.warmup_scores_))
+    w = int(det.window)
+    p = parts(det, X) if det.fitted_ else None
+    rows = {}
+    for k, rule in enumerate(RULES[detector]):
+        s = np.zeros(n)
+        if p is not None:
+            s[w - 1:] = rule_scores(p, rule)
+        if k == 0:  # the same model and rule as the package's streaming path
+            assert np.allclose(s[skip:], packaged[skip:], rtol=1e-3, atol=1e-6), sig.name
+        rest = n - skip
+        spot = thresholds.SPOT(q=1e-3, level=0.98, init=max(10, min(1000, max(20, rest // 5))))
+        flags = np.zeros(n, dtype=bool)
+        for i in range(skip, n):
+            flags[i] = spot.update(s[i]).is_anomaly
+        row = evaluate(sig, s, M.label_intervals(flags), skip=skip)
+        row.pop("_scores")
+        rows[rule] = row
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data_dir", type=Path, help="NAB checkout: data/<category>/*.csv and labels/combined_windows.json")
+    ap.add_argument("--detector", choices=sorted(RULES), default="hypad")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--signals", default=None, help="only signals matching these comma-separated glob patterns")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if not (args.data_dir / "labels" / "combined_windows.json").exists():
+        print(f"error: {args.data_dir}/labels/combined_windows.json not found", file=sys.stderr)
+        return 2
+    import multiprocessing
+
+    from streamad.bench.datasets import load
+    from streamad.bench.runner import _machine, _versions, aggregate
+
+    sigs = load("nab", str(args.data_dir), args.signals)
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    rules = RULES[args.detector]
+    with ProcessPoolExecutor(args.workers, initializer=_init_worker, initargs=(threads,),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_one, sigs, [args.detector] * len(sigs), [args.seed] * len(sigs)))
+    aggs = {rule: aggregate([r[rule] for r in results]) for rule in rules}
+    groups = [g for g in aggs[rules[0]]["groups"] if g != "artificialNoAnomaly"]
+    print("rule | " + " | ".join(groups) + " | overall F1 | NAB | found | false intervals")
+    for rule, a in aggs.items():
+        tp = sum(v["tp"] for v in a["groups"].values())
+        fp = sum(v["fp"] for v in a["groups"].values())
+        print(f"{rule} | " + " | ".join(f"{a['groups'][g]['f1']:.3f}" for g in groups)
+              + f" | {a['overall']['f1']:.3f} | {a['overall']['nab_score']['standard']:.1f} | {tp:.0f} | {fp:.0f}")
+    args.out.write_text(json.dumps({"meta": {"dataset": "nab", "data_dir": str(args.data_dir),
+                                             "detector": args.detector, "protocol": "streaming",
+                                             "seed": args.seed, "rules": list(rules), "packaged_rule": rules[0],
+                                             "versions": _versions(), "machine": _machine()},
+                                    "aggregates": aggs}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
