@@ -45,7 +45,8 @@ def _control_class():
             super()._install(twin, n_at_start)
             self._mean = twin._mean
 
-        def _forward(self, wins: np.ndarray, full: bool = False, chunk: int = 1024) -> dict[str, np.ndarray]:
+        def _forward(self, wins: np.ndarray, full: bool = False, chunk: int = 1024,
+                     residual_only: bool = False) -> dict[str, np.ndarray]:
             out = {"critic": np.zeros(len(wins)), **mean_window_outputs(wins, self._mean)}
             if not full:
                 del out["x_hat"]

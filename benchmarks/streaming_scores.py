@@ -20,8 +20,8 @@ Every part but ``u`` is z-scored against the training windows and floored at 1
 does (prequential, trained once after the warm-up, SPOT on the scores after the warm-up; the
 package's streaming rule, the first of each detector's rules, is checked to equal its row)
 and scores the same model's outputs with each rule of ``RULES[detector]``. Everything after
-the scores (SPOT, the metrics) is the runner's. Prints F1 per NAB category, overall F1, NAB score and false
-intervals per rule. Results: ``benchmarks/results/hypad_nab_seeds.md`` (session 24).
+the scores (SPOT, the metrics) is the runner's. Prints F1 per NAB category, overall F1, NAB
+score and false intervals per rule. Results: ``benchmarks/results/hypad_nab_seeds.md`` (session 24).
 """
 
 from __future__ import annotations
@@ -54,27 +54,25 @@ def _init_worker(threads: int) -> None:
 
 def parts(det, X: np.ndarray) -> dict[str, np.ndarray]:
     """Every part of a trained detector's streaming score for the windows ending at
-    t = window - 1 .. n - 1 of X, normalised as its streaming path does."""
+    t = window - 1 .. n - 1 of X, each normalised by the windows it was trained on, as the
+    package normalises the residual (and, before session 24, normalised every part)."""
     from streamad.detectors import _hypad_scores as sc
     from streamad.detectors._hypad import _spread
 
-    st = det._stats
-    wins = det._windows(X)
-    o = det._forward(wins, full=True)
-    train = det._forward(det._windows(X[:det._n_fit]), full=True)  # the windows it was trained on
+    o = det._forward(det._windows(X), full=True)
+    train = det._forward(det._windows(X[:det._n_fit]))  # the windows it was trained on
 
-    def resid(out, w):
-        if "inner" in out:  # aer: the residual over the inner points
-            return out["inner"]
-        return np.sqrt(((w.astype(np.float64) - out["x_hat"]) ** 2).sum(axis=(1, 2)))
+    def z(name: str) -> np.ndarray:
+        t = train[name]
+        return sc.zscore_positive(o[name], float(t.mean()), _spread(t))
 
-    r, r_train = resid(o, wins), resid(train, det._windows(X[:det._n_fit]))
-    got = {"cs": np.abs(o["critic"] - st["critic_mean"]) / (st["critic_std"] or 1.0) + 1.0,
-           "last": sc.zscore_positive(o["last"], st["last_mean"], st["last_std"]),
-           "resid": sc.zscore_positive(r, float(r_train.mean()), _spread(r_train))}
+    c = train["critic"]
+    lo, hi = np.quantile(c, [0.25, 0.75])
+    centre = float(c[(c >= lo) & (c <= hi)].mean())  # TadGAN's critic score: the interquartile mean
+    got = {"cs": np.abs(o["critic"] - centre) / _spread(c) + 1.0,
+           "last": z("last"), "resid": z("inner")}
     if "rec" in o:
-        got["rec"] = sc.zscore_positive(o["rec"], st["rec_mean"], st["rec_std"])
-        got["u"] = o["certainty"]
+        got["rec"], got["u"] = z("rec"), o["certainty"]
     return got
 
 

@@ -239,9 +239,9 @@ class HypAD(BaseDetector):
         same without certainty), ``"mult"`` / ``"sum"`` (TadGAN's rules with ``rec_error``),
         ``"aer"`` / ``"aer-sum"`` (AER's rules, with ``regression_weight`` > 0: ``rec_error``
         and the prediction error, min-max scaled, multiplied or averaged; no critic). These
-        are the whole-series rules (:meth:`score_series`); streaming scores the newest window's
-        residual for every rule (see the module's docstring). The first two give one error per window, so a short anomaly is diluted by the rest of
-        its windows: on NAB they miss most of AdEx's and Traffic's labelled windows, which
+        are the whole-series rules (:meth:`score_series`); streaming scores the newest
+        window's residual for every rule (see the module's docstring). The first two give
+        one error per window, so a short anomaly is diluted by the rest of its windows: on NAB they miss most of AdEx's and Traffic's labelled windows, which
         "mult" (an error per point) finds (benchmarks/results/hypad_nab_seeds.md, session 17).
     rec_error
         TadGAN's reconstruction error for "mult"/"sum": "point", "area" or "dtw" (whole
@@ -514,7 +514,7 @@ class HypAD(BaseDetector):
             wins = twin._windows(hist)
             if not first and "cap" in twin._stats:
                 # refit: leave out windows the current model finds anomalous
-                keep = twin._stream_scores(twin._forward(wins)) <= twin._stats["cap"]
+                keep = twin._stream_scores(twin._forward(wins, residual_only=True)) <= twin._stats["cap"]
                 if keep.sum() >= max(1, len(wins) // 2):
                     wins = wins[keep]
             twin._train(wins, rng)
@@ -630,11 +630,12 @@ class HypAD(BaseDetector):
         return h.ball.dist(h(x_rec), h(x)).mean() + ((x - x_rec) ** 2).mean()
 
     # -- forward passes --------------------------------------------------------------
-    def _forward(self, wins: np.ndarray, full: bool = False, chunk: int = 1024) -> dict[str, np.ndarray]:
-        """Model outputs per window: critic, last-step error (with ``regression_weight``: the
-        forward prediction's, and "first" the backward one's), "inner" the norm of the
-        residual over the points the reconstruction covers, and (HypAD) distance and
-        certainty."""
+    def _forward(self, wins: np.ndarray, full: bool = False, chunk: int = 1024,
+                 residual_only: bool = False) -> dict[str, np.ndarray]:
+        """Model outputs per window: "inner" the norm of the residual over the points the
+        reconstruction covers (all that streaming scores need: ``residual_only``), critic,
+        last-step error (with ``regression_weight``: the forward prediction's, and "first"
+        the backward one's), and (HypAD) distance and certainty."""
         nets = self._nets
         out: dict[str, list[np.ndarray]] = {"critic": [], "last": [], "first": [], "inner": [],
                                             "rec": [], "certainty": [], "x_hat": []}
@@ -642,9 +643,11 @@ class HypAD(BaseDetector):
             for s in range(0, len(wins), chunk):
                 x = torch.from_numpy(wins[s:s + chunk])
                 x_hat = nets["decoder"](nets["encoder"](self._inner(x)))
+                out["inner"].append((self._inner(x) - self._inner(x_hat)).double().flatten(1).norm(dim=1).numpy())
+                if residual_only:
+                    continue
                 out["critic"].append(nets["critic_x"](x).double().numpy())
                 out["last"].append((x[:, -1] - x_hat[:, -1]).double().norm(dim=1).numpy())
-                out["inner"].append((self._inner(x) - self._inner(x_hat)).double().flatten(1).norm(dim=1).numpy())
                 if self._ends:
                     out["first"].append((x[:, 0] - x_hat[:, 0]).double().norm(dim=1).numpy())
                 if "h" in nets:
@@ -658,15 +661,8 @@ class HypAD(BaseDetector):
 
     def _calibrate(self, wins: np.ndarray) -> None:
         """Statistics of the training windows that put streaming scores on a common scale."""
-        o = self._forward(wins)
-        c = o["critic"]
-        lo, hi = np.quantile(c, [0.25, 0.75])
-        st = {"critic_mean": float(c[(c >= lo) & (c <= hi)].mean()), "critic_std": _spread(c),
-              "last_mean": float(o["last"].mean()), "last_std": _spread(o["last"])}
-        st.update(inner_mean=float(o["inner"].mean()), inner_std=_spread(o["inner"]))
-        if "rec" in o:
-            st.update(rec_mean=float(o["rec"].mean()), rec_std=_spread(o["rec"]))
-        self._stats = st
+        o = self._forward(wins, residual_only=True)
+        self._stats = {"inner_mean": float(o["inner"].mean()), "inner_std": _spread(o["inner"])}
         self._stats["cap"] = float(np.quantile(self._stream_scores(o), 0.99))
 
     def _stream_scores(self, o: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -701,7 +697,7 @@ class HypAD(BaseDetector):
         if self._nets is None:
             self.warmup_scores_ += len(X)
             return np.zeros(len(X))
-        return self._stream_scores(self._forward(self._context_windows(X, advance)))
+        return self._stream_scores(self._forward(self._context_windows(X, advance), residual_only=True))
 
     def _score(self, v: np.ndarray) -> float:
         self._ensure_model()
@@ -742,7 +738,7 @@ class HypAD(BaseDetector):
                 groups.setdefault(id(det._nets), []).append(i)
         for members in groups.values():
             wins = [jobs[i][0]._context_windows(jobs[i][1], advance=True) for i in members]
-            o = jobs[members[0]][0]._forward(np.concatenate(wins))
+            o = jobs[members[0]][0]._forward(np.concatenate(wins), residual_only=True)
             start = 0
             for i, w in zip(members, wins, strict=True):
                 det, X = jobs[i]
