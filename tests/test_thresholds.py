@@ -38,6 +38,41 @@ def test_spot_false_alarm_rate_close_to_q():
     assert 0.003 < rate < 0.03
 
 
+def test_spot_floor_keeps_exactly_repeating_maxima_normal():
+    # A periodic score (period 288: a daily cycle of 5-minute points) repeats its largest values
+    # exactly. The paper's SPOT fits a bounded tail whose quantile lies just below them and flags
+    # every repeat, for good, as alarms never enter the peaks. With the floor (the default) the
+    # threshold stays at or above the empirical 1 - q quantile of the scores seen.
+    s = np.sin(2 * np.pi * np.arange(4000) / 288)
+    paper = SPOT(q=1e-3, init=600, empirical_floor=False)
+    assert sum(paper.update(v).is_anomaly for v in s) >= 10
+    spot = SPOT(q=1e-3, init=600)
+    assert not any(spot.update(v).is_anomaly for v in s)
+    assert spot.threshold_ >= spot.floor_ > 0.999
+    assert spot.update(1.001).is_anomaly  # above every score seen: still an alarm
+
+
+def test_spot_floor_is_the_empirical_quantile_of_the_scores_seen():
+    x = np.random.default_rng(4).exponential(size=5000)
+    spot = SPOT(q=1e-3).fit(x)
+    assert spot.floor_ == np.sort(x)[-6]  # q * n = 5 scores may lie above it
+    assert spot.threshold_ >= spot.floor_
+    few = SPOT(q=1e-3).fit(x[:600])  # fewer than 1 / q scores: their largest
+    assert few.floor_ == x[:600].max() and few.threshold_ >= few.floor_
+
+
+def test_spot_loads_states_saved_before_the_floor():
+    x = np.random.default_rng(6).normal(size=800)
+    a = SPOT(init=200, empirical_floor=False)
+    for v in x:
+        a.update(v)
+    old = a.state_dict()
+    del old["floor"], old["params"]["empirical_floor"]
+    b = SPOT()
+    b.load_state_dict(old)
+    assert b.empirical_floor and b.floor_ == -math.inf and b.threshold_ == a.threshold_
+
+
 def test_dspot_follows_drifting_level():
     rng = np.random.default_rng(3)
     level = np.linspace(0, 50, 4000)
@@ -99,6 +134,7 @@ def test_load_wrong_state_raises():
 
 @pytest.mark.parametrize("build", [lambda: SPOT(q=0), lambda: SPOT(level=1.5), lambda: SPOT(init=3),
                                    lambda: DSPOT(depth=0), lambda: Quantile(q=2), lambda: Quantile(window=0),
+                                   lambda: SPOT(empirical_floor="yes"),
                                    lambda: Fixed("x"), lambda: make("nope"), lambda: make("spot", bogus=1),
                                    lambda: find_anomalies(np.ones(10), window_size_portion=0),
                                    lambda: find_anomalies(np.ones(10), anomaly_padding=-1),

@@ -73,7 +73,7 @@ def _score(det, X: np.ndarray, learn: bool = True) -> np.ndarray:
 def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str, seed: int = 0) -> dict[str, Any]:
     """Fit, score, threshold and evaluate one signal; returns its result row (with the scores
     and detected intervals under private keys for plots)."""
-    from .. import detectors, thresholds
+    from .. import detectors
 
     try:
         import torch
@@ -107,16 +107,26 @@ def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str
         scores = np.where(np.isfinite(scores), scores, 0.0)
         # and never the scores a detector gave before it had a model (HypAD's warm-up)
         skip = min(n, max(_warmup(det, n), getattr(det, "warmup_scores_", 0)))
-        rest = n - skip
-        rule = thresholds.SPOT(q=1e-3, level=0.98, init=max(10, min(1000, max(20, rest // 5))))
-        flags = np.zeros(n, dtype=bool)
-        for i in range(skip, n):
-            flags[i] = rule.update(scores[i]).is_anomaly
-        intervals = M.label_intervals(flags)
+        intervals = streaming_intervals(scores, skip)
     else:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
     detect_s = time.perf_counter() - t0
     return evaluate(sig, scores, intervals, fit_s=fit_s, detect_s=detect_s, skip=skip)
+
+
+def streaming_intervals(scores: np.ndarray, skip: int, **spot: Any) -> list[tuple[int, int]]:
+    """The streaming protocol's anomalous intervals: SPOT (q 1e-3, level .98, ``spot`` for
+    other parameters) on the scores after the warm-up's ``skip``, calibrated on the first
+    fifth of them (20 to 1,000 scores)."""
+    from .. import thresholds
+
+    n = len(scores)
+    kw = {"q": 1e-3, "level": 0.98, "init": max(10, min(1000, max(20, (n - skip) // 5))), **spot}
+    rule = thresholds.SPOT(**kw)
+    flags = np.zeros(n, dtype=bool)
+    for i in range(skip, n):
+        flags[i] = rule.update(scores[i]).is_anomaly
+    return M.label_intervals(flags)
 
 
 def orion_intervals(scores: np.ndarray) -> list[tuple[int, int]]:

@@ -5,6 +5,12 @@ Scores are "higher = more anomalous". Scores above an initial high quantile ``t`
 with a generalised Pareto distribution (GPD), which gives the threshold ``z_q`` that a score
 exceeds with probability ``q``. Scores above ``z_q`` are anomalies and, as in SPOT, are *not*
 added to the peak set; other peaks are added and the GPD is refitted.
+
+One addition to the paper (``empirical_floor``, on by default): the threshold is never below
+the empirical ``1 - q`` quantile of the scores seen, since more than a fraction ``q`` of the
+normal scores would then lie above it. A bounded fit (GPD shape < 0) puts ``z_q`` just below
+its end point; when the largest scores repeat exactly (a periodic series, a saturating
+score), the paper's SPOT flags each repeat, forever, as alarms never enter the peak set.
 """
 
 from __future__ import annotations
@@ -112,6 +118,12 @@ class SPOT:
     init
         Number of scores collected before calibrating automatically when no ``fit`` was
         called. During calibration ``update`` returns ``Decision(False, inf)``.
+    empirical_floor
+        Keep the threshold at or above the empirical ``1 - q`` quantile of the calibration
+        batch and the normal scores since (with fewer than ``1 / q`` of them: their largest).
+        On NAB's streaming protocol the paper's rule raised one false interval per day on
+        anomaly-free periodic series (benchmarks/results/hypad_nab_seeds.md, session 25).
+        ``False``: the paper's threshold.
     max_peaks
         Keep only the newest ``max_peaks`` excesses (bounded memory for long streams);
         ``None`` keeps all, as in the paper.
@@ -124,8 +136,8 @@ class SPOT:
         with the default 1% the estimates lag by 1% of the peaks, well inside their
         sampling error (~1/sqrt(peaks)).
 
-    Attributes ``threshold_`` (``z_q``; ``inf`` while calibrating), ``t_``, ``gamma_``,
-    ``sigma_``, ``n_`` (scores seen since calibration started) end with ``_``.
+    Attributes ``threshold_`` (``z_q``, or the floor; ``inf`` while calibrating), ``floor_``,
+    ``t_``, ``gamma_``, ``sigma_``, ``n_`` (scores seen since calibration started) end with ``_``.
 
     >>> rng = np.random.default_rng(1)
     >>> spot = SPOT(q=1e-3).fit(rng.exponential(size=5000))
@@ -134,7 +146,7 @@ class SPOT:
     """
 
     def __init__(self, q: float = 1e-3, level: float = 0.98, init: int = 1000,
-                 max_peaks: int | None = 5000, refit_growth: float = 0.01):
+                 max_peaks: int | None = 5000, refit_growth: float = 0.01, empirical_floor: bool = True):
         if not 0 < q < 1:
             raise ConfigError(f"q must be in (0, 1), got {q!r}")
         if not 0 < level < 1:
@@ -146,8 +158,11 @@ class SPOT:
         if isinstance(refit_growth, bool) or not isinstance(refit_growth, int | float) \
                 or not 0 <= refit_growth <= 1:
             raise ConfigError(f"refit_growth must be a number in [0, 1], got {refit_growth!r}")
+        if not isinstance(empirical_floor, bool):
+            raise ConfigError(f"empirical_floor must be true or false, got {empirical_floor!r}")
         self.q, self.level, self.init, self.max_peaks = q, level, init, max_peaks
         self.refit_growth = refit_growth
+        self.empirical_floor = empirical_floor
         self._reset()
 
     def _reset(self) -> None:
@@ -155,6 +170,7 @@ class SPOT:
         self.peaks_ = np.empty(0, dtype=np.float64)
         self.t_ = self.gamma_ = self.sigma_ = float("nan")
         self.threshold_ = math.inf
+        self.floor_ = -math.inf
         self.n_ = 0
         self.n_peaks_ = 0
         self.since_fit_ = 0  # peaks added since the GPD was last fitted
@@ -187,8 +203,21 @@ class SPOT:
     def _refit(self) -> None:
         self.since_fit_ = 0
         self.gamma_, self.sigma_ = fit_gpd(self.peaks_)
-        self.threshold_ = _quantile(self.t_, self.gamma_, self.sigma_, self.q, self.n_, self.n_peaks_) \
-            if self.n_peaks_ else self.t_
+        self.floor_ = self._floor()
+        self.threshold_ = max(self.floor_, _quantile(self.t_, self.gamma_, self.sigma_, self.q, self.n_,
+                                                     self.n_peaks_) if self.n_peaks_ else self.t_)
+
+    def _floor(self) -> float:
+        """The empirical ``1 - q`` quantile of the scores seen: the (floor(q n) + 1)-th largest,
+        read from the kept peaks (all scores above ``t``; when some were dropped, the same
+        fraction of those kept). Updated with the GPD, so it lags as the fit does."""
+        m = len(self.peaks_)
+        if not self.empirical_floor or m == 0:
+            return -math.inf
+        k = int(self.q * self.n_ * m / max(self.n_peaks_, m))
+        if k >= m:
+            return self.t_
+        return self.t_ + float(np.partition(self.peaks_, m - 1 - k)[m - 1 - k])
 
     def update(self, score: float) -> Decision:
         s = float(score)
@@ -214,15 +243,16 @@ class SPOT:
             r = self.q * n / n_peaks
             gamma = self.gamma_
             if abs(gamma) < 1e-12:
-                self.threshold_ = t - self.sigma_ * math.log(r)
+                z = t - self.sigma_ * math.log(r)
             else:
-                self.threshold_ = t + self.sigma_ / gamma * (r ** (-gamma) - 1.0)
+                z = t + self.sigma_ / gamma * (r ** (-gamma) - 1.0)
+            self.threshold_ = z if z > self.floor_ else self.floor_
         return Decision(False, self.threshold_)
 
     # -- state ---------------------------------------------------------------------------
     def _params(self) -> dict[str, Any]:
         return {"q": self.q, "level": self.level, "init": self.init, "max_peaks": self.max_peaks,
-                "refit_growth": self.refit_growth}
+                "refit_growth": self.refit_growth, "empirical_floor": self.empirical_floor}
 
     def state_dict(self) -> dict[str, Any]:
         cal = self.calibrated
@@ -230,7 +260,8 @@ class SPOT:
                 "calibration": np.asarray(self.calibration_, dtype=np.float64),
                 "peaks": self.peaks_.copy(), "n": self.n_, "n_peaks": self.n_peaks_, "since_fit": self.since_fit_,
                 "t": self.t_ if cal else None, "gamma": self.gamma_ if cal else None,
-                "sigma": self.sigma_ if cal else None, "threshold": self.threshold_ if cal else None}
+                "sigma": self.sigma_ if cal else None, "threshold": self.threshold_ if cal else None,
+                "floor": self.floor_ if cal else None}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         try:
@@ -244,6 +275,8 @@ class SPOT:
             if state["t"] is not None:
                 self.t_, self.gamma_, self.sigma_ = float(state["t"]), float(state["gamma"]), float(state["sigma"])
                 self.threshold_ = float(state["threshold"])
+                # absent in states of earlier versions, whose SPOT had no floor
+                self.floor_ = float(state["floor"]) if state.get("floor") is not None else -math.inf
         except (KeyError, TypeError, ValueError) as e:
             raise StateError(f"bad {type(self).__name__} state: {e}") from e
 
@@ -266,11 +299,13 @@ class DSPOT(SPOT):
     """
 
     def __init__(self, q: float = 1e-3, level: float = 0.98, init: int = 1000,
-                 max_peaks: int | None = 5000, depth: int = 10, refit_growth: float = 0.01):
+                 max_peaks: int | None = 5000, depth: int = 10, refit_growth: float = 0.01,
+                 empirical_floor: bool = True):
         if not isinstance(depth, int) or depth < 1:
             raise ConfigError(f"depth must be an integer >= 1, got {depth!r}")
         self.depth = depth
-        super().__init__(q=q, level=level, init=init, max_peaks=max_peaks, refit_growth=refit_growth)
+        super().__init__(q=q, level=level, init=init, max_peaks=max_peaks, refit_growth=refit_growth,
+                         empirical_floor=empirical_floor)
         self.window_: list[float] = []
 
     def _params(self) -> dict[str, Any]:
