@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -31,25 +30,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _nab_cache import add_arguments, missing_labels, run_all  # noqa: E402
+from _nab_cache import seeds as _seeds  # noqa: E402
+
 DETECTOR = "aer"
-
-
-def _seeds(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
-    return out
 
 
 def _cache_file(cache: Path, sig, seed: int) -> Path:
     return cache / f"{sig.name.replace('/', '__')}__seed{seed}.npz"
-
-
-def _init_worker(threads: int) -> None:
-    # as streamad bench's workers: one share of the cores each, set before torch loads
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(threads))
 
 
 def _fit_one(sig, seed: int, params: dict, path: str) -> str:
@@ -73,18 +61,13 @@ def _summary(doc_groups: dict) -> dict[str, float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("data_dir", type=Path, help="NAB checkout: data/<category>/*.csv and labels/combined_windows.json")
+    add_arguments(ap)
     ap.add_argument("--seeds", default="0-8", help="seeds to run, e.g. 0-8 or 0,1,2 (default: 0-8)")
     ap.add_argument("--ensembles", default="0,1,2/3,4,5/6,7,8",
                     help="seed ensembles, '/'-separated lists of seeds (default: 0,1,2/3,4,5/6,7,8)")
     ap.add_argument("--params", default="{}", help="aer parameters as a JSON object")
-    ap.add_argument("--cache", type=Path, required=True, help="directory for the per-signal scores")
-    ap.add_argument("--signals", default=None, help="only signals matching these comma-separated glob patterns")
-    ap.add_argument("--workers", type=int, default=2, help="signals fitted in parallel (default: 2)")
-    ap.add_argument("--out", type=Path, required=True, help="result JSON")
     args = ap.parse_args(argv)
-    if not (args.data_dir / "labels" / "combined_windows.json").exists():
-        print(f"error: {args.data_dir}/labels/combined_windows.json not found", file=sys.stderr)
+    if missing_labels(args.data_dir):
         return 2
     try:
         seeds = _seeds(args.seeds)
@@ -105,15 +88,8 @@ def main(argv=None) -> int:
     args.cache.mkdir(parents=True, exist_ok=True)
     todo = [(sig, seed) for seed in seeds for sig in sigs if not _cache_file(args.cache, sig, seed).exists()]
     t0 = time.perf_counter()
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
-    with ProcessPoolExecutor(args.workers, initializer=_init_worker, initargs=(threads,),
-                             mp_context=__import__("multiprocessing").get_context("spawn")) as pool:
-        futures = [pool.submit(_fit_one, sig, seed, params, str(_cache_file(args.cache, sig, seed)))
-                   for sig, seed in todo]
-        for k, fut in enumerate(as_completed(futures), 1):
-            fut.result()
-            if k % 58 == 0 or k == len(futures):
-                print(f"{k}/{len(futures)} fits, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    run_all(_fit_one, [(sig, seed, params, str(_cache_file(args.cache, sig, seed))) for sig, seed in todo],
+            args.workers, "fits")
 
     def load_seed(sig, seed):
         with np.load(_cache_file(args.cache, sig, seed)) as z:

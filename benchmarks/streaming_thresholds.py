@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aer_seed_ensemble import _init_worker, _seeds  # noqa: E402
+from _nab_cache import add_arguments, missing_labels, run_all  # noqa: E402
+from _nab_cache import seeds as _seeds  # noqa: E402
 
 THRESHOLDS = {"paper": {"empirical_floor": False}, "floor": {}}
 
@@ -53,16 +53,11 @@ def _run_one(sig, detector: str, seed: int, path: str) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("data_dir", type=Path, help="NAB checkout: data/<category>/*.csv and labels/combined_windows.json")
+    add_arguments(ap)
     ap.add_argument("--detectors", default="gaussian,zscore,pca,hst,aer,hypad", help="comma-separated detector names")
     ap.add_argument("--seeds", default="0", help="seeds, e.g. 0-2 or 0,1 (default: 0)")
-    ap.add_argument("--cache", type=Path, required=True, help="directory for the per-signal scores")
-    ap.add_argument("--signals", default=None, help="only signals matching these comma-separated glob patterns")
-    ap.add_argument("--workers", type=int, default=2, help="signals run in parallel (default: 2)")
-    ap.add_argument("--out", type=Path, required=True, help="result JSON")
     args = ap.parse_args(argv)
-    if not (args.data_dir / "labels" / "combined_windows.json").exists():
-        print(f"error: {args.data_dir}/labels/combined_windows.json not found", file=sys.stderr)
+    if missing_labels(args.data_dir):
         return 2
     try:
         seeds = _seeds(args.seeds)
@@ -84,14 +79,7 @@ def main(argv=None) -> int:
     runs = [(d, s) for d in dets for s in seeds]
     todo = [(sig, d, s) for d, s in runs for sig in sigs if not _cache_file(args.cache, d, sig, s).exists()]
     t0 = time.perf_counter()
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
-    with ProcessPoolExecutor(args.workers, initializer=_init_worker, initargs=(threads,),
-                             mp_context=__import__("multiprocessing").get_context("spawn")) as pool:
-        futures = [pool.submit(_run_one, sig, d, s, str(_cache_file(args.cache, d, sig, s))) for sig, d, s in todo]
-        for k, fut in enumerate(as_completed(futures), 1):
-            fut.result()
-            if k % 58 == 0 or k == len(futures):
-                print(f"{k}/{len(futures)} runs, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    run_all(_run_one, [(sig, d, s, str(_cache_file(args.cache, d, sig, s))) for sig, d, s in todo], args.workers)
 
     def rows_for(det: str, seed: int, spot: dict) -> list[dict]:
         rows = []
