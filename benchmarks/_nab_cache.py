@@ -1,6 +1,7 @@
 """Shared plumbing of the benchmark scripts that run every NAB signal once per seed, keep the
 scores in a cache directory (a rerun reuses them, so an interrupted run resumes) and then
-score them offline: ``aer_seed_ensemble.py`` and ``streaming_thresholds.py``."""
+score them offline: ``aer_seed_ensemble.py`` and ``streaming_thresholds.py``
+(``streaming_scores.py`` uses the worker set-up and the NAB check)."""
 
 from __future__ import annotations
 

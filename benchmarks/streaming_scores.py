@@ -21,7 +21,8 @@ does (prequential, trained once after the warm-up, SPOT on the scores after the 
 package's streaming rule, the first of each detector's rules, is checked to equal its row)
 and scores the same model's outputs with each rule of ``RULES[detector]``. Everything after
 the scores (SPOT, the metrics) is the runner's. Prints F1 per NAB category, overall F1, NAB
-score and false intervals per rule. Results: ``benchmarks/results/hypad_nab_seeds.md`` (session 24).
+score and false intervals per rule. Results: ``benchmarks/results/hypad_nab_seeds.md`` (session 24;
+they predate SPOT's empirical floor, session 25: the runner's SPOT is now the floored one).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _nab_cache import init_worker, missing_labels  # noqa: E402
+
 # rule name -> the parts multiplied ("+" in a name: their mean). The first is the package's
 # streaming rule since session 24; the second was the package's before it.
 RULES = {
@@ -45,11 +48,6 @@ RULES = {
     "tadgan": ("resid", "cs*last", "last", "cs", "cs*resid"),
     "aer": ("resid", "resid*last", "last", "resid+last"),
 }
-
-
-def _init_worker(threads: int) -> None:
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(threads))
 
 
 def parts(det, X: np.ndarray) -> dict[str, np.ndarray]:
@@ -89,9 +87,7 @@ def rule_scores(p: dict[str, np.ndarray], rule: str) -> np.ndarray:
 def _one(sig, detector: str, seed: int) -> dict:
     import torch
 
-    from streamad import thresholds
-    from streamad.bench import metrics as M
-    from streamad.bench.runner import _warmup, evaluate
+    from streamad.bench.runner import _warmup, evaluate, streaming_intervals
     from streamad.detectors import make
 
     torch.manual_seed(seed)
@@ -110,12 +106,7 @@ def _one(sig, detector: str, seed: int) -> dict:
             s[w - 1:] = rule_scores(p, rule)
         if k == 0:  # the same model and rule as the package's streaming path
             assert np.allclose(s[skip:], packaged[skip:], rtol=1e-3, atol=1e-6), sig.name
-        rest = n - skip
-        spot = thresholds.SPOT(q=1e-3, level=0.98, init=max(10, min(1000, max(20, rest // 5))))
-        flags = np.zeros(n, dtype=bool)
-        for i in range(skip, n):
-            flags[i] = spot.update(s[i]).is_anomaly
-        row = evaluate(sig, s, M.label_intervals(flags), skip=skip)
+        row = evaluate(sig, s, streaming_intervals(s, skip), skip=skip)
         row.pop("_scores")
         rows[rule] = row
     return rows
@@ -130,8 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    if not (args.data_dir / "labels" / "combined_windows.json").exists():
-        print(f"error: {args.data_dir}/labels/combined_windows.json not found", file=sys.stderr)
+    if missing_labels(args.data_dir):
         return 2
     import multiprocessing
 
@@ -141,7 +131,7 @@ def main(argv=None) -> int:
     sigs = load("nab", str(args.data_dir), args.signals)
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     rules = RULES[args.detector]
-    with ProcessPoolExecutor(args.workers, initializer=_init_worker, initargs=(threads,),
+    with ProcessPoolExecutor(args.workers, initializer=init_worker, initargs=(threads,),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_one, sigs, [args.detector] * len(sigs), [args.seed] * len(sigs)))
     aggs = {rule: aggregate([r[rule] for r in results]) for rule in rules}
