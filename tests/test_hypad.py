@@ -118,20 +118,17 @@ def test_tadgan_scoring_reproduces_orion():
         assert not np.any(theirs[:5]) and not np.any(theirs[-6:])
 
 
-def test_orion_aer_scoring_used_in_the_benchmarks_reproduces_orion(monkeypatch):
-    # benchmarks/hypad_rules.py's "aer-orion-scoring" (EWMA prediction errors, start mask,
-    # reconstruction error floored at 0) is what sessions 19-22 measured Orion's AER scoring
-    # with; it must be Orion 0.7.1's aer.score_anomalies (point error, Orion's smoothing length)
-    import importlib
+def test_orion_aer_scoring_reproduces_orion():
+    # orion_aer_errors (EWMA prediction errors, start mask, reconstruction error floored at 0)
+    # is what the research log's "Orion's AER scoring" figures (2026-11-24 to 2026-11-25,
+    # commits b9b0911 to bd38257) were measured with; it must be Orion 0.7.1's
+    # aer.score_anomalies (point error, Orion's smoothing length)
     import json
     from pathlib import Path
 
     from orion_reference_cases import aer_case
 
     root = Path(__file__).resolve().parents[1]
-    monkeypatch.syspath_prepend(str(root / "benchmarks"))
-    hypad_rules = importlib.import_module("hypad_rules")
-
     ref = json.loads((root / "tests" / "data" / "orion_tadgan_scores.json").read_text())["aer"]
     x, inner, first, last = (np.asarray(v) for v in aer_case())
     w = inner.shape[1] + 2
@@ -140,9 +137,8 @@ def test_orion_aer_scoring_used_in_the_benchmarks_reproduces_orion(monkeypatch):
     s = {"x_hat": x_hat, "first": np.abs(wins[:, 0] - first), "last": np.abs(wins[:, -1] - last),
          "scaled": x[:, None]}
     y_in, hat_in = sc.inner_points(s["scaled"], x_hat, True)
-    p = {"smooth": ref["smooth"], "dtw": sc.to_points(sc.reconstruction_errors(y_in, hat_in, "point",
-                                                                              smooth=ref["smooth"]), True)}
-    rec, reg = hypad_rules._aer_orion_errors(s, p, ewma=True, mask=True, floor0=True)
+    point_errors = sc.to_points(sc.reconstruction_errors(y_in, hat_in, "point", smooth=ref["smooth"]), True)
+    rec, reg = sc.orion_aer_errors(point_errors, s["first"], s["last"], w, ref["smooth"])
     for comb in ("mult", "sum"):
         assert sc.combine_minmax(rec, reg, comb) == pytest.approx(ref[f"point_{comb}"], rel=1e-9, abs=1e-9), comb
     # the packaged rule differs on purpose (centred mean, not EWMA; no floor): not Orion's

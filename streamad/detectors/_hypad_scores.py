@@ -18,8 +18,10 @@ __all__ = [
     "combine",
     "combine_minmax",
     "critic_scores",
+    "ewma",
     "covering_values",
     "inner_points",
+    "orion_aer_errors",
     "reconstruction_errors",
     "regression_errors",
     "rolling_mean",
@@ -312,3 +314,59 @@ def combine_minmax(rec: np.ndarray, reg: np.ndarray, how: str = "mult", lam: flo
     if how == "sum":
         return lam * _minmax(rec, 0.0, 1.0) + (1.0 - lam) * _minmax(reg, 0.0, 1.0)
     raise ValueError(f"unknown combination {how!r}")
+
+
+def ewma(x: np.ndarray, span: int) -> np.ndarray:
+    """Causal exponentially weighted mean with ``alpha = 2 / (span + 1)``, the weights
+    renormalised over the points seen so far (pandas' ``ewm(span).mean()``), as Orion's AER
+    smooths its prediction errors.
+
+    >>> ewma(np.array([1.0, 1.0, 4.0]), span=1)
+    array([1., 1., 4.])
+    >>> ewma(np.array([0.0, 3.0]), span=3)
+    array([0., 2.])
+    """
+    from scipy.signal import lfilter
+
+    beta = 1.0 - 2.0 / (span + 1.0)
+    num = lfilter([1.0], [1.0, -beta], np.asarray(x, dtype=np.float64))
+    den = (1.0 - beta ** np.arange(1, len(x) + 1)) / (1.0 - beta) if beta > 0 else np.ones(len(x))
+    return num / den
+
+
+def orion_aer_errors(point_errors: np.ndarray, first: np.ndarray, last: np.ndarray, window: int,
+                     smooth: int, *, ewma_smoothing: bool = True, mask: bool = True,
+                     floor0: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The reconstruction and prediction errors per point as Orion 0.7.1's AER scores them.
+
+    The packaged ``"aer"`` rule (:func:`series_scores`) departs from Orion's on purpose (a
+    centred moving average of the prediction errors, which on NAB raised fewer false
+    intervals; no zero floor). This is Orion's scoring, kept as the reference the tests check
+    against Orion's own outputs and that the research log's "Orion's AER scoring" figures
+    were measured with (docs/log/hypad-nab.md). Each detail can be switched off:
+    ``ewma_smoothing`` smooths each direction's prediction errors with a causal EWMA (span 1%
+    of the windows) before mapping them to points, instead of the centred mean of ``smooth``
+    points after; ``mask`` sets the first 1% of windows' errors to their minimum (the forward
+    errors of the masked windows count as missing); ``floor0`` min-max scales the
+    reconstruction error from 0 instead of from its minimum (Orion pads it with a zero at each
+    end).
+
+    ``point_errors`` is the inner points' reconstruction error mapped to every point
+    (:func:`to_points`), ``first`` / ``last`` each window's backward and forward prediction
+    errors, ``window`` the window length. Combine the result with :func:`combine_minmax`.
+    """
+    m = len(first)
+    k = start_mask(m) if mask else 0
+    first, last = np.asarray(first, dtype=np.float64), np.asarray(last, dtype=np.float64)
+    if ewma_smoothing:
+        span = max(1, int(0.01 * m))
+        first, last = ewma(first, span), ewma(last, span)
+    reg = regression_errors(first, last, window, masked=k)
+    if not ewma_smoothing:
+        reg = rolling_mean(reg, smooth)
+    rec = np.array(point_errors, dtype=np.float64)
+    if k:  # as series_scores masks it: the first k inner points, and point 0 that repeats them
+        rec[:1 + k] = rec[1:-1].min()
+    if floor0:
+        rec[0] = rec[-1] = 0.0
+    return rec, reg
