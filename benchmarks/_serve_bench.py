@@ -57,7 +57,7 @@ def pin(pid: int, cpus: set[int]) -> None:
 
 
 # The latency scenarios' load generator: "librdkafka" (the default, see _produce_librdkafka)
-# or "kafka-python" (STREAMAD_BENCH_LOADGEN=kafka-python, as before session 10).
+# or "kafka-python" (STREAMAD_BENCH_LOADGEN=kafka-python, as before 960ac0b).
 LOADGEN = os.environ.get("STREAMAD_BENCH_LOADGEN", "librdkafka")
 # STREAMAD_BENCH_GC=default leaves the garbage collector as Python sets it (to compare).
 GC_SETTLE = os.environ.get("STREAMAD_BENCH_GC") != "default"
@@ -487,7 +487,7 @@ def _produce(bootstrap: str, topic: str, n: int, rate: float, keys: int, ack_pat
     if LOADGEN == "librdkafka":
         return _produce_librdkafka(bootstrap, topic, n, rate, keys, ack_path)
 
-    # kafka-python (STREAMAD_BENCH_LOADGEN=kafka-python; the default until session 10): at
+    # kafka-python (STREAMAD_BENCH_LOADGEN=kafka-python; the default until 960ac0b): at
     # 30,000 records/s it needs more than a whole core, which starves the broker beside it.
     prod = make_sink(bootstrap, {"linger_ms": 1})
     rnd = random.Random(11)

@@ -6,7 +6,7 @@
 `streamad serve` runs the cyclic garbage collector itself, between batches, with a full
 collection once a minute (``Pipeline._collect_garbage``). A full collection scans every
 tracked object, and most of them are per-key state (detectors and thresholds), so its pause
-grows with the keys. Since session 15 what survives a full collection is frozen, and the next
+grows with the keys. Since 2db0d39 (2026-11-24) what survives a full collection is frozen, and the next
 one scans only what is new; a deep collection (after a rebalance, and every 30 minutes)
 unfreezes and scans everything.
 
@@ -16,7 +16,7 @@ Each size runs in a fresh subprocess: the pipeline (memory transport, Gaussian d
 service:
 
 - ``first``: the first full collection, over everything made since start-up: what every
-  once-a-minute full collection paid before session 15;
+  once-a-minute full collection paid before 2db0d39;
 - ``frozen``: the next full collections, a batch of records later each (median of 5);
 - ``deep``: a deep collection (after a rebalance, and every 30 minutes): ``first`` plus the
   start-up objects that ``settle_gc`` froze.

@@ -2,9 +2,10 @@
 
 Usage: .venv/bin/python benchmarks/nab_baselines.py NAB_DIR  (e.g. ../shared/data/nab)
 
-Baselines: every non-deep registered detector (the deep ones, hypad, node-ae, tadgan and
-fedpca, have their own scripts). Writes benchmarks/results/nab/nab_<detector>_<protocol>.json
-and benchmarks/results/nab/report.md (with a few plots). Equivalent to running `streamad bench` once per detector and protocol and
+Baselines: every non-deep registered detector (hypad, tadgan and aer run through `streamad
+bench` itself, node-ae and fedpca in their own evaluations: benchmarks/README.md). Writes
+benchmarks/results/nab/nab_<detector>_<protocol>.json and benchmarks/results/nab/report.md
+(with a few plots). Equivalent to running `streamad bench` once per detector and protocol and
 `streamad bench report` over the results.
 """
 

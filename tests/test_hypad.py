@@ -345,7 +345,7 @@ def test_fit_trains_on_a_series_shorter_than_the_warmup_and_rejects_one_shorter_
 def test_the_reconstruction_follows_the_window_shape_not_only_its_level():
     # With the encoder reading every step (Orion's readout). A decoder that learns nothing but
     # each window's level scores by level alone, and its certainty has nothing to vary with
-    # (benchmarks/results/hypad_reconstruction.md).
+    # (docs/log/hypad-reconstruction.md).
     X, _ = _sine_with_a_fast_burst()
     det = HypAD(**_SMALL, encoder_readout="all")
     det.learn_many(X[:500])

@@ -217,7 +217,7 @@ def _machine() -> dict[str, Any]:
     """Where the run ran. The same seed gives the same detections on one machine, but torch
     picks its CPU kernels (AVX2, AVX512, ...) by processor and the rounding differs between
     them: on NAB, `aer` with seed 0 finds different intervals on 3-4 of 58 signals on another
-    processor or kernel set (benchmarks/results/hypad_nab_seeds.md, session 22)."""
+    processor or kernel set (docs/log/hypad-nab.md, 2026-11-25, bd38257)."""
     out: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count()}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

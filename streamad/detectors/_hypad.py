@@ -25,7 +25,7 @@ Two ways to score:
   (AER: over its inner points), z-scored against the training windows, whatever ``scoring``.
   The rules' other parts made SPOT flood with false alarms on NAB's streaming protocol: the
   critic and the newest point's error follow the series' level, which the training windows'
-  statistics do not (``benchmarks/results/hypad_nab_seeds.md``, session 24).
+  statistics do not (``docs/log/hypad-nab.md``, 2026-12-07, 0c3833f).
 - Whole series (:meth:`HypAD.score_series`, Orion's protocol): every window of the series
   is scored and each point aggregates the windows that cover it (critic: KDE mode;
   reconstruction: median of the covering reconstructions; HypAD's distance and certainty:
@@ -75,7 +75,7 @@ class _Encoder(nn.Module):
     directions ("final") or from the outputs at every step, flattened ("all", Orion's TadGAN).
 
     "all" learns the window's shape much faster; "final" scores better on NAB within the CPU
-    budget (benchmarks/results/hypad_reconstruction.md, hypad_nab_seeds.md).
+    budget (docs/log/hypad-reconstruction.md, hypad-nab.md).
     """
 
     def __init__(self, d: int, hidden: int, latent: int, window: int, readout: str = "final"):
@@ -207,7 +207,8 @@ class HypAD(BaseDetector):
         What the critic steps before an encoder/decoder step train on: ``"same"``, that step's
         batch every time, or ``"fresh"``, a batch of their own each, the last one being that
         step's batch (Orion's schedule: critics see ``critic_iterations`` times as many windows).
-        Equal with one critic step; with five, "fresh" did not raise F1 on NAB (session 17).
+        Equal with one critic step; with five, "fresh" did not raise F1 on NAB
+        (docs/log/hypad-nab.md, e037903).
     lr, weight_decay
         RiemannianAdam for encoder, decoder and ``h``; Adam (lr, betas 0.5/0.9) for critics.
     adversarial_weight
@@ -233,7 +234,7 @@ class HypAD(BaseDetector):
         step -> one BiLSTM -> per-step dense). Both end in tanh. With Orion's AER sizes
         (``encoder_hidden=30, decoder_hidden=30, latent_dim=60``) and the default budget,
         "repeat" scored within .05 F1 of the default on every NAB category for ``AER``, at
-        1.5 times the fit time (benchmarks/results/hypad_nab_seeds.md, session 20).
+        1.5 times the fit time (docs/log/hypad-nab.md, 704fbc8).
     scoring
         ``"uncertainty"`` (HypAD: critic * hyperbolic error * certainty), ``"hyperbolic"`` (the
         same without certainty), ``"mult"`` / ``"sum"`` (TadGAN's rules with ``rec_error``),
@@ -242,7 +243,7 @@ class HypAD(BaseDetector):
         are the whole-series rules (:meth:`score_series`); streaming scores the newest
         window's residual for every rule (see the module's docstring). The first two give
         one error per window, so a short anomaly is diluted by the rest of its windows: on NAB they miss most of AdEx's and Traffic's labelled windows, which
-        "mult" (an error per point) finds (benchmarks/results/hypad_nab_seeds.md, session 17).
+        "mult" (an error per point) finds (docs/log/hypad-nab.md, e037903).
     rec_error
         TadGAN's reconstruction error for "mult"/"sum": "point", "area" or "dtw" (whole
         series only).
@@ -671,7 +672,7 @@ class HypAD(BaseDetector):
         # other parts made SPOT raise 3-6 times as many false intervals, finding no more
         # labelled windows (HypAD's critic * distance * certainty: 2,463 against 427, TadGAN's
         # critic * newest point's error: 1,481 against 449, AER's residual * prediction
-        # error: 1,537 against 474; session 24): the critic, the newest point's error and the
+        # error: 1,537 against 474; docs/log/hypad-nab.md, 0c3833f): the critic, the newest point's error and the
         # Mobius layer's distance follow the series' level, which drifts from the training
         # windows'. The newest point's error alone did not find the test's burst (AUC .52).
         st = self._stats
@@ -836,7 +837,7 @@ class TadGAN(HypAD):
 
     It takes Orion's five critic steps per encoder/decoder step (HypAD: one). On NAB over three
     seeds that raised TadGAN's F1 on Art, AWS, Traffic and Tweets and lowered it on AdEx and
-    KnownCause, at twice the fit time (benchmarks/results/hypad_nab_seeds.md, session 16)."""
+    KnownCause, at twice the fit time (docs/log/hypad-nab.md, 2ff3d48)."""
 
     name = "tadgan"
     _hyperbolic_loss = False
@@ -869,7 +870,7 @@ class AER(TadGAN):
 
     On NAB over three seeds it is above TadGAN's published F1 on Art, AWS, AdEx and Traffic
     and below it on Tweets, with fewer false intervals than ``TadGAN`` but a lower VUS-PR, at
-    12 s median fit (benchmarks/results/hypad_nab_seeds.md, session 18)."""
+    12 s median fit (docs/log/hypad-nab.md, ebd7400)."""
 
     name = "aer"
 

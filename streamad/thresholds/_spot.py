@@ -122,7 +122,7 @@ class SPOT:
         Keep the threshold at or above the empirical ``1 - q`` quantile of the calibration
         batch and the normal scores since (with fewer than ``1 / q`` of them: their largest).
         On NAB's streaming protocol the paper's rule raised one false interval per day on
-        anomaly-free periodic series (benchmarks/results/hypad_nab_seeds.md, session 25).
+        anomaly-free periodic series (docs/log/hypad-nab.md, 2026-12-07, 6e53ff9).
         ``False``: the paper's threshold.
     max_peaks
         Keep only the newest ``max_peaks`` excesses (bounded memory for long streams);
