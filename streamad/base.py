@@ -151,6 +151,18 @@ class BaseDetector:
     #: that score from the first point.
     warmup_scores_: int = 0
 
+    def unit_score(self, scores: np.ndarray) -> np.ndarray:
+        """Scores mapped to [0, 1] by one fixed, increasing map, the same for every stream (NAB's
+        result files take scores in [0, 1]; ``streamad bench --protocol nab`` uses this unless
+        it maps through the anomaly likelihood). Default ``s / (1 + s)`` for ``s >= 0``, 0 below;
+        detectors whose scores are already in [0, 1] return them unchanged.
+
+        >>> BaseDetector().unit_score(np.array([0.0, 1.0, 3.0]))
+        array([0.  , 0.5 , 0.75])
+        """
+        s = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
+        return s / (1.0 + s)
+
     # -- input handling -------------------------------------------------------------
     def _vec(self, x: Mapping[str, float]) -> np.ndarray:
         if type(x) is not dict and not isinstance(x, Mapping):

@@ -48,7 +48,7 @@ __all__ = ["EXTERNAL", "aggregate", "evaluate", "orion_intervals", "run", "run_s
 #: Data sets evaluated by their own modules: ``module:function(args)``.
 EXTERNAL = {"hpc-sim": "streamad.bench.hpc:bench_main", "iot23": "streamad.bench.fed:bench_main",
             "nsl-kdd": "streamad.bench.fed:bench_main"}
-PROTOCOLS = ("orion", "streaming")
+PROTOCOLS = ("orion", "streaming", "nab")
 
 
 def _warmup(det, n: int) -> int:
@@ -70,9 +70,12 @@ def _score(det, X: np.ndarray, learn: bool = True) -> np.ndarray:
     return out
 
 
-def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str, seed: int = 0) -> dict[str, Any]:
+def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str, seed: int = 0,
+               likelihood: bool = False) -> dict[str, Any]:
     """Fit, score, threshold and evaluate one signal; returns its result row (with the scores
-    and detected intervals under private keys for plots)."""
+    and detected intervals under private keys for plots). Under the NAB protocol the row holds
+    the per-row scores in [0, 1] (``_unit``); the corpus threshold is chosen over all rows
+    afterwards (:func:`streamad.bench.nab.finish`)."""
     from .. import detectors
 
     try:
@@ -102,6 +105,10 @@ def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str
                   else _score(det, X, learn=True))
         scores = np.where(np.isfinite(scores), scores, 0.0)
         intervals = orion_intervals(scores)
+    elif protocol == "nab":
+        from . import nab
+
+        return nab.score_signal(sig, det, likelihood=likelihood)
     elif protocol == "streaming":
         scores = _score(det, X, learn=True)
         scores = np.where(np.isfinite(scores), scores, 0.0)
@@ -234,9 +241,9 @@ def _machine() -> dict[str, Any]:
 
 
 def _one(args: tuple) -> dict[str, Any]:
-    sig, detector, params, protocol, seed = args
+    sig, detector, params, protocol, seed, likelihood = args
     try:
-        return run_signal(sig, detector, params, protocol, seed)
+        return run_signal(sig, detector, params, protocol, seed, likelihood)
     except StreamadError as e:
         return {"signal": sig.name, "group": sig.group, "n_points": sig.n, "error": str(e)}
     except Exception as e:  # noqa: BLE001 - a failing signal is recorded, the run goes on
@@ -246,41 +253,68 @@ def _one(args: tuple) -> dict[str, Any]:
 
 def run(dataset: str, data_dir: str, detector: str, *, params: dict | None = None, signals: str | None = None,
         protocol: str = "orion", workers: int = 1, seed: int = 0, time_limit: float | None = None,
-        progress: bool = True, nasa_mode: str = "univariate") -> dict[str, Any]:
-    """Run and score every signal; returns the result document (see DESIGN.md)."""
+        progress: bool = True, nasa_mode: str = "univariate", likelihood: bool = False,
+        results_dir: str | None = None, scores_from: str | None = None) -> dict[str, Any]:
+    """Run and score every signal; returns the result document (see DESIGN.md).
+
+    ``protocol="nab"`` (NAB data only): per-row scores in [0, 1], one threshold per profile for
+    the corpus (:mod:`streamad.bench.nab`); ``likelihood`` maps raw scores through the anomaly
+    likelihood; ``results_dir`` writes NAB-format result files; ``scores_from`` scores existing
+    NAB-format results of ``detector`` instead of running it."""
     from .. import detectors
 
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
-    detectors.make(detector, **(params or {}))  # fail fast on a bad name or parameters
+    if protocol != "nab" and (likelihood or results_dir or scores_from):
+        raise ConfigError("--likelihood, --results-dir and --scores-from go with --protocol nab")
+    if protocol == "nab" and dataset != "nab":
+        raise ConfigError(f"--protocol nab needs NAB's labelled windows: use --dataset nab, not {dataset!r}")
+    if scores_from is None:
+        detectors.make(detector, **(params or {}))  # fail fast on a bad name or parameters
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     kw = {"mode": nasa_mode} if dataset == "nasa" else {}
     sigs = load(dataset, data_dir, signals, **kw)
-    jobs = [(s, detector, params or {}, protocol, seed) for s in sigs]
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(jobs), desc=f"{dataset}/{detector}", unit="signal", file=sys.stderr, disable=not progress)
-    rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    if workers == 1 and time_limit is None:
-        for job in jobs:
-            rows.append(_one(job))
-            bar.update()
+    if scores_from is not None:
+        from . import nab
+
+        rows = nab.rows_from_results(scores_from, detector, sigs)
     else:
-        rows = _pooled(jobs, workers, time_limit, bar)
-    bar.close()
+        jobs = [(s, detector, params or {}, protocol, seed, likelihood) for s in sigs]
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc=f"{dataset}/{detector}", unit="signal", file=sys.stderr,
+                   disable=not progress)
+        rows: list[dict[str, Any]] = []
+        if workers == 1 and time_limit is None:
+            for job in jobs:
+                rows.append(_one(job))
+                bar.update()
+        else:
+            rows = _pooled(jobs, workers, time_limit, bar)
+        bar.close()
+    extra: dict[str, Any] = {}
+    if protocol == "nab":
+        from . import nab
+
+        extra = nab.finish(rows, sigs, detector, results_dir=results_dir)
     for r in rows:
         r.pop("_scores", None)
+    aggregates = aggregate(rows)
+    for where, value in extra.items():  # the corpus-level NAB protocol figures
+        (aggregates["overall"] if where == "overall" else aggregates["groups"].setdefault(where, {}))[
+            "nab_protocol"] = value
     return _clean({
         "meta": {"dataset": dataset, "data_dir": str(data_dir), "detector": detector, "params": params or {},
                  "protocol": protocol, "signals": signals, "seed": seed, "time_limit_s": time_limit,
                  "workers": workers, "nasa_mode": nasa_mode if dataset == "nasa" else None,
+                 "likelihood": likelihood, "results_dir": results_dir, "scores_from": scores_from,
                  "versions": _versions(), "machine": _machine(),
                  "date": datetime.now(UTC).isoformat(timespec="seconds"),
                  "wall_s": round(time.perf_counter() - t0, 2)},
         "signals": rows,
-        "aggregates": aggregate(rows),
+        "aggregates": aggregates,
     })
 
 
@@ -344,7 +378,17 @@ def add_arguments(p) -> None:
     p.add_argument("--detector", default="gaussian", help="detector name (default: gaussian)")
     p.add_argument("--params", default=None, help="detector parameters as a JSON object")
     p.add_argument("--signals", default=None, help="only signals matching these comma-separated glob patterns")
-    p.add_argument("--protocol", default="orion", choices=PROTOCOLS, help="orion (default) or streaming")
+    p.add_argument("--protocol", default="orion", choices=PROTOCOLS,
+                   help="orion (default), streaming, or nab (NAB's scoreboard rules: per-row scores in [0, 1], "
+                        "one threshold per profile for the corpus)")
+    p.add_argument("--likelihood", action="store_true",
+                   help="nab protocol: map raw scores through the anomaly likelihood instead of the detector's own "
+                        "[0, 1] mapping")
+    p.add_argument("--results-dir", default=None,
+                   help="nab protocol: write NAB-format result files DIR/<detector>/<category>/<detector>_<file>.csv")
+    p.add_argument("--scores-from", default=None, metavar="DIR",
+                   help="nab protocol: score existing NAB-format result files of --detector in DIR instead of "
+                        "running it")
     p.add_argument("--nasa-mode", default="univariate", choices=("univariate", "multivariate"),
                    help="NASA: the first column (Orion's benchmark) or all columns")
     p.add_argument("--workers", type=int, default=1, help="signals run in parallel processes (default: 1)")
@@ -383,7 +427,8 @@ def main(args) -> int:
         raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
     result = run(args.dataset, args.data_dir, args.detector, params=params, signals=args.signals,
                  protocol=args.protocol, workers=args.workers, seed=args.seed, time_limit=args.time_limit,
-                 progress=not args.no_progress, nasa_mode=args.nasa_mode)
+                 progress=not args.no_progress, nasa_mode=args.nasa_mode, likelihood=args.likelihood,
+                 results_dir=args.results_dir, scores_from=args.scores_from)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
@@ -391,7 +436,12 @@ def main(args) -> int:
     failed = result["aggregates"]["failed"]
     line = (f"{len(result['signals'])} signals ({failed} failed): F1 {o.get('f1', 0):.3f} precision "
             f"{o.get('precision', 0):.3f} recall {o.get('recall', 0):.3f}")
-    if "nab_score" in o:
+    if "nab_protocol" in o:
+        np_ = o["nab_protocol"]
+        line = (f"{len(result['signals'])} signals ({failed} failed), NAB protocol: standard "
+                f"{np_['standard']['score']:.1f}, reward low FP {np_['reward_low_FP_rate']['score']:.1f}, "
+                f"reward low FN {np_['reward_low_FN_rate']['score']:.1f}")
+    elif "nab_score" in o:
         line += f", NAB standard {o['nab_score']['standard']:.1f}"
     print(f"{line}; wrote {out}")
     return 0

@@ -22,11 +22,13 @@ from ..base import ConfigError
 # class name -> private module
 _CLASSES = {
     "AER": "._hypad",
+    "Contextual": "._contextual",
     "FedPCA": "._fedpca",
     "Gaussian": "._gaussian",
     "HypAD": "._hypad",
     "NodeAutoencoder": "._node_ae",
     "PCAResidual": "._pca",
+    "RecordExperts": "._records",
     "RiverDetector": "._river",
     "TadGAN": "._hypad",
     "ZScore": "._zscore",
@@ -35,12 +37,14 @@ _CLASSES = {
 # registry name -> (class name, default params)
 REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
     "aer": ("AER", {}),
+    "contextual": ("Contextual", {}),
     "fedpca": ("FedPCA", {}),
     "gaussian": ("Gaussian", {}),
     "hst": ("RiverDetector", {}),
     "hypad": ("HypAD", {}),
     "node-ae": ("NodeAutoencoder", {}),
     "pca": ("PCAResidual", {}),
+    "records": ("RecordExperts", {}),
     "tadgan": ("TadGAN", {}),
     "zscore": ("ZScore", {}),
 }

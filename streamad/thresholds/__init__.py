@@ -11,6 +11,7 @@ from typing import Any
 from ..base import ConfigError
 
 _CLASSES = {
+    "AnomalyLikelihood": "._likelihood",
     "DSPOT": "._spot",
     "Fixed": "._simple",
     "Quantile": "._simple",
@@ -18,7 +19,8 @@ _CLASSES = {
     "find_anomalies": "._orion",
 }
 
-REGISTRY: dict[str, str] = {"dspot": "DSPOT", "fixed": "Fixed", "quantile": "Quantile", "spot": "SPOT"}
+REGISTRY: dict[str, str] = {"dspot": "DSPOT", "fixed": "Fixed", "likelihood": "AnomalyLikelihood",
+                            "quantile": "Quantile", "spot": "SPOT"}
 
 __all__ = sorted([*_CLASSES, "REGISTRY", "make"])
 

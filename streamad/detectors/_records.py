@@ -1,0 +1,316 @@
+"""Record-breaking experts: a streaming detector that needs no threshold tuning per stream.
+
+Each feature of the stream is watched by three small experts, each with one statistic:
+
+``range``  the value itself, against the range ``[lo, hi]`` of every value seen so far;
+``level``  the median of the last ``level_short`` values, against the median of the
+           ``level_window`` values before them, in units of their interquartile range
+           (a robust z-score: level shifts and sustained excursions inside the range);
+``shape``  the last ``shape_window`` values (averaged down to ``shape_points``), against the
+           nearest of the windows seen before (a memory of ``shape_memory`` rows, every
+           ``shape_stride``-th window), in units of the range: a pattern not seen before.
+
+An expert is alarmed by a *record*: a statistic larger than the largest it has produced so far
+(the shape expert's record decays with half-life ``shape_halflife`` rows, as patterns change
+slowly; the range and level records do not decay). Its score is the relative excess over that
+record, ``e / (1 + e)``; a value beyond the range by more than ``tolerance`` of it scores at least
+0.5. The detector's score is the largest over experts and features, in [0, 1).
+
+Why records: a statistic's record is broken about ``ln n`` times in ``n`` exchangeable values, so
+on normal data alarms thin out as the stream ages, on every stream alike, whatever its scale,
+noise or seasonality; an anomaly is what beats everything seen before by a margin. The same
+corpus-wide threshold on the score then means the same thing on every stream, which is what a
+service with one default threshold, and NAB's one threshold per profile, need.
+
+The design is ours. It was shaped on NAB (``docs/nab.md`` records the search and what each part
+adds) and keeps the experts of the streaming detectors on NAB's scoreboard that we could
+describe in a line: the "spatial" range check that Numenta's HTM detector adds to its temporal
+model, and a nearest-neighbour distance of recent windows as in KNN-CAD and ARTime.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..base import BaseDetector, ConfigError
+
+__all__ = ["RecordExperts"]
+
+EXPERTS = ("range", "level", "shape")
+
+
+class _Feature:
+    """The three experts of one feature, on plain floats (the per-record cost is Python's)."""
+
+    __slots__ = ("det", "n", "lo", "hi", "recent", "sorted", "rec_level", "pool", "buf", "used", "rec_shape")
+
+    def __init__(self, det: RecordExperts) -> None:
+        self.det = det
+        self.n = 0                      # values learned
+        self.lo = self.hi = 0.0         # range of every value learned
+        self.recent: deque[float] = deque()   # last level_window + level_short values
+        self.sorted: list[float] = []   # the level_window values before the last level_short, sorted
+        self.rec_level = 0.0            # record of the level statistic
+        self.pool: deque[float] = deque()     # last shape_window // shape_points values
+        # the stream averaged over shape_window // shape_points rows, one value per row (a
+        # window's pooled points are every f-th of these); kept in a flat buffer that is
+        # compacted when full, so past windows are strided views, never copies
+        self.buf = np.zeros(2 * det._keep)
+        self.used = 0
+        self.rec_shape = 0.0            # record (decaying) of the shape statistic
+
+    # -- statistics of a new value x, from the state before it ----------------------------
+    def stats(self, x: float) -> tuple[float, float, float, np.ndarray | None]:
+        """``(range excess, level, shape, pooled window)`` of a new value ``x``."""
+        det = self.det
+        if self.n == 0:
+            return 0.0, 0.0, 0.0, None
+        span = self.hi - self.lo
+        # range: how far outside [lo, hi], in units of its width, beyond the tolerance
+        out = max(x - self.hi, self.lo - x)
+        e_range = max(out / span - det.tolerance, 0.0) if span > 0 else 0.0
+        # level: robust z of the short median against the window before it
+        level = 0.0
+        srt = self.sorted
+        k = len(srt)
+        if k >= 20:
+            recent = self.recent
+            tail = [recent[-i] for i in range(1, det.level_short)]
+            tail.append(x)
+            tail.sort()
+            m_short = tail[len(tail) // 2]
+            med = srt[k // 2]
+            iqr = srt[(3 * k) // 4] - srt[k // 4]
+            scale = max(iqr / 1.349, 1e-3 * (abs(med) + 1e-3))
+            level = abs(m_short - med) / scale
+        # shape: distance of the newest pooled window to the nearest stored one, in range units
+        shape = 0.0
+        f = det._pool
+        mean = (sum(self.pool) - (self.pool[0] if len(self.pool) == f else 0.0) + x) / f
+        w, m, stride = det.shape_window, det.shape_points, det.shape_stride
+        # windows in memory: ending w, w + stride, w + 2 stride, ... rows before the newest
+        # (never overlapping it, and in the same phase modulo stride, so a period that is a
+        # multiple of stride finds its own windows)
+        k = min((self.used - (m - 1) * f - w + stride) // stride, det.shape_memory // stride)
+        if k > 0 and self.n >= w:
+            newest = np.empty(m)
+            newest[-1] = mean
+            newest[:-1] = self.buf[self.used - (m - 1) * f:self.used - f + 1:f]
+            last = self.used - w  # buffer index of the latest window's end that may be compared
+            first = last - (k - 1) * stride - (m - 1) * f
+            past = np.lib.stride_tricks.as_strided(
+                self.buf[first:], shape=(k, m), strides=(stride * 8, f * 8), writeable=False)
+            lo, hi = min(self.lo, x), max(self.hi, x)
+            if hi > lo:
+                shape = float(np.abs(past - newest).max(axis=1).min()) / (hi - lo)
+        return e_range, level, shape, mean
+
+    def excess(self, stats: tuple) -> tuple[float, float, float]:
+        """The experts' relative excesses over their records (0 when no record is broken)."""
+        e_range, level, shape, _ = stats
+        if self.n < self.det.warmup:
+            return 0.0, 0.0, 0.0
+        e_level = level / self.rec_level - 1.0 if self.rec_level > 0 and level > self.rec_level else 0.0
+        e_shape = shape / self.rec_shape - 1.0 if self.rec_shape > 0 and shape > self.rec_shape else 0.0
+        return e_range, e_level, e_shape
+
+    def learn(self, x: float, stats: tuple) -> None:
+        det = self.det
+        _, level, shape, mean = stats
+        if self.n == 0:
+            self.lo = self.hi = x
+        else:
+            self.lo, self.hi = min(self.lo, x), max(self.hi, x)
+        self.rec_level = max(self.rec_level, level)
+        self.rec_shape = max(self.rec_shape * det._decay, shape)
+        # level window: the value leaving the short part joins the sorted window
+        self.recent.append(x)
+        if len(self.recent) > det.level_short:
+            bisect.insort(self.sorted, self.recent[-det.level_short - 1])
+            if len(self.sorted) > det.level_window:
+                old = self.recent.popleft()
+                del self.sorted[bisect.bisect_left(self.sorted, old)]
+        # shape memory: the pooled stream, compacted to its last _keep values when full
+        if mean is None:
+            mean = x
+        if self.used == len(self.buf):
+            keep = det._keep
+            self.buf[:keep] = self.buf[self.used - keep:self.used]
+            self.used = keep
+        self.buf[self.used] = mean
+        self.used += 1
+        self.pool.append(x)
+        if len(self.pool) > det._pool:
+            self.pool.popleft()
+        self.n += 1
+
+    # -- state -----------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        keep = min(self.used, self.det._keep)
+        return {"n": self.n, "lo": self.lo, "hi": self.hi, "recent": np.array(self.recent, dtype=np.float64),
+                "rec_level": self.rec_level, "pool": np.array(self.pool, dtype=np.float64),
+                "pooled": self.buf[self.used - keep:self.used].copy(), "rec_shape": self.rec_shape}
+
+    def set_state(self, st: Mapping[str, Any]) -> None:
+        det = self.det
+        self.n, self.lo, self.hi = int(st["n"]), float(st["lo"]), float(st["hi"])
+        self.recent = deque(np.asarray(st["recent"], dtype=np.float64).tolist())
+        k = max(len(self.recent) - det.level_short, 0)
+        self.sorted = sorted(list(self.recent)[:k])
+        self.rec_level = float(st["rec_level"])
+        self.pool = deque(np.asarray(st["pool"], dtype=np.float64).tolist())
+        pooled = np.asarray(st["pooled"], dtype=np.float64).ravel()
+        if len(pooled) > det._keep:
+            raise ValueError(f"{len(pooled)} pooled values, at most {det._keep} expected")
+        self.buf = np.zeros(2 * det._keep)
+        self.buf[:len(pooled)] = pooled
+        self.used = len(pooled)
+        self.rec_shape = float(st["rec_shape"])
+
+
+class RecordExperts(BaseDetector):
+    """Three record-breaking experts per feature (range, level, shape); score in [0, 1).
+
+    See the module's docstring for what each expert watches. ``explain(x)`` names the feature and
+    expert behind a score.
+
+    Parameters
+    ----------
+    tolerance
+        How far outside the range seen so far, as a fraction of its width, a value must lie
+        to alarm the range expert.
+    level_window, level_short
+        The level expert compares the median of the last ``level_short`` values with the
+        median and interquartile range of the ``level_window`` values before them.
+    shape_window, shape_points
+        The shape expert's window (rows), averaged down to ``shape_points`` points
+        (``shape_window`` must be a multiple of it).
+    shape_memory, shape_stride
+        Rows of past windows the shape expert remembers, and which of them it keeps (every
+        ``shape_stride``-th): the memory holds ``shape_memory // shape_stride`` windows.
+    shape_halflife
+        Rows after which the shape expert's record has decayed to half.
+    warmup
+        Rows learned before any expert may alarm.
+
+    >>> import numpy as np
+    >>> det = RecordExperts()
+    >>> t = np.arange(3000)
+    >>> x = np.sin(2 * np.pi * t / 96) + 0.05 * np.random.default_rng(0).normal(size=t.size)
+    >>> x[2500:2510] += 3.0                             # a burst far outside the range
+    >>> s = det.process_many(x[:, None])
+    >>> int(np.argmax(s)) in range(2500, 2510), float(s[:2500].max()) < float(s.max())
+    (True, True)
+    """
+
+    name = "records"
+
+    def __init__(self, tolerance: float = 0.05, level_window: int = 500, level_short: int = 6,
+                 shape_window: int = 16, shape_points: int = 8, shape_memory: int = 2000, shape_stride: int = 4,
+                 shape_halflife: float = 2000.0, warmup: int = 50):
+        for pname, v, lo in (("level_window", level_window, 20), ("level_short", level_short, 1),
+                             ("shape_window", shape_window, 2), ("shape_points", shape_points, 1),
+                             ("shape_memory", shape_memory, 1), ("shape_stride", shape_stride, 1),
+                             ("warmup", warmup, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigError(f"records {pname} must be an integer >= {lo}, got {v!r}")
+        if shape_window % shape_points:
+            raise ConfigError(f"records shape_window ({shape_window}) must be a multiple of shape_points "
+                              f"({shape_points})")
+        if shape_memory < shape_stride:
+            raise ConfigError(f"records shape_memory ({shape_memory}) must be at least shape_stride ({shape_stride})")
+        for pname, v in (("tolerance", tolerance), ("shape_halflife", shape_halflife)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
+                raise ConfigError(f"records {pname} must be a positive number, got {v!r}")
+        self.tolerance, self.level_window, self.level_short = tolerance, level_window, level_short
+        self.shape_window, self.shape_points = shape_window, shape_points
+        self.shape_memory, self.shape_stride, self.shape_halflife = shape_memory, shape_stride, shape_halflife
+        self.warmup = warmup
+        self._decay = 0.5 ** (1.0 / shape_halflife)
+        self._pool = shape_window // shape_points
+        self._keep = shape_memory + 2 * shape_window + shape_stride
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"level_window": 40, "shape_memory": 200, "warmup": 10}
+
+    def _on_features(self, d: int) -> None:
+        self._feats = [_Feature(self) for _ in range(d)]
+
+    @staticmethod
+    def _combine(ex: tuple[float, float, float]) -> float:
+        e_range, e_level, e_shape = ex
+        s = max(e_level, e_shape)
+        score = s / (1.0 + s)
+        if e_range > 0:  # beyond the range: at least 0.5, rising with the excess
+            score = max(score, 0.5 + 0.5 * e_range / (e_range + 0.05))
+        return score
+
+    def _score(self, v: np.ndarray) -> float:
+        best = 0.0
+        for f, x in zip(self._feats, v.tolist(), strict=True):
+            best = max(best, self._combine(f.excess(f.stats(x))))
+        return best
+
+    def _learn(self, v: np.ndarray) -> None:
+        for f, x in zip(self._feats, v.tolist(), strict=True):
+            f.learn(x, f.stats(x))
+        self._count_warmup()
+
+    def _count_warmup(self) -> None:
+        n = self._feats[0].n
+        if n <= self.warmup:
+            self.warmup_scores_ = n
+
+    def process_many(self, X: np.ndarray, learn: bool = True) -> np.ndarray:
+        X = self._mat(X)
+        if not learn:
+            return super().process_many(X, learn=False)
+        out = np.empty(len(X))
+        feats = self._feats
+        for i, row in enumerate(X.tolist()):
+            best = 0.0
+            for f, x in zip(feats, row, strict=True):
+                st = f.stats(x)
+                best = max(best, self._combine(f.excess(st)))
+                f.learn(x, st)
+            out[i] = best
+        if len(X):
+            self._count_warmup()
+        return out
+
+    def unit_score(self, scores: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+
+    def explain(self, x: Mapping[str, float]) -> list[tuple[str, float]]:
+        """The feature/expert pairs that score ``x``, largest first: ``[("cpu:level", 0.71), ...]``."""
+        v = self._vec(x)
+        out = []
+        for name, f, val in zip(self.features_, self._feats, v.tolist(), strict=True):
+            for expert, e in zip(EXPERTS, f.excess(f.stats(val)), strict=True):
+                if e > 0:
+                    one = [0.0, 0.0, 0.0]
+                    one[EXPERTS.index(expert)] = e
+                    out.append((f"{name}:{expert}", round(self._combine(tuple(one)), 4)))
+        return sorted(out, key=lambda t: -t[1])[:3]
+
+    def _get_state(self) -> dict[str, Any]:
+        if self.features_ is None:
+            return {}
+        return {"features": [f.get_state() for f in self._feats], "warmup_scores": self.warmup_scores_}
+
+    def _set_state(self, state: Mapping[str, Any]) -> None:
+        if self.features_ is None:
+            return
+        feats = state["features"]
+        if len(feats) != len(self._feats):
+            raise ValueError(f"state has {len(feats)} features, detector has {len(self._feats)}")
+        for f, st in zip(self._feats, feats, strict=True):
+            f.set_state(st)
+        self.warmup_scores_ = int(state.get("warmup_scores", 0))
