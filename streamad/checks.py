@@ -170,8 +170,23 @@ def check_wrong_dimension(factory: Factory) -> None:
             raise AssertionError("input with one feature too many was accepted")
 
 
+def check_causal(factory: Factory) -> None:
+    """Scores are causal: changing the rows after ``t`` changes no score at rows up to ``t``
+    (each row is scored before it is learned, with no look-ahead)."""
+    X = sample_stream()
+    rng = np.random.default_rng(11)
+    for t in (60, 170):
+        Y = X.copy()
+        Y[t + 1:] = rng.normal(size=Y[t + 1:].shape) * 5.0 + 3.0
+        a = factory().process_many(X, learn=True)
+        b = factory().process_many(Y, learn=True)
+        bad = np.flatnonzero(a[:t + 1] != b[:t + 1])
+        assert not len(bad), f"the score of row {bad[0]} changed when rows after {t} changed"
+
+
 CHECKS = [check_state_round_trip, check_score_does_not_learn, check_same_seed_same_scores,
-          check_finite_scores, check_many_equals_one, check_keys_equal_many, check_wrong_dimension]
+          check_finite_scores, check_many_equals_one, check_keys_equal_many, check_wrong_dimension,
+          check_causal]
 
 
 def check_detector(factory: Factory) -> None:

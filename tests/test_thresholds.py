@@ -6,7 +6,7 @@ from scipy.stats import genpareto
 
 from streamad import _state
 from streamad.base import ConfigError, StateError
-from streamad.thresholds import DSPOT, SPOT, Fixed, Quantile, find_anomalies, make
+from streamad.thresholds import DSPOT, SPOT, AnomalyLikelihood, Fixed, Quantile, find_anomalies, make
 
 
 @pytest.mark.parametrize("c", [-0.1, 0.0, 0.2])
@@ -109,7 +109,8 @@ def test_fixed():
 
 
 @pytest.mark.parametrize("factory", [lambda: SPOT(init=200), lambda: DSPOT(init=200, depth=5),
-                                     lambda: Quantile(q=0.95, window=300, init=20), lambda: Fixed(1.5)])
+                                     lambda: Quantile(q=0.95, window=300, init=20), lambda: Fixed(1.5),
+                                     lambda: AnomalyLikelihood(window=400, short=5, learn=100)])
 def test_state_round_trip_mid_stream(factory, tmp_path):
     rng = np.random.default_rng(5)
     x = rng.standard_t(3, size=1200) + np.linspace(0, 3, 1200)
@@ -135,6 +136,8 @@ def test_load_wrong_state_raises():
 @pytest.mark.parametrize("build", [lambda: SPOT(q=0), lambda: SPOT(level=1.5), lambda: SPOT(init=3),
                                    lambda: DSPOT(depth=0), lambda: Quantile(q=2), lambda: Quantile(window=0),
                                    lambda: SPOT(empirical_floor="yes"),
+                                   lambda: AnomalyLikelihood(epsilon=0), lambda: AnomalyLikelihood(epsilon=0.7),
+                                   lambda: AnomalyLikelihood(window=5, short=10), lambda: AnomalyLikelihood(learn=0),
                                    lambda: Fixed("x"), lambda: make("nope"), lambda: make("spot", bogus=1),
                                    lambda: find_anomalies(np.ones(10), window_size_portion=0),
                                    lambda: find_anomalies(np.ones(10), anomaly_padding=-1),
@@ -261,3 +264,33 @@ def test_fit_gpd_is_at_least_as_likely_as_scipys_fit(shape, n):
     c, _, scale = genpareto.fit(y, floc=0)
     ours, theirs = genpareto.logpdf(y, g, scale=s).sum(), genpareto.logpdf(y, c, scale=scale).sum()
     assert ours >= theirs - 1e-6 * abs(theirs), (g, s, c, scale)
+
+
+def test_likelihood_false_alarms_follow_epsilon_and_level_shifts_are_flagged():
+    rng = np.random.default_rng(2)
+    # iid scores: the short-term mean's tail probability is (about) uniform, so flags are rare
+    th = AnomalyLikelihood(epsilon=1e-3, window=2000, short=10, learn=300)
+    flags = [th.update(float(v)).is_anomaly for v in rng.gamma(2.0, 1.0, 20000)]
+    assert sum(flags) / len(flags) < 5e-3
+    # a sustained rise of the raw scores is flagged within the short window, a single spike is not
+    th = AnomalyLikelihood(epsilon=1e-5, window=2000, short=10, learn=300)
+    base = rng.gamma(2.0, 1.0, 3000)
+    for v in base:
+        th.update(float(v))
+    assert not th.update(9.0).is_anomaly  # one high score moves the short-term mean by 0.7
+    for v in base[:20]:
+        th.update(float(v))
+    hits = [th.update(float(v)).is_anomaly for v in base[:20] + 10.0]
+    assert any(hits[:10]) and all(hits[10:]), hits
+
+
+def test_likelihood_surprise_is_minus_log10_of_the_tail():
+    from math import erfc, log10, sqrt
+
+    th = AnomalyLikelihood(window=100, short=1, learn=10)
+    xs = [0.0, 1.0] * 50
+    for v in xs:
+        th.update(v)
+    mu, sd = np.mean(xs), np.std(xs)
+    want = -log10(0.5 * erfc((3.0 - mu) / sd / sqrt(2)))
+    assert th.surprise(3.0) == pytest.approx(want, rel=1e-9)

@@ -45,6 +45,42 @@ __all__ = ["RecordExperts"]
 EXPERTS = ("range", "level", "shape")
 
 
+def _median(srt: list[float]) -> float:
+    """Median of a sorted list (the mean of the middle two for an even count, as numpy's)."""
+    k = len(srt)
+    return srt[k // 2] if k % 2 else 0.5 * (srt[k // 2 - 1] + srt[k // 2])
+
+
+def _mad(srt: list[float], med: float) -> float:
+    """Median absolute deviation from ``med`` of a sorted list, exactly, in O(log n): the
+    deviations are two sorted runs (above and below ``med``), and the median of their union is
+    found by binary search instead of by sorting them."""
+    k = len(srt)
+    m = bisect.bisect_left(srt, med)  # srt[:m] < med <= srt[m:]
+    if k % 2:
+        return _kth_deviation(srt, m, med, k // 2)
+    return 0.5 * (_kth_deviation(srt, m, med, k // 2 - 1) + _kth_deviation(srt, m, med, k // 2))
+
+
+def _kth_deviation(srt: list[float], m: int, med: float, j: int) -> float:
+    """The ``j``-th smallest ``|srt[i] - med|`` (0-based): ``i`` of them from the run above ``med``
+    (``srt[m + i] - med``, ascending), ``j + 1 - i`` from the run below (``med - srt[m - 1 - t]``)."""
+    na, nb = len(srt) - m, m
+    lo, hi = max(0, j + 1 - nb), min(j + 1, na)
+    two = 2.0 * med
+    while True:
+        i = (lo + hi) >> 1
+        t = j - i  # the last one taken from below is its t-th
+        if i < na and t >= 0 and two > srt[m + i] + srt[m - 1 - t]:  # below's t-th > above's i-th
+            lo = i + 1
+        elif i > 0 and t + 1 < nb and srt[m + i - 1] + srt[m - 2 - t] > two:  # above's (i-1)-th > below's (t+1)-th
+            hi = i - 1
+        else:
+            above = srt[m + i - 1] - med if i > 0 else -math.inf
+            below = med - srt[m - 1 - t] if t >= 0 else -math.inf
+            return above if above > below else below
+
+
 class _Feature:
     """The three experts of one feature, on plain floats (the per-record cost is Python's)."""
 
@@ -54,8 +90,10 @@ class _Feature:
         self.det = det
         self.n = 0                      # values learned
         self.lo = self.hi = 0.0         # range of every value learned
-        self.recent: deque[float] = deque()   # last level_window + level_short values
-        self.sorted: list[float] = []   # the level_window values before the last level_short, sorted
+        self.recent: deque[float] = deque()   # the last level_window + level_short values
+        # the level_window values before the last level_short - 1, sorted: the window that the
+        # next value's short median (of it and the level_short - 1 before it) is compared with
+        self.sorted: list[float] = []
         self.rec_level = 0.0            # record of the level statistic
         self.pool: deque[float] = deque()     # last shape_window // shape_points values
         # the stream averaged over shape_window // shape_points rows, one value per row (a
@@ -75,20 +113,19 @@ class _Feature:
         # range: how far outside [lo, hi], in units of its width, beyond the tolerance
         out = max(x - self.hi, self.lo - x)
         e_range = max(out / span - det.tolerance, 0.0) if span > 0 else 0.0
-        # level: robust z of the short median against the window before it
+        # level: robust z of the short median against the window before it (median absolute
+        # deviation, scaled to a standard deviation; floored for flat windows)
         level = 0.0
         srt = self.sorted
-        k = len(srt)
-        if k >= 20:
+        if len(srt) >= 20:
             recent = self.recent
             tail = [recent[-i] for i in range(1, det.level_short)]
             tail.append(x)
             tail.sort()
-            m_short = tail[len(tail) // 2]
-            med = srt[k // 2]
-            iqr = srt[(3 * k) // 4] - srt[k // 4]
-            scale = max(iqr / 1.349, 1e-3 * (abs(med) + 1e-3))
-            level = abs(m_short - med) / scale
+            med = _median(srt)
+            mad = 1.4826 * _mad(srt, med)
+            scale = max(mad, 1e-3 * max(abs(med), 1e-9), 1e-12)
+            level = abs(_median(tail) - med) / scale
         # shape: distance of the newest pooled window to the nearest stored one, in range units
         shape = 0.0
         f = det._pool
@@ -104,17 +141,18 @@ class _Feature:
             newest[:-1] = self.buf[self.used - (m - 1) * f:self.used - f + 1:f]
             last = self.used - w  # buffer index of the latest window's end that may be compared
             first = last - (k - 1) * stride - (m - 1) * f
-            past = np.lib.stride_tricks.as_strided(
-                self.buf[first:], shape=(k, m), strides=(stride * 8, f * 8), writeable=False)
+            # a view of the k past windows, one per column (numpy reduces a short first axis
+            # across long rows three times faster than the other way round)
+            past = np.ndarray((m, k), np.float64, self.buf, first * 8, (f * 8, stride * 8))
             lo, hi = min(self.lo, x), max(self.hi, x)
             if hi > lo:
-                shape = float(np.abs(past - newest).max(axis=1).min()) / (hi - lo)
+                shape = float(np.abs(past - newest[:, None]).max(axis=0).min()) / (hi - lo)
         return e_range, level, shape, mean
 
     def excess(self, stats: tuple) -> tuple[float, float, float]:
         """The experts' relative excesses over their records (0 when no record is broken)."""
         e_range, level, shape, _ = stats
-        if self.n < self.det.warmup:
+        if self.n < self.det.warmup:  # records are still forming
             return 0.0, 0.0, 0.0
         e_level = level / self.rec_level - 1.0 if self.rec_level > 0 and level > self.rec_level else 0.0
         e_shape = shape / self.rec_shape - 1.0 if self.rec_shape > 0 and shape > self.rec_shape else 0.0
@@ -127,15 +165,18 @@ class _Feature:
             self.lo = self.hi = x
         else:
             self.lo, self.hi = min(self.lo, x), max(self.hi, x)
-        self.rec_level = max(self.rec_level, level)
-        self.rec_shape = max(self.rec_shape * det._decay, shape)
-        # level window: the value leaving the short part joins the sorted window
-        self.recent.append(x)
-        if len(self.recent) > det.level_short:
-            bisect.insort(self.sorted, self.recent[-det.level_short - 1])
+        if self.n >= det.warmup // 2:  # the first rows' statistics are transients, not records
+            self.rec_level = max(self.rec_level, level)
+            self.rec_shape = max(self.rec_shape * det._decay, shape)
+        # level window: the value that leaves the next short median's reach joins it
+        recent, short = self.recent, det.level_short
+        recent.append(x)
+        if len(recent) >= short:
+            bisect.insort(self.sorted, recent[-short])
             if len(self.sorted) > det.level_window:
-                old = self.recent.popleft()
-                del self.sorted[bisect.bisect_left(self.sorted, old)]
+                del self.sorted[bisect.bisect_left(self.sorted, recent[-short - det.level_window])]
+            if len(recent) > short + det.level_window:
+                recent.popleft()
         # shape memory: the pooled stream, compacted to its last _keep values when full
         if mean is None:
             mean = x
@@ -161,8 +202,9 @@ class _Feature:
         det = self.det
         self.n, self.lo, self.hi = int(st["n"]), float(st["lo"]), float(st["hi"])
         self.recent = deque(np.asarray(st["recent"], dtype=np.float64).tolist())
-        k = max(len(self.recent) - det.level_short, 0)
-        self.sorted = sorted(list(self.recent)[:k])
+        vals = list(self.recent)
+        self.sorted = sorted(vals[max(len(vals) - det.level_short - det.level_window + 1, 0):
+                                  max(len(vals) - det.level_short + 1, 0)])
         self.rec_level = float(st["rec_level"])
         self.pool = deque(np.asarray(st["pool"], dtype=np.float64).tolist())
         pooled = np.asarray(st["pooled"], dtype=np.float64).ravel()
@@ -212,8 +254,8 @@ class RecordExperts(BaseDetector):
     name = "records"
 
     def __init__(self, tolerance: float = 0.05, level_window: int = 500, level_short: int = 6,
-                 shape_window: int = 16, shape_points: int = 8, shape_memory: int = 2000, shape_stride: int = 4,
-                 shape_halflife: float = 2000.0, warmup: int = 50):
+                 shape_window: int = 32, shape_points: int = 8, shape_memory: int = 2000, shape_stride: int = 4,
+                 shape_halflife: float = 2000.0, warmup: int = 150):
         for pname, v, lo in (("level_window", level_window, 20), ("level_short", level_short, 1),
                              ("shape_window", shape_window, 2), ("shape_points", shape_points, 1),
                              ("shape_memory", shape_memory, 1), ("shape_stride", shape_stride, 1),
@@ -238,7 +280,7 @@ class RecordExperts(BaseDetector):
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
-        return {"level_window": 40, "shape_memory": 200, "warmup": 10}
+        return {"level_window": 40, "shape_window": 16, "shape_memory": 200, "warmup": 20}
 
     def _on_features(self, d: int) -> None:
         self._feats = [_Feature(self) for _ in range(d)]
