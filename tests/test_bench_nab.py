@@ -36,7 +36,7 @@ def test_sweep_equals_brute_force_over_every_threshold():
         starts = sorted(rng.choice(np.arange(150, n - 60), size=int(rng.integers(0, 3)), replace=False))
         wins = [(int(s), int(s) + 40) for s in starts if all(abs(s - t) > 50 for t in starts if t != s)]
         scores = np.round(rng.random(n) ** 6, 3)  # many ties, as real detectors give
-        for s, e in wins:
+        for s, _ in wins:
             scores[s + int(rng.integers(0, 40))] = 0.9 + 0.1 * rng.random()
         runs.append(nab.NabRun(f"c{k % 2}/f{k}", np.arange(n, dtype=float), np.zeros(n), scores, wins))
     for profile in nab.PROFILES:

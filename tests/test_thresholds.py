@@ -6,7 +6,15 @@ from scipy.stats import genpareto
 
 from streamad import _state
 from streamad.base import ConfigError, StateError
-from streamad.thresholds import DSPOT, SPOT, AnomalyLikelihood, Fixed, Quantile, find_anomalies, make
+from streamad.thresholds import (
+    DSPOT,
+    SPOT,
+    AnomalyLikelihood,
+    Fixed,
+    Quantile,
+    find_anomalies,
+    make,
+)
 
 
 @pytest.mark.parametrize("c", [-0.1, 0.0, 0.2])
