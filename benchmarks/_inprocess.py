@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-DETECTORS = {"zscore": {}, "gaussian": {}, "hst": {}}
+DETECTORS = {"zscore": {}, "gaussian": {}, "hst": {}, "records": {}, "contextual": {}}
 KEYS_BATCH = 1200
 NAMES: list[str] = ["inproc-river-hst"] + [f"inproc-{d}" for d in DETECTORS] + \
     [f"inproc-{d}-batched" for d in DETECTORS] + [f"inproc-{d}-keys" for d in DETECTORS]

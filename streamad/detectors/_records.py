@@ -52,14 +52,13 @@ def _median(srt: list[float]) -> float:
 
 
 def _mad(srt: list[float], med: float) -> float:
-    """Median absolute deviation from ``med`` of a sorted list, exactly, in O(log n): the
+    """Median absolute deviation from ``med`` of a sorted list (the lower of the middle two for
+    an even count), exactly, in O(log n): the
     deviations are two sorted runs (above and below ``med``), and the median of their union is
     found by binary search instead of by sorting them."""
     k = len(srt)
     m = bisect.bisect_left(srt, med)  # srt[:m] < med <= srt[m:]
-    if k % 2:
-        return _kth_deviation(srt, m, med, k // 2)
-    return 0.5 * (_kth_deviation(srt, m, med, k // 2 - 1) + _kth_deviation(srt, m, med, k // 2))
+    return _kth_deviation(srt, m, med, (k - 1) // 2)  # the lower median for an even count: one search
 
 
 def _kth_deviation(srt: list[float], m: int, med: float, j: int) -> float:
@@ -84,7 +83,8 @@ def _kth_deviation(srt: list[float], m: int, med: float, j: int) -> float:
 class _Feature:
     """The three experts of one feature, on plain floats (the per-record cost is Python's)."""
 
-    __slots__ = ("det", "n", "lo", "hi", "recent", "sorted", "rec_level", "pool", "buf", "used", "rec_shape")
+    __slots__ = ("det", "n", "lo", "hi", "recent", "sorted", "rec_level", "pool", "buf", "used", "rec_shape",
+                 "last")
 
     def __init__(self, det: RecordExperts) -> None:
         self.det = det
@@ -99,9 +99,12 @@ class _Feature:
         # the stream averaged over shape_window // shape_points rows, one value per row (a
         # window's pooled points are every f-th of these); kept in a flat buffer that is
         # compacted when full, so past windows are strided views, never copies
-        self.buf = np.zeros(2 * det._keep)
+        self.buf = np.zeros(det._keep + det._slack)
         self.used = 0
         self.rec_shape = 0.0            # record (decaying) of the shape statistic
+        # (n, x, stats) of the last value scored: score_one then learn_one of the same record
+        # (the service's per-record path) computes its statistics once
+        self.last: tuple | None = None
 
     # -- statistics of a new value x, from the state before it ----------------------------
     def stats(self, x: float) -> tuple[float, float, float, np.ndarray | None]:
@@ -210,7 +213,7 @@ class _Feature:
         pooled = np.asarray(st["pooled"], dtype=np.float64).ravel()
         if len(pooled) > det._keep:
             raise ValueError(f"{len(pooled)} pooled values, at most {det._keep} expected")
-        self.buf = np.zeros(2 * det._keep)
+        self.buf = np.zeros(det._keep + det._slack)
         self.buf[:len(pooled)] = pooled
         self.used = len(pooled)
         self.rec_shape = float(st["rec_shape"])
@@ -277,6 +280,7 @@ class RecordExperts(BaseDetector):
         self._decay = 0.5 ** (1.0 / shape_halflife)
         self._pool = shape_window // shape_points
         self._keep = shape_memory + 2 * shape_window + shape_stride
+        self._slack = max(256, self._keep // 4)  # rows between two compactions of the pooled stream
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
@@ -297,12 +301,15 @@ class RecordExperts(BaseDetector):
     def _score(self, v: np.ndarray) -> float:
         best = 0.0
         for f, x in zip(self._feats, v.tolist(), strict=True):
-            best = max(best, self._combine(f.excess(f.stats(x))))
+            st = f.stats(x)
+            f.last = (f.n, x, st)
+            best = max(best, self._combine(f.excess(st)))
         return best
 
     def _learn(self, v: np.ndarray) -> None:
         for f, x in zip(self._feats, v.tolist(), strict=True):
-            f.learn(x, f.stats(x))
+            last = f.last
+            f.learn(x, last[2] if last is not None and last[0] == f.n and last[1] == x else f.stats(x))
         self._count_warmup()
 
     def _count_warmup(self) -> None:
