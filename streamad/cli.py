@@ -275,11 +275,15 @@ def _add_bench_report(sub) -> Handler:
     p.add_argument("files", nargs="+", help="result JSON files of `streamad bench`")
     p.add_argument("--out", required=True, help="output directory for report.md and plots")
     p.add_argument("--plots", type=int, default=2, help="plots per result file (default: 2; 0 for none)")
+    p.add_argument("--peers", default=None, metavar="DIR",
+                   help="NAB results layout (DIR/<detector>/<category>/<detector>_<file>.csv) of other detectors, "
+                        "e.g. NAB's own results/ directory: NAB-protocol runs are compared with them per category "
+                        "and file")
 
     def run(args):
         from .bench.report import write_report
 
-        path = write_report(args.files, args.out, plots=args.plots)
+        path = write_report(args.files, args.out, plots=args.plots, peers=args.peers)
         print(f"wrote {path}")
         return 0
 

@@ -144,3 +144,27 @@ def test_protocol_nab_needs_nab_data(tmp_path):
                           str(tmp_path), "--protocol", "nab", "--out", str(tmp_path / "r.json")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "--protocol nab needs NAB" in out.stderr
+
+
+def test_report_sets_a_nab_protocol_run_beside_the_published_board_and_peers(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "streamad.cli", "bench", "--dataset", "nab", "--data-dir",
+                          str(NAB_DIR), "--protocol", "nab", "--detector", "records", "--out", str(tmp_path / "r.json"),
+                          "--no-progress"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    sigs = load("nab", NAB_DIR)
+    s = sigs[0]
+    found = np.zeros(s.n)
+    for a, _ in s.anomalies:
+        found[a] = 1.0  # a peer that finds every window at its first row
+    nab.write_results(tmp_path / "peers", "oracle", [nab.NabRun(s.name, s.timestamps, s.values, found, s.anomalies)])
+    rep = subprocess.run([sys.executable, "-m", "streamad.cli", "bench", "report", str(tmp_path / "r.json"), "--out",
+                          str(tmp_path / "rep"), "--plots", "0", "--peers", str(tmp_path / "peers")],
+                         capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "## NAB protocol" in text and "| ARTime (NAB scoreboard, published) | 74.9 | 65.1 | 80.4 |" in text
+    doc = json.loads((tmp_path / "r.json").read_text())
+    fs = doc["signals"][0]["nab"]["standard"]
+    assert "| realKnownCause | " in text and "5/5, 0" in text  # the peer's windows, beside ours
+    if fs["tp"] < 5:  # the per-file table lists the file where the peer finds more
+        assert "| realKnownCause/nyc_taxi |" in text

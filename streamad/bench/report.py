@@ -27,6 +27,10 @@ ORION_ANCHORS = {
 }
 NAB_ANCHORS = {"ARTime": 74.9, "Numenta HTM": 70.5, "CAD OSE": 69.9, "KNN CAD": 58.0, "Random Cut Forest": 51.7,
                "Windowed Gaussian": 39.6}
+#: NAB's scoreboard (numenta/NAB README at ea702d7): standard, reward low FP, reward low FN.
+NAB_BOARD = {"ARTime": (74.9, 65.1, 80.4), "Numenta HTM": (70.5, 62.6, 75.2), "CAD OSE": (69.9, 67.0, 73.2),
+             "KNN CAD": (58.0, 43.4, 64.8), "windowedGaussian": (39.6, 20.9, 47.4)}
+_PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -112,7 +116,91 @@ def render(docs: list[dict[str, Any]]) -> str:
                          f" | {ns['standard']:.1f} | {ns['reward_low_FP_rate']:.1f} | {ns['reward_low_FN_rate']:.1f} |")
         lines += ["", "NAB scoreboard (standard profile, published): " +
                   ", ".join(f"{k} {v}" for k, v in NAB_ANCHORS.items()) + "."]
+    nabp = [d for d in docs if "nab_protocol" in d["aggregates"].get("overall", {})]
+    if nabp:
+        lines += ["", "## NAB protocol", "",
+                  "Per-row scores in [0, 1] from one causal pass, one threshold per profile for the whole "
+                  "corpus chosen as NAB's optimiser does (the threshold in brackets). NAB's published "
+                  "scoreboard below, for comparison (their runs, not ours).", "",
+                  "| run | standard | reward low FP | reward low FN |", "|---|---|---|---|"]
+        for d in nabp:
+            np_ = d["aggregates"]["overall"]["nab_protocol"]
+            label = _label(d["meta"]) + (" + likelihood" if d["meta"].get("likelihood") else "")
+            lines.append(f"| {label} | " + " | ".join(
+                f"{np_[p]['score']:.1f} ({np_[p]['threshold']:.4g})" for p in _PROFILES) + " |")
+        for name, vals in NAB_BOARD.items():
+            lines.append(f"| {name} (NAB scoreboard, published) | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+        cats = sorted({g for d in nabp for g in d["aggregates"]["groups"]})
+        lines += ["", "NAB protocol, standard profile, per category (at the corpus threshold):", "",
+                  "| run | " + " | ".join(cats) + " |", "|" + "---|" * (len(cats) + 1)]
+        for d in nabp:
+            groups = d["aggregates"]["groups"]
+            lines.append(f"| {_label(d['meta'])} | " + " | ".join(
+                _fmt(groups.get(c, {}).get("nab_protocol", {}).get("standard", {}).get("score"), ".1f")
+                for c in cats) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _nab_cell(v: float) -> str:
+    return "-" if v is None or v != v else f"{v:.1f}"  # a category without windows has no score
+
+
+def render_peers(doc: dict[str, Any], peers: dict[str, list]) -> str:
+    """A NAB-protocol run beside other detectors' NAB outputs (``peers``: name -> runs, as
+    :func:`streamad.bench.nab.read_results` gives them), each at its own corpus threshold
+    (standard profile): per category, then the files where a peer finds windows the run misses."""
+    from . import metrics as M
+    from . import nab
+
+    me = doc["meta"]["detector"] + (" + likelihood" if doc["meta"].get("likelihood") else "")
+    rows = {r["signal"]: r for r in doc["signals"] if "nab" in r}
+    table = nab.compare(peers)
+    names = [me, *peers]
+    cats = sorted({r["group"] for r in rows.values()})
+    lines = ["## Beside the streaming leaders", "",
+             "Standard profile, each detector at its own corpus threshold: NAB score per category "
+             "(windows found / labelled, false detections).", "",
+             "| category | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for c in cats:
+        mine = [M.NabFileScore(**r["nab"]["standard"]) for r in rows.values() if r["group"] == c]
+        cells = [f"{_nab_cell(M.nab_normalized(mine))} ({sum(f.tp for f in mine)}/{sum(f.tp + f.fn for f in mine)}, "
+                 f"{sum(f.fp for f in mine)})"]
+        for p in peers:
+            t = table["categories"].get(c, {}).get(p)
+            cells.append("" if t is None else f"{_nab_cell(t['score'])} ({t['tp']}/{t['tp'] + t['fn']}, {t['fp']})")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines += ["", "Files where a leader finds labelled windows that the run misses (windows found, false "
+              "detections):", "", "| file | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for sig in sorted(rows):
+        fs = rows[sig]["nab"]["standard"]
+        theirs = table["files"].get(sig, {})
+        if any(v["tp"] > fs["tp"] for v in theirs.values()):
+            cells = [f"{fs['tp']}/{fs['tp'] + fs['fn']}, {fs['fp']}"] + [
+                "" if p not in theirs else f"{theirs[p]['tp']}/{theirs[p]['windows']}, {theirs[p]['fp']}"
+                for p in peers]
+            lines.append(f"| {sig} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _peers_sections(docs: list[dict[str, Any]], root: Path) -> str:
+    from . import nab
+    from .datasets import load
+
+    if not root.is_dir():
+        raise DataError(f"--peers {root}: no such directory (NAB's results layout: DIR/<detector>/<category>/...)")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not names:
+        raise DataError(f"--peers {root}: no detector directories in it")
+    text = ""
+    for d in docs:
+        if "nab_protocol" not in d["aggregates"].get("overall", {}):
+            continue
+        m = d["meta"]
+        sigs = [s for s in load("nab", m["data_dir"], m.get("signals"))
+                if s.name in {r["signal"] for r in d["signals"]}]
+        peers = {n: nab.read_results(root, n, sigs) for n in names if n != m["detector"]}
+        text += "\n" + render_peers(d, peers)
+    return text
 
 
 def _plot(doc: dict[str, Any], row: dict[str, Any], out: Path) -> Path | None:
@@ -150,11 +238,16 @@ def _plot(doc: dict[str, Any], row: dict[str, Any], out: Path) -> Path | None:
     return path
 
 
-def write_report(files: list[str], out_dir: str, plots: int = 2) -> Path:
+def write_report(files: list[str], out_dir: str, plots: int = 2, peers: str | None = None) -> Path:
+    """report.md (and plots) for bench result files; with ``peers`` (a directory in NAB's results
+    layout, one subdirectory per detector), each NAB-protocol run is also set beside those
+    detectors' outputs, file by file."""
     docs = [_load(Path(f)) for f in files]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = render(docs)
+    if peers is not None:
+        text += _peers_sections(docs, Path(peers))
     made = []
     for d in docs:
         rows = sorted((r for r in d["signals"] if "error" not in r and r.get("n_anomalies")),
