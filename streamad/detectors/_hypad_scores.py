@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "AER_RULES",
+    "HYPERBOLIC_RULES",
     "combine",
     "combine_minmax",
     "critic_scores",
@@ -32,6 +34,11 @@ __all__ = [
     "windows_mean",
     "zscore_positive",
 ]
+
+#: Rules that score whole windows by their hyperbolic error (HypAD's): one value per window.
+HYPERBOLIC_RULES = ("uncertainty", "hyperbolic")
+#: AER's rules: reconstruction and prediction errors, which need prediction heads.
+AER_RULES = ("aer", "aer-sum")
 
 
 def smoothing_window(n: int, portion: float = 0.01, cap: int = 200) -> int:
@@ -276,13 +283,13 @@ def series_scores(outputs, scaled: np.ndarray, window: int, scoring: str, rec_er
     the first 1% of windows are masked to their minimum (:func:`start_mask`)."""
     smooth = smoothing_window(len(scaled))
     inner = window - 2 if ends else window
-    if scoring in ("uncertainty", "hyperbolic"):
+    if scoring in HYPERBOLIC_RULES:
         score = critic_scores(outputs["critic"], window, smooth)
         score = score * to_points(rolling_mean(zscore_positive(windows_mean(outputs["rec"], inner)), smooth), ends)
         if scoring == "uncertainty":
             score = score * to_points(windows_mean(outputs["certainty"], inner), ends)
         return score
-    aer = scoring in ("aer", "aer-sum")
+    aer = scoring in AER_RULES
     if aer and not ends:
         raise ValueError(f"rule {scoring!r} needs prediction heads (ends=True)")
     y, x_hat = inner_points(scaled, outputs["x_hat"], ends)
