@@ -22,6 +22,12 @@ noise or seasonality; an anomaly is what beats everything seen before by a margi
 corpus-wide threshold on the score then means the same thing on every stream, which is what a
 service with one default threshold, and NAB's one threshold per profile, need.
 
+Refractory period: a row scores 0 unless it beats every score of the ``refractory`` rows before
+it. Whatever the threshold, such a row would only repeat an alarm raised at most ``refractory``
+rows earlier (a statistic that keeps rising breaks its record on many consecutive rows), so it
+adds nothing to the incident but one more false alarm per row outside it. The rule needs no
+threshold, so it holds at every operating point at once.
+
 The design is ours. It was shaped on NAB (``docs/nab.md`` records the search and what each part
 adds) and keeps the experts of the streaming detectors on NAB's scoreboard that we could
 describe in a line: the "spatial" range check that Numenta's HTM detector adds to its temporal
@@ -243,6 +249,8 @@ class RecordExperts(BaseDetector):
         Rows after which the shape expert's record has decayed to half.
     warmup
         Rows learned before any expert may alarm.
+    refractory
+        Rows after a score during which a score that does not beat it is 0 (0: none).
 
     >>> import numpy as np
     >>> det = RecordExperts()
@@ -258,11 +266,11 @@ class RecordExperts(BaseDetector):
 
     def __init__(self, tolerance: float = 0.05, level_window: int = 500, level_short: int = 6,
                  shape_window: int = 32, shape_points: int = 8, shape_memory: int = 2000, shape_stride: int = 4,
-                 shape_halflife: float = 2000.0, warmup: int = 150):
+                 shape_halflife: float = 2000.0, warmup: int = 150, refractory: int = 50):
         for pname, v, lo in (("level_window", level_window, 20), ("level_short", level_short, 1),
                              ("shape_window", shape_window, 2), ("shape_points", shape_points, 1),
                              ("shape_memory", shape_memory, 1), ("shape_stride", shape_stride, 1),
-                             ("warmup", warmup, 0)):
+                             ("warmup", warmup, 0), ("refractory", refractory, 0)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ConfigError(f"records {pname} must be an integer >= {lo}, got {v!r}")
         if shape_window % shape_points:
@@ -276,7 +284,7 @@ class RecordExperts(BaseDetector):
         self.tolerance, self.level_window, self.level_short = tolerance, level_window, level_short
         self.shape_window, self.shape_points = shape_window, shape_points
         self.shape_memory, self.shape_stride, self.shape_halflife = shape_memory, shape_stride, shape_halflife
-        self.warmup = warmup
+        self.warmup, self.refractory = warmup, refractory
         self._decay = 0.5 ** (1.0 / shape_halflife)
         self._pool = shape_window // shape_points
         self._keep = shape_memory + 2 * shape_window + shape_stride
@@ -288,6 +296,26 @@ class RecordExperts(BaseDetector):
 
     def _on_features(self, d: int) -> None:
         self._feats = [_Feature(self) for _ in range(d)]
+        # (row, score) of the rows of the refractory period that a later row could fail to beat:
+        # decreasing in score, so the first is the largest (a monotone queue)
+        self._recent: deque[tuple[int, float]] = deque()
+
+    def _refract(self, score: float) -> float:
+        """``score`` unless a row of the refractory period scored at least as much (then 0)."""
+        recent = self._recent
+        return 0.0 if recent and score <= recent[0][1] else score
+
+    def _remember(self, row: int, score: float) -> None:
+        """Enter the (unrefracted) score of ``row``, just learned, into the refractory period."""
+        if not self.refractory:
+            return
+        recent = self._recent
+        if score > 0.0:
+            while recent and recent[-1][1] <= score:
+                recent.pop()
+            recent.append((row, score))
+        while recent and recent[0][0] <= row - self.refractory:  # out of the next row's period
+            recent.popleft()
 
     @staticmethod
     def _combine(ex: tuple[float, float, float]) -> float:
@@ -304,12 +332,17 @@ class RecordExperts(BaseDetector):
             st = f.stats(x)
             f.last = (f.n, x, st)
             best = max(best, self._combine(f.excess(st)))
-        return best
+        return self._refract(best)
 
     def _learn(self, v: np.ndarray) -> None:
+        best = 0.0
+        row = self._feats[0].n
         for f, x in zip(self._feats, v.tolist(), strict=True):
             last = f.last
-            f.learn(x, last[2] if last is not None and last[0] == f.n and last[1] == x else f.stats(x))
+            st = last[2] if last is not None and last[0] == f.n and last[1] == x else f.stats(x)
+            best = max(best, self._combine(f.excess(st)))
+            f.learn(x, st)
+        self._remember(row, best)
         self._count_warmup()
 
     def _count_warmup(self) -> None:
@@ -325,11 +358,13 @@ class RecordExperts(BaseDetector):
         feats = self._feats
         for i, row in enumerate(X.tolist()):
             best = 0.0
+            n = feats[0].n
             for f, x in zip(feats, row, strict=True):
                 st = f.stats(x)
                 best = max(best, self._combine(f.excess(st)))
                 f.learn(x, st)
-            out[i] = best
+            out[i] = self._refract(best)
+            self._remember(n, best)
         if len(X):
             self._count_warmup()
         return out
@@ -352,7 +387,10 @@ class RecordExperts(BaseDetector):
     def _get_state(self) -> dict[str, Any]:
         if self.features_ is None:
             return {}
-        return {"features": [f.get_state() for f in self._feats], "warmup_scores": self.warmup_scores_}
+        recent = self._recent
+        return {"features": [f.get_state() for f in self._feats], "warmup_scores": self.warmup_scores_,
+                "recent_rows": np.array([r for r, _ in recent], dtype=np.int64),
+                "recent_scores": np.array([s for _, s in recent], dtype=np.float64)}
 
     def _set_state(self, state: Mapping[str, Any]) -> None:
         if self.features_ is None:
@@ -363,3 +401,8 @@ class RecordExperts(BaseDetector):
         for f, st in zip(self._feats, feats, strict=True):
             f.set_state(st)
         self.warmup_scores_ = int(state.get("warmup_scores", 0))
+        rows = np.asarray(state.get("recent_rows", ()), dtype=np.int64).tolist()
+        scores = np.asarray(state.get("recent_scores", ()), dtype=np.float64).tolist()
+        if len(rows) != len(scores):
+            raise ValueError(f"{len(rows)} refractory rows but {len(scores)} scores")
+        self._recent = deque(zip(rows, scores, strict=True))
