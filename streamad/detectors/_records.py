@@ -8,7 +8,9 @@ Each feature of the stream is watched by three small experts, each with one stat
            (a robust z-score: level shifts and sustained excursions inside the range);
 ``shape``  the last ``shape_window`` values (averaged down to ``shape_points``), against the
            nearest of the windows seen before (a memory of ``shape_memory`` rows, every
-           ``shape_stride``-th window), in units of the range: a pattern not seen before.
+           ``shape_stride``-th window), in the stream's own units: a pattern not seen before
+           (a record in the units of its statistic: were both in units of the range seen so
+           far, one wide excursion would shrink every later statistic against an older record).
 
 An expert is alarmed by a *record*: a statistic larger than the largest it has produced so far
 (the shape expert's record decays with half-life ``shape_halflife`` rows, as patterns change
@@ -135,7 +137,7 @@ class _Feature:
             mad = 1.4826 * _mad(srt, med)
             scale = max(mad, 1e-3 * max(abs(med), 1e-9), 1e-12)
             level = abs(_median(tail) - med) / scale
-        # shape: distance of the newest pooled window to the nearest stored one, in range units
+        # shape: distance of the newest pooled window to the nearest stored one
         shape = 0.0
         f = det._pool
         mean = (sum(self.pool) - (self.pool[0] if len(self.pool) == f else 0.0) + x) / f
@@ -153,9 +155,7 @@ class _Feature:
             # a view of the k past windows, one per column (numpy reduces a short first axis
             # across long rows three times faster than the other way round)
             past = np.ndarray((m, k), np.float64, self.buf, first * 8, (f * 8, stride * 8))
-            lo, hi = min(self.lo, x), max(self.hi, x)
-            if hi > lo:
-                shape = float(np.abs(past - newest[:, None]).max(axis=0).min()) / (hi - lo)
+            shape = float(np.abs(past - newest[:, None]).max(axis=0).min())
         return e_range, level, shape, mean
 
     def excess(self, stats: tuple) -> tuple[float, float, float]:
