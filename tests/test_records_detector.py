@@ -36,3 +36,37 @@ def test_refractory_period_survives_a_state_round_trip():
     twin = RecordExperts()
     twin.load_state_dict(_state.loads(_state.dumps(det.state_dict())))
     assert np.array_equal(det.process_many(X[2005:]), twin.process_many(X[2005:]))
+
+
+def _cycle_out_of_phase(n: int = 4000, seed: int = 1) -> np.ndarray:
+    """A noisy cycle of 96 rows in which one cycle (rows 2500-2595) is in anti-phase: every
+    window of it has been seen before, but not at that time of the cycle."""
+    t = np.arange(n)
+    rng = np.random.default_rng(seed)
+    x = np.sin(2 * np.pi * t / 96) + 0.05 * rng.normal(size=n)
+    x[2500:2596] = np.sin(2 * np.pi * (t[2500:2596] + 48) / 96) + 0.05 * rng.normal(size=96)
+    return x[:, None]
+
+
+def test_season_expert_finds_the_period_and_a_cycle_out_of_phase():
+    X = _cycle_out_of_phase()
+    det = RecordExperts()
+    det.learn_many(X[:2501])
+    assert det._feats[0].period == 96
+    assert det.explain({"value": float(X[2501, 0])})[0][0] == "value:season"
+    with_season = RecordExperts().process_many(X)
+    without = RecordExperts(season_span=0).process_many(X)
+    assert with_season[2500:2600].max() > 0.3 > 10 * without[2500:2600].max()
+    noise = RecordExperts()
+    noise.learn_many(np.random.default_rng(2).normal(size=(3000, 1)))
+    assert noise._feats[0].period == 0  # no clear period, no season expert
+
+
+def test_season_state_survives_a_round_trip():
+    X = _cycle_out_of_phase()
+    for cut in (700, 2501, 3100):  # period just found; inside the anomaly; history wrapped
+        det = RecordExperts()
+        det.learn_many(X[:cut])
+        twin = RecordExperts()
+        twin.load_state_dict(_state.loads(_state.dumps(det.state_dict())))
+        assert np.array_equal(det.process_many(X[cut:]), twin.process_many(X[cut:])), f"cut at row {cut}"
