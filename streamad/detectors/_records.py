@@ -19,9 +19,9 @@ Each feature of the stream is watched by four small experts, each with one stati
 
 An expert is alarmed by a *record*: a statistic larger than the largest it has produced so far
 (the shape expert's record decays with half-life ``shape_halflife`` rows, as patterns change
-slowly; the range, level and season records do not decay). Its score is the relative excess over that
-record, ``e / (1 + e)``; a value beyond the range by more than ``tolerance`` of it scores at least
-0.5. The detector's score is the largest over experts and features, in [0, 1).
+slowly; the range, level and season records do not decay). Its score is the relative excess
+over that record, ``e / (1 + e)``; a value beyond the range by more than ``tolerance`` of it
+scores at least 0.5. The detector's score is the largest over experts and features, in [0, 1).
 
 Why records: a statistic's record is broken about ``ln n`` times in ``n`` exchangeable values, so
 on normal data alarms thin out as the stream ages, on every stream alike, whatever its scale,
@@ -35,8 +35,8 @@ rows earlier (a statistic that keeps rising breaks its record on many consecutiv
 adds nothing to the incident but one more false alarm per row outside it. The rule needs no
 threshold, so it holds at every operating point at once.
 
-The design is ours. It was shaped on NAB (``docs/nab.md`` records the search and what each part
-adds) and keeps the experts of the streaming detectors on NAB's scoreboard that we could
+The design is ours. It was shaped on NAB (``docs/nab-records-search.md`` records the search and
+what each part adds) and keeps the experts of the streaming detectors on NAB's scoreboard that we could
 describe in a line: the "spatial" range check that Numenta's HTM detector adds to its temporal
 model, and a nearest-neighbour distance of recent windows as in KNN-CAD and ARTime.
 """
@@ -122,7 +122,7 @@ def _kth_deviation(srt: list[float], m: int, med: float, j: int) -> float:
 
 
 class _Feature:
-    """The three experts of one feature, on plain floats (the per-record cost is Python's)."""
+    """The four experts of one feature, on plain floats (the per-record cost is Python's)."""
 
     __slots__ = ("det", "n", "lo", "hi", "recent", "sorted", "rec_level", "pool", "buf", "used", "rec_shape",
                  "hist", "period", "rec_season", "last")
