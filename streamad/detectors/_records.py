@@ -1,6 +1,6 @@
 """Record-breaking experts: a streaming detector that needs no threshold tuning per stream.
 
-Each feature of the stream is watched by three small experts, each with one statistic:
+Each feature of the stream is watched by four small experts, each with one statistic:
 
 ``range``  the value itself, against the range ``[lo, hi]`` of every value seen so far;
 ``level``  the median of the last ``level_short`` values, against the median of the
@@ -8,13 +8,20 @@ Each feature of the stream is watched by three small experts, each with one stat
            (a robust z-score: level shifts and sustained excursions inside the range);
 ``shape``  the last ``shape_window`` values (averaged down to ``shape_points``), against the
            nearest of the windows seen before (a memory of ``shape_memory`` rows, every
-           ``shape_stride``-th window), in units of the range: a pattern not seen before.
+           ``shape_stride``-th window), in the stream's own units: a pattern not seen before
+           (a record in the units of its statistic: were both in units of the range seen so
+           far, one wide excursion would shrink every later statistic against an older record).
+``season`` the same window against the windows one period earlier (give or take two rows), when
+           the stream has a clear period: a familiar pattern at the wrong time of the cycle. The
+           period is the lag of the highest autocorrelation of the last ``season_span`` rows past
+           its first zero crossing, re-estimated every 256 rows, used only while that
+           autocorrelation is at least 0.8 (streams that are not clearly periodic have none).
 
 An expert is alarmed by a *record*: a statistic larger than the largest it has produced so far
 (the shape expert's record decays with half-life ``shape_halflife`` rows, as patterns change
-slowly; the range and level records do not decay). Its score is the relative excess over that
-record, ``e / (1 + e)``; a value beyond the range by more than ``tolerance`` of it scores at least
-0.5. The detector's score is the largest over experts and features, in [0, 1).
+slowly; the range, level and season records do not decay). Its score is the relative excess
+over that record, ``e / (1 + e)``; a value beyond the range by more than ``tolerance`` of it
+scores at least 0.5. The detector's score is the largest over experts and features, in [0, 1).
 
 Why records: a statistic's record is broken about ``ln n`` times in ``n`` exchangeable values, so
 on normal data alarms thin out as the stream ages, on every stream alike, whatever its scale,
@@ -22,8 +29,14 @@ noise or seasonality; an anomaly is what beats everything seen before by a margi
 corpus-wide threshold on the score then means the same thing on every stream, which is what a
 service with one default threshold, and NAB's one threshold per profile, need.
 
-The design is ours. It was shaped on NAB (``docs/nab.md`` records the search and what each part
-adds) and keeps the experts of the streaming detectors on NAB's scoreboard that we could
+Refractory period: a row scores 0 unless it beats every score of the ``refractory`` rows before
+it. Whatever the threshold, such a row would only repeat an alarm raised at most ``refractory``
+rows earlier (a statistic that keeps rising breaks its record on many consecutive rows), so it
+adds nothing to the incident but one more false alarm per row outside it. The rule needs no
+threshold, so it holds at every operating point at once.
+
+The design is ours. It was shaped on NAB (``docs/nab-records-search.md`` records the search and
+what each part adds) and keeps the experts of the streaming detectors on NAB's scoreboard that we could
 describe in a line: the "spatial" range check that Numenta's HTM detector adds to its temporal
 model, and a nearest-neighbour distance of recent windows as in KNN-CAD and ARTime.
 """
@@ -42,7 +55,35 @@ from ..base import BaseDetector, ConfigError
 
 __all__ = ["RecordExperts"]
 
-EXPERTS = ("range", "level", "shape")
+EXPERTS = ("range", "level", "shape", "season")
+SEASON_EVERY = 256      # rows between two estimates of the period
+SEASON_MIN_ACF = 0.8    # autocorrelation at the period below which a stream has no period
+SEASON_SHIFT = 2        # rows by which a window may be out of phase with the period before
+SEASON_MIN_LAG = 16     # shortest period looked for (rows)
+
+
+def _period(hist: np.ndarray) -> int:
+    """The stream's period in rows (0 for none): the lag, past the autocorrelation's first zero
+    crossing (the stream's own smoothness) and below a third of the history (three cycles at
+    least), with the highest autocorrelation, if that is at least SEASON_MIN_ACF and the lag is
+    not the last one searched (the peak may lie beyond)."""
+    n = len(hist)
+    top = n // 3
+    if top <= SEASON_MIN_LAG + 2:
+        return 0
+    x = hist - hist.mean()
+    spec = np.fft.rfft(x, 2 * n)
+    ac = np.fft.irfft(spec * np.conj(spec))[:top + 1]
+    if not ac[0] > 0:
+        return 0
+    neg = np.flatnonzero(ac < 0)
+    if not len(neg):
+        return 0
+    first = max(SEASON_MIN_LAG, int(neg[0]))
+    if first >= top:
+        return 0
+    best = first + int(np.argmax(ac[first:]))
+    return best if best < top and ac[best] >= SEASON_MIN_ACF * ac[0] else 0
 
 
 def _median(srt: list[float]) -> float:
@@ -81,10 +122,10 @@ def _kth_deviation(srt: list[float], m: int, med: float, j: int) -> float:
 
 
 class _Feature:
-    """The three experts of one feature, on plain floats (the per-record cost is Python's)."""
+    """The four experts of one feature, on plain floats (the per-record cost is Python's)."""
 
     __slots__ = ("det", "n", "lo", "hi", "recent", "sorted", "rec_level", "pool", "buf", "used", "rec_shape",
-                 "last")
+                 "hist", "period", "rec_season", "last")
 
     def __init__(self, det: RecordExperts) -> None:
         self.det = det
@@ -102,16 +143,19 @@ class _Feature:
         self.buf = np.zeros(det._keep + det._slack)
         self.used = 0
         self.rec_shape = 0.0            # record (decaying) of the shape statistic
+        self.hist = np.zeros(det.season_span)  # the last season_span values, row r at r % season_span
+        self.period = 0                 # rows (0: no clear period)
+        self.rec_season = 0.0           # record of the season statistic
         # (n, x, stats) of the last value scored: score_one then learn_one of the same record
         # (the service's per-record path) computes its statistics once
         self.last: tuple | None = None
 
     # -- statistics of a new value x, from the state before it ----------------------------
-    def stats(self, x: float) -> tuple[float, float, float, np.ndarray | None]:
-        """``(range excess, level, shape, pooled window)`` of a new value ``x``."""
+    def stats(self, x: float) -> tuple:
+        """``(range excess, level, shape, pooled value, season)`` of a new value ``x``."""
         det = self.det
         if self.n == 0:
-            return 0.0, 0.0, 0.0, None
+            return 0.0, 0.0, 0.0, None, 0.0
         span = self.hi - self.lo
         # range: how far outside [lo, hi], in units of its width, beyond the tolerance
         out = max(x - self.hi, self.lo - x)
@@ -129,7 +173,7 @@ class _Feature:
             mad = 1.4826 * _mad(srt, med)
             scale = max(mad, 1e-3 * max(abs(med), 1e-9), 1e-12)
             level = abs(_median(tail) - med) / scale
-        # shape: distance of the newest pooled window to the nearest stored one, in range units
+        # shape: distance of the newest pooled window to the nearest stored one
         shape = 0.0
         f = det._pool
         mean = (sum(self.pool) - (self.pool[0] if len(self.pool) == f else 0.0) + x) / f
@@ -138,6 +182,7 @@ class _Feature:
         # (never overlapping it, and in the same phase modulo stride, so a period that is a
         # multiple of stride finds its own windows)
         k = min((self.used - (m - 1) * f - w + stride) // stride, det.shape_memory // stride)
+        newest = None
         if k > 0 and self.n >= w:
             newest = np.empty(m)
             newest[-1] = mean
@@ -147,23 +192,33 @@ class _Feature:
             # a view of the k past windows, one per column (numpy reduces a short first axis
             # across long rows three times faster than the other way round)
             past = np.ndarray((m, k), np.float64, self.buf, first * 8, (f * 8, stride * 8))
-            lo, hi = min(self.lo, x), max(self.hi, x)
-            if hi > lo:
-                shape = float(np.abs(past - newest[:, None]).max(axis=0).min()) / (hi - lo)
-        return e_range, level, shape, mean
+            shape = float(np.abs(past - newest[:, None]).max(axis=0).min())
+        # season: distance to the windows ending one period (give or take SEASON_SHIFT rows)
+        # before the newest, those that do not overlap it and lie in the buffer
+        season = 0.0
+        p = self.period
+        if p and newest is not None:
+            late = min(SEASON_SHIFT, p - w)   # the newest window's end is buffer index used
+            early = min(SEASON_SHIFT, self.used - p - (m - 1) * f)
+            if late + early >= 0:
+                first = self.used - p - early - (m - 1) * f  # first point of the earliest window
+                past = np.ndarray((m, late + early + 1), np.float64, self.buf, first * 8, (f * 8, 8))
+                season = float(np.abs(past - newest[:, None]).max(axis=0).min())
+        return e_range, level, shape, mean, season
 
-    def excess(self, stats: tuple) -> tuple[float, float, float]:
+    def excess(self, stats: tuple) -> tuple[float, float, float, float]:
         """The experts' relative excesses over their records (0 when no record is broken)."""
-        e_range, level, shape, _ = stats
+        e_range, level, shape, _, season = stats
         if self.n < self.det.warmup:  # records are still forming
-            return 0.0, 0.0, 0.0
+            return 0.0, 0.0, 0.0, 0.0
         e_level = level / self.rec_level - 1.0 if self.rec_level > 0 and level > self.rec_level else 0.0
         e_shape = shape / self.rec_shape - 1.0 if self.rec_shape > 0 and shape > self.rec_shape else 0.0
-        return e_range, e_level, e_shape
+        e_season = season / self.rec_season - 1.0 if self.rec_season > 0 and season > self.rec_season else 0.0
+        return e_range, e_level, e_shape, e_season
 
     def learn(self, x: float, stats: tuple) -> None:
         det = self.det
-        _, level, shape, mean = stats
+        _, level, shape, mean, season = stats
         if self.n == 0:
             self.lo = self.hi = x
         else:
@@ -171,6 +226,7 @@ class _Feature:
         if self.n >= det.warmup // 2:  # the first rows' statistics are transients, not records
             self.rec_level = max(self.rec_level, level)
             self.rec_shape = max(self.rec_shape * det._decay, shape)
+            self.rec_season = max(self.rec_season, season)
         # level window: the value that leaves the next short median's reach joins it
         recent, short = self.recent, det.level_short
         recent.append(x)
@@ -193,13 +249,27 @@ class _Feature:
         if len(self.pool) > det._pool:
             self.pool.popleft()
         self.n += 1
+        span = det.season_span
+        if span:
+            self.hist[(self.n - 1) % span] = x
+            if self.n % SEASON_EVERY == 0 and self.n >= 2 * SEASON_EVERY:
+                self.period = _period(self._history())
+
+    def _history(self) -> np.ndarray:
+        """The last ``season_span`` values (fewer at first), oldest first."""
+        span, n = self.det.season_span, self.n
+        if n < span or not span:
+            return self.hist[:n].copy()
+        k = n % span
+        return np.concatenate((self.hist[k:], self.hist[:k]))
 
     # -- state -----------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         keep = min(self.used, self.det._keep)
         return {"n": self.n, "lo": self.lo, "hi": self.hi, "recent": np.array(self.recent, dtype=np.float64),
                 "rec_level": self.rec_level, "pool": np.array(self.pool, dtype=np.float64),
-                "pooled": self.buf[self.used - keep:self.used].copy(), "rec_shape": self.rec_shape}
+                "pooled": self.buf[self.used - keep:self.used].copy(), "rec_shape": self.rec_shape,
+                "hist": self._history(), "period": self.period, "rec_season": self.rec_season}
 
     def set_state(self, st: Mapping[str, Any]) -> None:
         det = self.det
@@ -217,10 +287,17 @@ class _Feature:
         self.buf[:len(pooled)] = pooled
         self.used = len(pooled)
         self.rec_shape = float(st["rec_shape"])
+        hist = np.asarray(st["hist"], dtype=np.float64).ravel()
+        if len(hist) != min(self.n, det.season_span):
+            raise ValueError(f"{len(hist)} values of history, {min(self.n, det.season_span)} expected")
+        self.hist = np.zeros(det.season_span)
+        if len(hist):
+            self.hist[np.arange(self.n - len(hist), self.n) % det.season_span] = hist
+        self.period, self.rec_season = int(st["period"]), float(st["rec_season"])
 
 
 class RecordExperts(BaseDetector):
-    """Three record-breaking experts per feature (range, level, shape); score in [0, 1).
+    """Four record-breaking experts per feature (range, level, shape, season); score in [0, 1).
 
     See the module's docstring for what each expert watches. ``explain(x)`` names the feature and
     expert behind a score.
@@ -241,8 +318,13 @@ class RecordExperts(BaseDetector):
         ``shape_stride``-th): the memory holds ``shape_memory // shape_stride`` windows.
     shape_halflife
         Rows after which the shape expert's record has decayed to half.
+    season_span
+        Rows of history from which the season expert estimates the stream's period (0: no
+        season expert); periods up to a third of it are found.
     warmup
         Rows learned before any expert may alarm.
+    refractory
+        Rows after a score during which a score that does not beat it is 0 (0: none).
 
     >>> import numpy as np
     >>> det = RecordExperts()
@@ -258,11 +340,13 @@ class RecordExperts(BaseDetector):
 
     def __init__(self, tolerance: float = 0.05, level_window: int = 500, level_short: int = 6,
                  shape_window: int = 32, shape_points: int = 8, shape_memory: int = 2000, shape_stride: int = 4,
-                 shape_halflife: float = 2000.0, warmup: int = 150):
+                 shape_halflife: float = 2000.0, season_span: int = 2048, warmup: int = 150,
+                 refractory: int = 50):
         for pname, v, lo in (("level_window", level_window, 20), ("level_short", level_short, 1),
                              ("shape_window", shape_window, 2), ("shape_points", shape_points, 1),
                              ("shape_memory", shape_memory, 1), ("shape_stride", shape_stride, 1),
-                             ("warmup", warmup, 0)):
+                             ("season_span", season_span, 0), ("warmup", warmup, 0),
+                             ("refractory", refractory, 0)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ConfigError(f"records {pname} must be an integer >= {lo}, got {v!r}")
         if shape_window % shape_points:
@@ -276,7 +360,7 @@ class RecordExperts(BaseDetector):
         self.tolerance, self.level_window, self.level_short = tolerance, level_window, level_short
         self.shape_window, self.shape_points = shape_window, shape_points
         self.shape_memory, self.shape_stride, self.shape_halflife = shape_memory, shape_stride, shape_halflife
-        self.warmup = warmup
+        self.season_span, self.warmup, self.refractory = season_span, warmup, refractory
         self._decay = 0.5 ** (1.0 / shape_halflife)
         self._pool = shape_window // shape_points
         self._keep = shape_memory + 2 * shape_window + shape_stride
@@ -288,11 +372,31 @@ class RecordExperts(BaseDetector):
 
     def _on_features(self, d: int) -> None:
         self._feats = [_Feature(self) for _ in range(d)]
+        # (row, score) of the rows of the refractory period that a later row could fail to beat:
+        # decreasing in score, so the first is the largest (a monotone queue)
+        self._recent: deque[tuple[int, float]] = deque()
+
+    def _refract(self, score: float) -> float:
+        """``score`` unless a row of the refractory period scored at least as much (then 0)."""
+        recent = self._recent
+        return 0.0 if recent and score <= recent[0][1] else score
+
+    def _remember(self, row: int, score: float) -> None:
+        """Enter the (unrefracted) score of ``row``, just learned, into the refractory period."""
+        if not self.refractory:
+            return
+        recent = self._recent
+        if score > 0.0:
+            while recent and recent[-1][1] <= score:
+                recent.pop()
+            recent.append((row, score))
+        while recent and recent[0][0] <= row - self.refractory:  # out of the next row's period
+            recent.popleft()
 
     @staticmethod
-    def _combine(ex: tuple[float, float, float]) -> float:
-        e_range, e_level, e_shape = ex
-        s = max(e_level, e_shape)
+    def _combine(ex: tuple[float, float, float, float]) -> float:
+        e_range, e_level, e_shape, e_season = ex
+        s = max(e_level, e_shape, e_season)
         score = s / (1.0 + s)
         if e_range > 0:  # beyond the range: at least 0.5, rising with the excess
             score = max(score, 0.5 + 0.5 * e_range / (e_range + 0.05))
@@ -304,12 +408,17 @@ class RecordExperts(BaseDetector):
             st = f.stats(x)
             f.last = (f.n, x, st)
             best = max(best, self._combine(f.excess(st)))
-        return best
+        return self._refract(best)
 
     def _learn(self, v: np.ndarray) -> None:
+        best = 0.0
+        row = self._feats[0].n
         for f, x in zip(self._feats, v.tolist(), strict=True):
             last = f.last
-            f.learn(x, last[2] if last is not None and last[0] == f.n and last[1] == x else f.stats(x))
+            st = last[2] if last is not None and last[0] == f.n and last[1] == x else f.stats(x)
+            best = max(best, self._combine(f.excess(st)))
+            f.learn(x, st)
+        self._remember(row, best)
         self._count_warmup()
 
     def _count_warmup(self) -> None:
@@ -325,11 +434,13 @@ class RecordExperts(BaseDetector):
         feats = self._feats
         for i, row in enumerate(X.tolist()):
             best = 0.0
+            n = feats[0].n
             for f, x in zip(feats, row, strict=True):
                 st = f.stats(x)
                 best = max(best, self._combine(f.excess(st)))
                 f.learn(x, st)
-            out[i] = best
+            out[i] = self._refract(best)
+            self._remember(n, best)
         if len(X):
             self._count_warmup()
         return out
@@ -344,7 +455,7 @@ class RecordExperts(BaseDetector):
         for name, f, val in zip(self.features_, self._feats, v.tolist(), strict=True):
             for expert, e in zip(EXPERTS, f.excess(f.stats(val)), strict=True):
                 if e > 0:
-                    one = [0.0, 0.0, 0.0]
+                    one = [0.0] * len(EXPERTS)
                     one[EXPERTS.index(expert)] = e
                     out.append((f"{name}:{expert}", round(self._combine(tuple(one)), 4)))
         return sorted(out, key=lambda t: -t[1])[:3]
@@ -352,7 +463,10 @@ class RecordExperts(BaseDetector):
     def _get_state(self) -> dict[str, Any]:
         if self.features_ is None:
             return {}
-        return {"features": [f.get_state() for f in self._feats], "warmup_scores": self.warmup_scores_}
+        recent = self._recent
+        return {"features": [f.get_state() for f in self._feats], "warmup_scores": self.warmup_scores_,
+                "recent_rows": np.array([r for r, _ in recent], dtype=np.int64),
+                "recent_scores": np.array([s for _, s in recent], dtype=np.float64)}
 
     def _set_state(self, state: Mapping[str, Any]) -> None:
         if self.features_ is None:
@@ -363,3 +477,8 @@ class RecordExperts(BaseDetector):
         for f, st in zip(self._feats, feats, strict=True):
             f.set_state(st)
         self.warmup_scores_ = int(state.get("warmup_scores", 0))
+        rows = np.asarray(state.get("recent_rows", ()), dtype=np.int64).tolist()
+        scores = np.asarray(state.get("recent_scores", ()), dtype=np.float64).tolist()
+        if len(rows) != len(scores):
+            raise ValueError(f"{len(rows)} refractory rows but {len(scores)} scores")
+        self._recent = deque(zip(rows, scores, strict=True))
