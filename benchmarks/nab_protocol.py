@@ -6,11 +6,11 @@ Usage: .venv/bin/python benchmarks/nab_protocol.py NAB_DIR [--peers NAB_RESULTS_
 Each detector runs once per NAB file, causally (each row scored, then learned); its raw scores
 are mapped to [0, 1] both by its own map and through the anomaly likelihood, and each mapping
 is scored as `streamad bench --protocol nab [--likelihood]` scores it (the same functions: one
-corpus threshold per profile). Writes benchmarks/results/nab_protocol/<detector>[_likelihood].json
-(bench result documents without the per-signal detection lists) and
-benchmarks/results/nab_protocol/report.md (`streamad bench report` over them, with --peers:
-the per-category and per-file comparison with the peers' outputs, e.g. NAB's own results of CAD
-OSE and ARTime).
+corpus threshold per profile). Writes benchmarks/results/nab_protocol/summary.json (per run: the
+corpus scores and thresholds, per category and per file) and report.md (`streamad bench report`
+over the runs' result documents; with --peers, the runs without the likelihood are compared
+file by file with the peers' outputs, e.g. NAB's own results of CAD OSE and ARTime). Runs whose
+summary is already there are kept unless named in --detectors.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,20 +94,38 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "nab_protocol")
+    ap.add_argument("--runs-dir", type=Path, default=Path(tempfile.gettempdir()) / "streamad_nab_protocol",
+                    help="where the runs' full result documents are kept (default: a temporary directory)")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
+    docs_dir = a.runs_dir  # the runs' full result documents, kept between invocations for the report
+    docs_dir.mkdir(parents=True, exist_ok=True)
     sigs = load("nab", a.nab_dir)
     for det in a.detectors.split(","):
         for doc in run_detector(sigs, a.nab_dir, det, a.workers, a.seed):
             suffix = "_likelihood" if doc["meta"]["likelihood"] else ""
-            path = a.out / f"{det}{suffix}.json"
-            path.write_text(json.dumps(doc, indent=None, separators=(",", ":")) + "\n")
+            (docs_dir / f"{det}{suffix}.json").write_text(json.dumps(doc, separators=(",", ":")) + "\n")
             np_ = doc["aggregates"]["overall"]["nab_protocol"]
             print(f"{det + suffix:22s} standard {np_['standard']['score']:5.1f}  low FP "
                   f"{np_['reward_low_FP_rate']['score']:5.1f}  low FN {np_['reward_low_FN_rate']['score']:5.1f}  "
                   f"({doc['meta']['wall_s']} s)", flush=True)
-    files = sorted(str(p) for p in a.out.glob("*.json"))
-    print(f"wrote {write_report(files, str(a.out), plots=0, peers=a.peers)}")
+    docs = {p.stem: json.loads(p.read_text()) for p in sorted(docs_dir.glob("*.json"))}
+    summary = {name: {"detector": d["meta"]["detector"], "likelihood": d["meta"]["likelihood"], "seed": d["meta"]["seed"],
+                      "versions": d["meta"]["versions"], "machine": d["meta"]["machine"], "wall_s": d["meta"]["wall_s"],
+                      "overall": d["aggregates"]["overall"]["nab_protocol"],
+                      "categories": {g: v["nab_protocol"] for g, v in d["aggregates"]["groups"].items()},
+                      "files": {r["signal"]: {k: r["nab"]["standard"][k] for k in ("tp", "fp", "fn")}
+                                for r in d["signals"]}}
+               for name, d in docs.items()}
+    (a.out / "summary.json").write_text(json.dumps(summary, separators=(",", ":")) + "\n")
+    plain = [str(docs_dir / f"{n}.json") for n, d in docs.items() if not d["meta"]["likelihood"]]
+    with_lk = [str(docs_dir / f"{n}.json") for n, d in docs.items() if d["meta"]["likelihood"]]
+    path = write_report(plain + with_lk, str(a.out), plots=0)
+    if a.peers:  # the per-file comparison for the runs without the likelihood only: the report's size
+        from streamad.bench.report import _load, _peers_sections
+
+        path.write_text(path.read_text() + _peers_sections([_load(Path(f)) for f in plain], Path(a.peers)))
+    print(f"wrote {path} and {a.out / 'summary.json'}")
     return 0
 
 

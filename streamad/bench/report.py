@@ -135,7 +135,8 @@ def render(docs: list[dict[str, Any]]) -> str:
                   "| run | " + " | ".join(cats) + " |", "|" + "---|" * (len(cats) + 1)]
         for d in nabp:
             groups = d["aggregates"]["groups"]
-            lines.append(f"| {_label(d['meta'])} | " + " | ".join(
+            label = _label(d["meta"]) + (" + likelihood" if d["meta"].get("likelihood") else "")
+            lines.append(f"| {label} | " + " | ".join(
                 _fmt(groups.get(c, {}).get("nab_protocol", {}).get("standard", {}).get("score"), ".1f")
                 for c in cats) + " |")
     return "\n".join(lines) + "\n"
