@@ -51,14 +51,22 @@ def _add_detect(sub) -> Handler:
 # -- serve / demo / broker / replay (the Kafka service) -----------------------------
 def _add_serve(sub) -> Handler:
     p = sub.add_parser("serve", help="run the Kafka subscriber service",
-                       description="Score every telemetry record with per-key detectors and publish anomaly "
-                                   "events; at-least-once, checkpointed. Flags override the TOML config.")
+                       description="Score every telemetry record with per-key detectors and publish incidents "
+                                   "(open, update, close); at-least-once, checkpointed. Flags override the TOML "
+                                   "config.")
     p.add_argument("--config", help="TOML config file (see examples/serve.toml)")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers host:port[,...]")
     p.add_argument("--group", help="consumer group id")
     p.add_argument("--topic", action="append", dest="input_topics", help="input topic (repeatable)")
-    p.add_argument("--anomalies-topic", dest="anomalies_topic", help="topic for anomaly events")
+    p.add_argument("--anomalies-topic", dest="anomalies_topic", help="topic for incidents (and anomaly events)")
     p.add_argument("--scores-topic", dest="scores_topic", help="topic for one score per input record")
+    p.add_argument("--publish", choices=["incidents", "records", "both"],
+                   help="to the anomalies topic: incident messages (default), one event per flagged record, or both")
+    p.add_argument("--incident-gap", dest="incident_gap",
+                   help="an incident closes after this many records without a flag, or this long: 10m, 90s "
+                        "(default: 30 records)")
+    p.add_argument("--update-interval", dest="update_interval",
+                   help="at most one incident_update per this many records, or this long (default: 100 records)")
     p.add_argument("--dead-letter-topic", dest="dead_letter_topic", help="topic for malformed records")
     p.add_argument("--detector", help="detector name (default: gaussian)")
     p.add_argument("--params", help="detector parameters as a JSON object")
@@ -78,7 +86,7 @@ def _add_serve(sub) -> Handler:
         import json
         import logging
 
-        from connectors.kafka import DeadLetterSink, make_sink, make_source
+        from connectors.kafka import DeadLetterSink, make_output_log, make_sink, make_source
 
         from .base import ConfigError
         from .service.app import configure_logging, serve
@@ -95,7 +103,7 @@ def _add_serve(sub) -> Handler:
         flags = {k: getattr(args, k) for k in ("bootstrap", "group", "input_topics", "anomalies_topic",
                                                "scores_topic", "dead_letter_topic", "detector", "detector_state",
                                                "threshold", "checkpoint_dir", "http_port", "client", "log_format",
-                                               "commit_mode")}
+                                               "commit_mode", "publish", "incident_gap", "update_interval")}
         cfg = load_config(args.config, detector_params=params, **flags)
         configure_logging(cfg.log_format, logging.DEBUG if args.verbose > 1 else logging.INFO)
         sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=cfg.client)
@@ -104,8 +112,16 @@ def _add_serve(sub) -> Handler:
         except BaseException:
             sink.close()
             raise
+        try:  # with checkpoints, a restart reads back what it published since (no repeated messages)
+            outputs = make_output_log(cfg.bootstrap, cfg.kafka_settings, client=cfg.client) \
+                if cfg.checkpoint_dir else None
+        except BaseException:
+            source.close()
+            sink.close()
+            raise
         dlq = DeadLetterSink(sink, cfg.dead_letter_topic)
-        serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True)
+        serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True,
+              outputs=outputs)
         return 0
 
     return run
