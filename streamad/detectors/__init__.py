@@ -28,6 +28,7 @@ _CLASSES = {
     "NodeAutoencoder": "._node_ae",
     "PCAResidual": "._pca",
     "RiverDetector": "._river",
+    "Spread": "._spread",
     "TadGAN": "._hypad",
     "ZScore": "._zscore",
 }
@@ -41,6 +42,7 @@ REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
     "hypad": ("HypAD", {}),
     "node-ae": ("NodeAutoencoder", {}),
     "pca": ("PCAResidual", {}),
+    "spread": ("Spread", {}),
     "tadgan": ("TadGAN", {}),
     "zscore": ("ZScore", {}),
 }
