@@ -26,14 +26,17 @@ def _not_built(what: str, issue: str) -> Handler:
 
 # -- detect ---------------------------------------------------------------------------
 def _add_detect(sub) -> Handler:
-    p = sub.add_parser("detect", help="score a CSV offline and report anomalous intervals",
+    p = sub.add_parser("detect", help="score a CSV offline and report its incidents",
                        description="Score a CSV (timestamp,value[,more columns][,label]) offline, print the "
-                                   "detected intervals and write scores, intervals and a plot.")
+                                   "incidents the service would publish and write scores, intervals and a plot.")
     p.add_argument("file", help="CSV with a header: timestamp, one or more value columns, optional label column")
     p.add_argument("--detector", default="gaussian", help="detector name (default: gaussian)")
     p.add_argument("--params", default=None, help="detector parameters as a JSON object")
     p.add_argument("--threshold", default="spot", choices=["spot", "quantile", "orion"],
                    help="thresholding rule (default: spot)")
+    p.add_argument("--incident-gap", dest="incident_gap", default=None,
+                   help="spot/quantile: flags closer than this (records, or a duration: 10m) are one incident, "
+                        "as in `streamad serve` (default: the service's, 30 records)")
     p.add_argument("--out", default="out", help="output directory (default: ./out)")
     p.add_argument("--label-column", default=None, help="name of the label column (default: auto: label/is_anomaly/anomaly)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
