@@ -59,7 +59,14 @@ def main(argv=None) -> int:
         return 2
 
     from streamad.bench.datasets import load
-    from streamad.bench.runner import _machine, _versions, aggregate, evaluate, streaming_intervals
+    from streamad.bench.runner import (
+        _clean,
+        _machine,
+        _versions,
+        aggregate,
+        evaluate,
+        streaming_intervals,
+    )
 
     sigs = load("nab", str(args.data_dir), args.signals)
     args.cache.mkdir(parents=True, exist_ok=True)
@@ -90,7 +97,7 @@ def main(argv=None) -> int:
                     "versions": _versions(), "machine": _machine(), "wall_s": round(time.perf_counter() - t0, 1)},
            "runs": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    args.out.write_text(json.dumps(_clean(doc), indent=1) + "\n")
     return 0
 
 

@@ -105,11 +105,11 @@ class IncidentPolicy:
     """When incidents close (``gap``) and how often they may report a growing peak
     (``update_interval``; 0: every time it grows)."""
 
-    gap: Span = Span(30, True)
+    gap: Span = Span(100, True)
     update_interval: Span = Span(100, True)
 
     @classmethod
-    def parse(cls, gap: Any = 30, update_interval: Any = 100) -> IncidentPolicy:
+    def parse(cls, gap: Any = 100, update_interval: Any = 100) -> IncidentPolicy:
         return cls(parse_span(gap, "incident gap"),
                    parse_span(update_interval, "incident update_interval", allow_zero=True))
 

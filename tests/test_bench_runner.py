@@ -210,18 +210,18 @@ def test_streaming_intervals_are_the_services_incidents_and_gap_1_is_the_old_rul
 
     rng = np.random.default_rng(5)
     scores = rng.gamma(2.0, 1.0, 3000)
-    scores[[1000, 1010, 1060]] += 40.0
+    scores[[1000, 1010, 1200]] += 40.0
     skip = 50
     rule = thresholds.SPOT(q=1e-3, level=0.98, init=max(10, min(1000, max(20, (3000 - skip) // 5))))
     flags = np.zeros(3000, dtype=bool)
     for i in range(skip, 3000):
         flags[i] = rule.update(scores[i]).is_anomaly
     assert streaming_intervals(scores, skip, policy=IncidentPolicy.parse(gap=1)) == M.label_intervals(flags)
-    grouped = streaming_intervals(scores, skip)  # the service's default gap (30 records)
+    grouped = streaming_intervals(scores, skip)  # the service's default gap (100 records)
     def holding(i):
         return [iv for iv in grouped if iv[0] <= i <= iv[1]]
 
-    assert holding(1000) == holding(1010) and holding(1000)[0][1] < 1060 and holding(1060)  # 10 apart: one; 50: two
+    assert holding(1000) == holding(1010) and holding(1000)[0][1] < 1200 and holding(1200)  # 10 apart: one; 190: two
     assert len(grouped) < len(M.label_intervals(flags))
 
 

@@ -121,7 +121,7 @@ def test_detect_intervals_are_the_incidents_the_service_would_publish(tmp_path):
 
     f = tmp_path / "s.csv"
     v = _write_series(f, n=900, label=False)
-    v[[500, 520, 700]] += 6.0  # 500 and 520: one incident under the service's gap of 30; 700: another
+    v[[500, 520, 700]] += 6.0  # 500 and 520: one incident under the service's gap (100 records); 700: another
     lines = f.read_text().splitlines()
     f.write_text("\n".join([lines[0]] + [f"{row.split(',')[0]},{float(v[i])!r}" for i, row in enumerate(lines[1:])]) + "\n")
     series = read_csv(f)

@@ -178,3 +178,12 @@ def test_incidents_config_table_flags_and_errors(tmp_path, capsys):
         assert main(["serve", "--bootstrap", "127.0.0.1:9", *flags]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_shipped_configs_load_with_their_incidents_tables():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in (root / "examples" / "serve.toml", root / "docker" / "streamad.toml"):
+        cfg = load_config(path)
+        assert cfg.publish == "incidents" and str(cfg.incident_policy.gap) == "100 records", path

@@ -85,9 +85,11 @@ class ServiceConfig:
     commit_mode: str = "wait"
     # [incidents]: what goes to the anomalies topic (PUBLISH), and the incident state
     # machine's gap and update interval: a number of records or a duration ("10m"); see
-    # streamad.incidents.
+    # streamad.incidents. The gap of 100 records gave the best NAB score of the gaps tried
+    # (1-200) with gaussian, pca and spread on NAB's streaming protocol
+    # (benchmarks/results/incident_gaps.md).
     publish: str = "incidents"
-    incident_gap: int | str = 30
+    incident_gap: int | str = 100
     update_interval: int | str = 100
 
     @classmethod
