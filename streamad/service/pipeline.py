@@ -71,10 +71,10 @@ class _Partition:
         self.incidents: dict[str, IncidentTracker] = {}  # key -> its open incident (none: no entry)
         self.context = {"detector": detector, "topic": tp[0], "partition": tp[1]}
         self.id_prefix = f"{tp[0]}:{tp[1]}:"
-        # After a restore: key -> the highest source offset of a message already on the
-        # anomalies topic for it (those are not sent again), until the records up to
+        # After a restore: (key, message type) -> the highest source offset of such a message
+        # already on the anomalies topic (those are not sent again), until the records up to
         # ``replay_until`` are scored again
-        self.delivered: dict[str, int] | None = None
+        self.delivered: dict[tuple[str, str], int] | None = None
         self.replay_until = -1
         self.next_offset: int | None = None
         self.since_checkpoint = 0
@@ -634,7 +634,7 @@ class Pipeline:
     def _publish(self, part: _Partition, msg: dict) -> int:
         """Send one message to the anomalies topic, unless a run before a restart already
         published it (module doc). Returns 1 if sent."""
-        if part.delivered is not None and msg["offset"] <= part.delivered.get(msg["key"], -1):
+        if part.delivered is not None and msg["offset"] <= part.delivered.get((msg["key"], msg["type"]), -1):
             self.suppressed += 1
             return 0
         self.sink.send(self.config.anomalies_topic, msg["key"].encode(), json.dumps(msg, separators=(",", ":")).encode())
@@ -821,12 +821,13 @@ class Pipeline:
         This is what makes the anomalies topic free of repeats after a crash, including a
         crash between a message's acknowledgement and the next checkpoint, which no order of
         sending, committing and checkpointing can rule out. A restarted run scores the same
-        records from the same state and so makes the same messages (source offsets and
-        incident ids included); comparing by key and source offset finds them."""
-        starts: dict[int, int] = {}
-        for ends in since.values():
-            for part, end in ends.items():
-                starts[int(part)] = min(starts.get(int(part), end), end)
+        records from the same state and so makes the same messages, in the same order per key
+        and kind (source offsets and incident ids included); comparing by key, kind and source
+        offset finds them."""
+        # a partition of the anomalies topic that one checkpoint did not list did not exist
+        # then: everything in it came later
+        parts = {int(part) for ends in since.values() for part in ends}
+        starts = {part: min(int(ends.get(str(part), 0)) for ends in since.values()) for part in parts}
         try:
             messages = self.outputs.read(self.config.anomalies_topic, starts)
         except StreamadError as e:
@@ -836,16 +837,17 @@ class Pipeline:
         for m in messages:  # those before a partition's own checkpoint have lower source offsets
             try:
                 msg = json.loads(m.value)
-                tp, key, offset = (msg["topic"], msg["partition"]), msg["key"], msg["offset"]
-            except (ValueError, TypeError, KeyError):
+                tp, offset = (msg["topic"], msg["partition"]), msg["offset"]
+                what = (msg["key"], msg.get("type", "anomaly"))
+            except (ValueError, TypeError, KeyError, AttributeError):
                 continue  # not one of ours (another writer on the topic)
             p = self.partitions.get(tp) if tp in since else None
             if p is None or not isinstance(offset, int) or offset < (p.next_offset or 0):
                 continue
             if p.delivered is None:
                 p.delivered = {}
-            if offset > p.delivered.get(key, -1):
-                p.delivered[key] = offset
+            if offset > p.delivered.get(what, -1):
+                p.delivered[what] = offset
                 p.replay_until = max(p.replay_until, offset)
             found += 1
         self._replaying = self._replaying or found > 0
