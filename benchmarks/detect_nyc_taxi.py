@@ -5,7 +5,9 @@ Usage: .venv/bin/python benchmarks/detect_nyc_taxi.py NAB_DIR  (e.g. ../shared/d
 For each available baseline detector (default parameters, nothing tuned on labels) and each
 threshold rule of `streamad detect`, counts how many of the 5 labelled windows in
 labels/combined_windows.json are hit by at least one detected interval, how many detected
-intervals hit no window (false intervals), and the wall time of the whole detect run.
+intervals hit no window (false intervals), and the wall time of the whole detect run. With
+spot and quantile the intervals are the incidents `streamad serve` would publish (the
+service's default incident gap); orion's are its own.
 Writes benchmarks/results/detect_nyc_taxi.{json,md}.
 """
 
@@ -62,7 +64,9 @@ def main(argv=None) -> int:
     (a.out / "detect_nyc_taxi.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     md = ["# streamad detect on NAB nyc_taxi", "",
           f"{len(series.ts)} points, {len(windows)} labelled windows; detector defaults, no label tuning. "
-          "Command: `.venv/bin/python benchmarks/detect_nyc_taxi.py ../shared/data/nab`.", "",
+          "Command: `.venv/bin/python benchmarks/detect_nyc_taxi.py ../shared/data/nab`. With spot and quantile "
+          "the intervals are the incidents `streamad serve` would publish (gap 100 records); orion's are its own.",
+          "",
           "| detector | threshold | windows hit | intervals | false intervals | runtime (s) |",
           "|---|---|---|---|---|---|"]
     md += [f"| {r['detector']} | {r['threshold']} | {r['windows_hit']}/{r['windows']} | {r['intervals']} | "

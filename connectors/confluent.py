@@ -14,7 +14,7 @@ from typing import Any
 from streamad.base import ConfigError, StreamadError
 from streamad.service.transport import AssignCallback, Message, TopicPartition
 
-__all__ = ["ConfluentSink", "ConfluentSource", "EMBEDDED_BROKER_CONSUMER"]
+__all__ = ["ConfluentOutputLog", "ConfluentSink", "ConfluentSource", "EMBEDDED_BROKER_CONSUMER"]
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,64 @@ class ConfluentSource:
             _, high = self._consumer.get_watermark_offsets(p, cached=True)
             if high >= 0 and p.offset >= 0:
                 out[(p.topic, p.partition)] = max(0, high - p.offset)
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class ConfluentOutputLog:
+    """Reads back a topic the service publishes to (:class:`~streamad.service.transport.OutputLog`)
+    by manual assignment: it never joins the consumer group it names."""
+
+    def __init__(self, bootstrap: str, config: dict[str, Any] | None = None, *, timeout_s: float = 30.0):
+        ck = _ck()
+        self._ck, self.timeout_s = ck, timeout_s
+        conf = {"bootstrap.servers": bootstrap, "group.id": "streamad-read-back", "enable.auto.commit": False,
+                "enable.partition.eof": False, **_translate(config)}
+        try:
+            self._consumer = ck.Consumer(conf)
+        except ck.KafkaException as e:
+            raise ConfigError(f"bad confluent consumer config: {e}") from e
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        ck = self._ck
+        try:
+            meta = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None:
+                return {}
+            return {p: int(self._consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=5)[1])
+                    for p in sorted(meta.partitions)}
+        except ck.KafkaException as e:
+            raise StreamadError(f"cannot read the end offsets of {topic}: {e}") from e
+
+    def read(self, topic: str, starts: dict[int, int]) -> list[Message]:
+        import time
+
+        ck = self._ck
+        ends = self.end_offsets(topic)
+        todo = {p: end for p, end in ends.items() if starts.get(p, 0) < end}
+        out: list[Message] = []
+        if not todo:
+            return out
+        consumer = self._consumer
+        pos = {p: starts.get(p, 0) for p in todo}
+        try:
+            consumer.assign([ck.TopicPartition(topic, p, pos[p]) for p in todo])
+            deadline = time.monotonic() + self.timeout_s
+            while any(pos[p] < end for p, end in todo.items()):
+                if time.monotonic() > deadline:
+                    raise StreamadError(f"reading {topic} back took over {self.timeout_s:g} s")
+                for m in consumer.consume(num_messages=1000, timeout=0.2):
+                    if m.error() is not None or m.partition() not in todo:
+                        continue
+                    pos[m.partition()] = m.offset() + 1
+                    if m.offset() < todo[m.partition()]:
+                        out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+        except ck.KafkaException as e:
+            raise StreamadError(f"cannot read {topic} back: {e}") from e
+        finally:
+            consumer.unassign()
         return out
 
     def close(self) -> None:

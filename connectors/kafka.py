@@ -45,12 +45,14 @@ __all__ = [
     "DeadLetterSink",
     "DeliveryError",
     "FailedSend",
+    "KafkaOutputLog",
     "KafkaSink",
     "KafkaSource",
     "TransportError",
     "dead_letter_record",
     "ensure_topics",
     "for_embedded_broker",
+    "make_output_log",
     "make_sink",
     "make_source",
     "read_dead_letter",
@@ -660,6 +662,74 @@ def read_dead_letter(data: bytes) -> dict[str, Any]:
     doc["key_bytes"] = None if doc.get("key_b64") is None else base64.b64decode(doc["key_b64"])
     doc["value"] = None if doc.get("value_b64") is None else base64.b64decode(doc["value_b64"])
     return doc
+
+
+class KafkaOutputLog:
+    """Reads back a topic the service publishes to (:class:`~streamad.service.transport.OutputLog`):
+    a consumer outside any group, assigned the topic's partitions only while it reads."""
+
+    def __init__(self, bootstrap: str, config: Mapping[str, Any] | None = None, *, timeout_s: float = 30.0):
+        from kafka import KafkaConsumer
+
+        options = {**CONSUMER_DEFAULTS, **split_config(config, "consumer"), "enable_auto_commit": False}
+        self.timeout_s = timeout_s
+        self._consumer = _construct(KafkaConsumer, "consumer", bootstrap, {**options, "group_id": None})
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        from kafka import TopicPartition as TP
+        from kafka.errors import KafkaError
+
+        try:
+            parts = self._consumer.partitions_for_topic(topic)
+            if not parts:
+                return {}
+            ends = self._consumer.end_offsets([TP(topic, p) for p in sorted(parts)], timeout_ms=5000)
+        except (KafkaError, RuntimeError) as e:
+            raise TransportError(f"cannot read the end offsets of {topic}: {type(e).__name__}: {e}") from e
+        return {tp.partition: int(o) for tp, o in ends.items()}
+
+    def read(self, topic: str, starts: dict[int, int]) -> list[Message]:
+        from kafka import TopicPartition as TP
+        from kafka.errors import KafkaError
+
+        ends = self.end_offsets(topic)
+        todo = {TP(topic, p): end for p, end in ends.items() if starts.get(p, 0) < end}
+        out: list[Message] = []
+        if not todo:
+            return out
+        c = self._consumer
+        try:
+            c.assign(list(todo))
+            for tp in todo:
+                c.seek(tp, starts.get(tp.partition, 0))
+            deadline = time.monotonic() + self.timeout_s
+            while todo:
+                if time.monotonic() > deadline:
+                    raise TransportError(f"reading {topic} back took over {self.timeout_s:g} s")
+                for tp, msgs in c.poll(timeout_ms=200).items():
+                    out += [Message(m.topic, m.partition, m.offset, m.key, m.value) for m in msgs
+                            if m.offset < todo.get(tp, -1)]
+                todo = {tp: end for tp, end in todo.items() if c.position(tp) < end}
+        except (KafkaError, RuntimeError) as e:
+            raise TransportError(f"cannot read {topic} back: {type(e).__name__}: {e}") from e
+        finally:
+            c.unsubscribe()
+        return out
+
+    def close(self) -> None:
+        try:
+            self._consumer.close(autocommit=False)
+        except Exception as e:  # closing must not mask the reason we are closing
+            log.warning("closing the read-back consumer: %s", e)
+
+
+def make_output_log(bootstrap: str, config: Mapping[str, Any] | None = None, client: str = "kafka-python"):
+    """An :class:`~streamad.service.transport.OutputLog` for ``bootstrap`` using ``client``."""
+    if _check_client(client) == "confluent":
+        from connectors.confluent import ConfluentOutputLog
+
+        return ConfluentOutputLog(bootstrap, dict(config or {}))
+    return KafkaOutputLog(bootstrap, config)
 
 
 class DeadLetterSink:

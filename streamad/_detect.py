@@ -9,6 +9,10 @@ detector scored before it had a model (``warmup_scores_``: HypAD's warm-up). Thr
   warm-up (not flagged either), then streaming;
 - ``quantile``: :class:`~streamad.thresholds.Quantile` over the recent scores, streaming;
 - ``orion``: Orion's batch :func:`~streamad.thresholds.find_anomalies` over the whole series.
+
+The streaming thresholds' flags are grouped into incidents by the service's incident state
+machine (:func:`~streamad.incidents.track_series`, ``--incident-gap``; the service's default
+gap), so the intervals are the incidents ``streamad serve`` would publish for the series.
 """
 
 from __future__ import annotations
@@ -126,17 +130,13 @@ def read_csv(path: str | Path, label_column: str | None = None) -> Series:
     return Series(ts, [row[ts_col] for row in data], values, [header[c] for c in value_cols], labels, iso)
 
 
-def _intervals(flags: np.ndarray, severity: np.ndarray) -> list[tuple[int, int, float]]:
-    """Runs of consecutive flagged points -> (start, end inclusive, max severity)."""
-    d = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1
-    return [(int(s), int(e), float(severity[s:e + 1].max())) for s, e in zip(starts, ends, strict=True)]
-
-
 def detect(series: Series, detector: str = "gaussian", params: dict[str, Any] | None = None,
-           threshold: str = "spot", warmup: int | None = None) -> dict[str, Any]:
-    """Score ``series`` and threshold the scores; return scores, thresholds, flags, intervals."""
+           threshold: str = "spot", warmup: int | None = None, policy=None) -> dict[str, Any]:
+    """Score ``series`` and threshold the scores; return scores, thresholds, flags, intervals
+    (incidents under ``policy``, default: the service's, for the streaming thresholds)."""
     from . import detectors, thresholds
+    from .incidents import track_series
+    from .service.config import ServiceConfig
 
     det = detectors.make(detector, **(params or {}))
     n = len(series.values)
@@ -162,7 +162,6 @@ def detect(series: Series, detector: str = "gaussian", params: dict[str, Any] | 
     scores[:warmup] = np.where(np.isfinite(scores[:warmup]), scores[:warmup], 0.0)
     th = np.full(n, np.inf)
     flags = np.zeros(n, dtype=bool)
-    severity = np.zeros(n)
     rest = n - warmup
     init = min(1000, max(20, rest // 5))
     if threshold == "orion":
@@ -181,32 +180,69 @@ def detect(series: Series, detector: str = "gaussian", params: dict[str, Any] | 
         for i in range(warmup, n):
             dec = rule.update(scores[i])
             th[i], flags[i] = dec.threshold, dec.is_anomaly
-        with np.errstate(divide="ignore", invalid="ignore"):
-            severity = np.where(flags, (scores - th) / np.maximum(np.abs(th), 1e-12), 0.0)
-        intervals = _intervals(flags, severity)
+        found = track_series(flags, scores, th, ts=series.ts, policy=policy or ServiceConfig().incident_policy)
+        intervals = [(i.start, i.end, float(i.severity or 0.0)) for i in found]
     return {"scores": scores, "threshold": th, "flags": flags, "intervals": intervals,
             "warmup": warmup, "detect_s": detect_s, "detector": det}
 
 
+def score_limits(scores: np.ndarray, threshold: np.ndarray, warmup: int) -> tuple[float, float]:
+    """The score panel's range: the scores after the ``warmup`` and the finite thresholds.
+
+    >>> score_limits(np.array([0.0, 250530.0, 3.0, 9.0, 2.0]), np.array([np.inf] * 3 + [8.0, 8.0]), 2)
+    (0.0, 9.0)
+    """
+    after = scores[warmup:] if warmup < len(scores) else scores
+    finite = threshold[np.isfinite(threshold)]
+    tops = ([float(np.max(after))] if len(after) else []) + ([float(np.max(finite))] if len(finite) else [])
+    top = max(tops) if tops else 1.0
+    bottom = min(0.0, float(np.min(after)) if len(after) else 0.0)
+    return bottom, top if top > bottom else bottom + 1.0
+
+
 def _plot(series: Series, result: dict[str, Any], path: Path, title: str) -> None:
+    """Series, score and threshold; incidents shaded, each one's opening marked.
+
+    The score panel's scale leaves out the warm-up: before a detector has a model its scores
+    can be any size (PCA on NAB's nyc_taxi: 250,530 at row 2, against about 10 after), and
+    taken into the scale they flatten everything else to zero. The warm-up is shaded grey and
+    its scores are drawn within the scale of the rest."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = series.ts.astype("datetime64[s]") if series.iso else series.ts
+    scores, th = result["scores"], result["threshold"]
+    warm = int(result["warmup"])
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(12, 6), sharex=True)
     for j, name in enumerate(series.columns[:5]):
         a1.plot(x, series.values[:, j], lw=0.7, label=name)
-    a2.plot(x, result["scores"], lw=0.7, color="tab:purple", label="score")
-    th = result["threshold"]
-    if np.isfinite(th).any():
-        a2.plot(x, np.where(np.isfinite(th), th, np.nan), lw=0.8, color="tab:red", ls="--", label="threshold")
+    a2.plot(x, scores, lw=0.7, color="tab:purple", label="score")
+    finite_th = np.isfinite(th)
+    if finite_th.any():
+        a2.plot(x, np.where(finite_th, th, np.nan), lw=0.8, color="tab:red", ls="--", label="threshold")
+    bottom, top = score_limits(scores, th, warm)
+    pad = 0.05 * (top - bottom)
+    a2.set_ylim(bottom - pad, top + pad)
+    if warm:
+        for ax in (a1, a2):
+            ax.axvspan(x[0], x[min(warm, len(x) - 1)], color="0.85", lw=0,
+                       label="warm-up (out of the score scale)" if ax is a2 else None)
+    opens = []
+    wide = max(1, len(x) // 300)  # an incident of one record is drawn 1/300 of the plot wide, not invisible
     for k, (s, e, _) in enumerate(result["intervals"]):
         for ax in (a1, a2):
-            ax.axvspan(x[s], x[e], color="tab:red", alpha=0.3, label="detected" if k == 0 and ax is a1 else None)
+            ax.axvspan(x[s], x[min(len(x) - 1, max(e, s + wide))], color="tab:red", alpha=0.3, lw=0,
+                       label="incident" if k == 0 and ax is a1 else None)
+        opens.append(s)
+    if opens:
+        a2.plot(x[opens], np.full(len(opens), top + 0.5 * pad), "v", color="tab:red", ms=6, clip_on=False,
+                label="incident opens")
     if series.labels is not None and series.labels.any():
-        for k, (s, e, _) in enumerate(_intervals(series.labels, np.zeros(len(series.labels)))):
+        from .bench.metrics import label_intervals
+
+        for k, (s, e) in enumerate(label_intervals(series.labels)):
             a1.axvspan(x[s], x[e], ymax=0.08, color="tab:green", alpha=0.8, label="true label" if k == 0 else None)
     a1.legend(loc="upper left", fontsize=8)
     a2.legend(loc="upper left", fontsize=8)
@@ -230,7 +266,11 @@ def run(args) -> int:
     from . import detectors
 
     detectors.make(args.detector, **params)  # fail on a bad name/params before any work
-    result = detect(series, args.detector, params, args.threshold)
+    from .service.config import ServiceConfig
+
+    gap = ServiceConfig.incident_gap if getattr(args, "incident_gap", None) is None else args.incident_gap
+    policy = ServiceConfig(incident_gap=gap).incident_policy
+    result = detect(series, args.detector, params, args.threshold, policy=policy)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -252,7 +292,7 @@ def run(args) -> int:
         for r in iv:
             w.writerow([r["start"], r["end"], r["start_index"], r["end_index"], r["severity"]])
     meta = {"file": str(args.file), "detector": args.detector, "params": params, "threshold": args.threshold,
-            "n_points": len(series.ts), "warmup": result["warmup"], "detect_s": round(result["detect_s"], 3),
+            "incident_gap": None if args.threshold == "orion" else str(policy.gap), "n_points": len(series.ts), "warmup": result["warmup"], "detect_s": round(result["detect_s"], 3),
             "intervals": iv}
     (out / "intervals.json").write_text(json.dumps(meta, indent=2) + "\n")
     if getattr(args, "save_state", None):
@@ -264,7 +304,7 @@ def run(args) -> int:
             raise DataError(f"cannot write detector state {args.save_state}: {e.strerror}") from None
     if not args.no_plot:
         _plot(series, result, out / "plot.png", f"{Path(args.file).name}: {args.detector} + {args.threshold}")
-    print(f"{len(iv)} anomalous interval(s) in {Path(args.file).name} "
+    print(f"{len(iv)} {'anomalous interval' if args.threshold == 'orion' else 'incident'}(s) in {Path(args.file).name} "
           f"({len(series.ts)} points, detector {args.detector}, threshold {args.threshold}):")
     for r in iv:
         print(f"  {r['start']}  ->  {r['end']}  severity {r['severity']:.3f}")

@@ -26,14 +26,17 @@ def _not_built(what: str, issue: str) -> Handler:
 
 # -- detect ---------------------------------------------------------------------------
 def _add_detect(sub) -> Handler:
-    p = sub.add_parser("detect", help="score a CSV offline and report anomalous intervals",
+    p = sub.add_parser("detect", help="score a CSV offline and report its incidents",
                        description="Score a CSV (timestamp,value[,more columns][,label]) offline, print the "
-                                   "detected intervals and write scores, intervals and a plot.")
+                                   "incidents the service would publish and write scores, intervals and a plot.")
     p.add_argument("file", help="CSV with a header: timestamp, one or more value columns, optional label column")
     p.add_argument("--detector", default="gaussian", help="detector name (default: gaussian)")
     p.add_argument("--params", default=None, help="detector parameters as a JSON object")
     p.add_argument("--threshold", default="spot", choices=["spot", "quantile", "orion"],
                    help="thresholding rule (default: spot)")
+    p.add_argument("--incident-gap", dest="incident_gap", default=None,
+                   help="spot/quantile: flags closer than this (records, or a duration: 10m) are one incident, "
+                        "as in `streamad serve` (default: the service's, 100 records)")
     p.add_argument("--out", default="out", help="output directory (default: ./out)")
     p.add_argument("--label-column", default=None, help="name of the label column (default: auto: label/is_anomaly/anomaly)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
@@ -51,14 +54,22 @@ def _add_detect(sub) -> Handler:
 # -- serve / demo / broker / replay (the Kafka service) -----------------------------
 def _add_serve(sub) -> Handler:
     p = sub.add_parser("serve", help="run the Kafka subscriber service",
-                       description="Score every telemetry record with per-key detectors and publish anomaly "
-                                   "events; at-least-once, checkpointed. Flags override the TOML config.")
+                       description="Score every telemetry record with per-key detectors and publish incidents "
+                                   "(open, update, close); at-least-once, checkpointed. Flags override the TOML "
+                                   "config.")
     p.add_argument("--config", help="TOML config file (see examples/serve.toml)")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers host:port[,...]")
     p.add_argument("--group", help="consumer group id")
     p.add_argument("--topic", action="append", dest="input_topics", help="input topic (repeatable)")
-    p.add_argument("--anomalies-topic", dest="anomalies_topic", help="topic for anomaly events")
+    p.add_argument("--anomalies-topic", dest="anomalies_topic", help="topic for incidents (and anomaly events)")
     p.add_argument("--scores-topic", dest="scores_topic", help="topic for one score per input record")
+    p.add_argument("--publish", choices=["incidents", "records", "both"],
+                   help="to the anomalies topic: incident messages (default), one event per flagged record, or both")
+    p.add_argument("--incident-gap", dest="incident_gap",
+                   help="an incident closes after this many records without a flag, or this long: 10m, 90s "
+                        "(default: 100 records)")
+    p.add_argument("--update-interval", dest="update_interval",
+                   help="at most one incident_update per this many records, or this long (default: 100 records)")
     p.add_argument("--dead-letter-topic", dest="dead_letter_topic", help="topic for malformed records")
     p.add_argument("--detector", help="detector name (default: gaussian)")
     p.add_argument("--params", help="detector parameters as a JSON object")
@@ -78,7 +89,7 @@ def _add_serve(sub) -> Handler:
         import json
         import logging
 
-        from connectors.kafka import DeadLetterSink, make_sink, make_source
+        from connectors.kafka import DeadLetterSink, make_output_log, make_sink, make_source
 
         from .base import ConfigError
         from .service.app import configure_logging, serve
@@ -95,7 +106,7 @@ def _add_serve(sub) -> Handler:
         flags = {k: getattr(args, k) for k in ("bootstrap", "group", "input_topics", "anomalies_topic",
                                                "scores_topic", "dead_letter_topic", "detector", "detector_state",
                                                "threshold", "checkpoint_dir", "http_port", "client", "log_format",
-                                               "commit_mode")}
+                                               "commit_mode", "publish", "incident_gap", "update_interval")}
         cfg = load_config(args.config, detector_params=params, **flags)
         configure_logging(cfg.log_format, logging.DEBUG if args.verbose > 1 else logging.INFO)
         sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=cfg.client)
@@ -104,8 +115,16 @@ def _add_serve(sub) -> Handler:
         except BaseException:
             sink.close()
             raise
+        try:  # with checkpoints, a restart reads back what it published since (no repeated messages)
+            outputs = make_output_log(cfg.bootstrap, cfg.kafka_settings, client=cfg.client) \
+                if cfg.checkpoint_dir else None
+        except BaseException:
+            source.close()
+            sink.close()
+            raise
         dlq = DeadLetterSink(sink, cfg.dead_letter_topic)
-        serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True)
+        serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True,
+              outputs=outputs)
         return 0
 
     return run
@@ -114,27 +133,35 @@ def _add_serve(sub) -> Handler:
 def _add_demo(sub) -> Handler:
     p = sub.add_parser("demo", help="end-to-end demo on an embedded broker with a synthetic stream",
                        description="Start the embedded broker, replay a synthetic multi-sensor stream with "
-                                   "labelled anomalies, run the service, and compare its events with the labels.")
+                                   "labelled anomalies, run the service, and judge its incidents against the "
+                                   "labels; writes OUT/summary.json and OUT/demo.png.")
     p.add_argument("--keys", type=int, default=6, help="number of sensors (default: 6)")
     p.add_argument("--points", type=int, default=2000, help="points per sensor (default: 2000)")
     p.add_argument("--seed", type=int, default=7, help="random seed of the stream (default: 7)")
-    p.add_argument("--detector", default="gaussian", help="detector name (default: gaussian)")
+    p.add_argument("--detector", default=None,
+                   help="base detector, wrapped in `spread` (default: the service's default detector)")
+    p.add_argument("--no-spread", action="store_true", help="run the detector alone, without `spread`")
     p.add_argument("--threshold", default="spot", help="threshold name (default: spot)")
     p.add_argument("--max-seconds", type=float, default=45.0, help="stop scoring after this long (default: 45)")
-    p.add_argument("--plot", default="out/demo.png", help="PNG plot path ('' = none; default: out/demo.png)")
+    p.add_argument("--out", default="out", help="directory for summary.json and demo.png (default: out)")
+    p.add_argument("--plot", default=None, help="PNG plot path ('' = none; default: OUT/demo.png)")
 
     def run(args):
         import connectors.kafka as kafka
         from connectors.broker import EmbeddedBroker
 
         from .base import ConfigError
-        from .service.demo import run_demo
+        from .service.demo import demo_detector, run_demo
 
         if args.keys < 1 or args.points < 100:
             raise ConfigError("--keys must be at least 1 and --points at least 100")
+        detector, params = demo_detector(args.detector, spread=not args.no_spread)
+        from . import detectors
+
+        detectors.make(detector, **params)  # an unknown detector fails before the broker starts
         run_demo(broker_factory=EmbeddedBroker, kafka=kafka, n_keys=args.keys, n_points=args.points,
-                 seed=args.seed, detector=args.detector, threshold=args.threshold,
-                 max_seconds=args.max_seconds, plot=args.plot or None)
+                 seed=args.seed, detector=detector, detector_params=params, threshold=args.threshold,
+                 max_seconds=args.max_seconds, out_dir=args.out, plot=args.plot)
         return 0
 
     return run

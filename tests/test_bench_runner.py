@@ -200,3 +200,37 @@ def test_nasa_multivariate_mode_lets_multivariate_detectors_see_a_broken_correla
         found[det] = res["aggregates"]["overall"]["tp"]
     assert found["node-ae"] == found["gaussian"] == found["pca"] == 2, found  # both channels' events
     assert found["zscore"] == 0, found  # per-column z-scores: no single value is unusual
+
+
+def test_streaming_intervals_are_the_services_incidents_and_gap_1_is_the_old_rule():
+    from streamad import thresholds
+    from streamad.bench import metrics as M
+    from streamad.bench.runner import streaming_intervals
+    from streamad.incidents import IncidentPolicy
+
+    rng = np.random.default_rng(5)
+    scores = rng.gamma(2.0, 1.0, 3000)
+    scores[[1000, 1010, 1200]] += 40.0
+    skip = 50
+    rule = thresholds.SPOT(q=1e-3, level=0.98, init=max(10, min(1000, max(20, (3000 - skip) // 5))))
+    flags = np.zeros(3000, dtype=bool)
+    for i in range(skip, 3000):
+        flags[i] = rule.update(scores[i]).is_anomaly
+    assert streaming_intervals(scores, skip, policy=IncidentPolicy.parse(gap=1)) == M.label_intervals(flags)
+    grouped = streaming_intervals(scores, skip)  # the service's default gap (100 records)
+    def holding(i):
+        return [iv for iv in grouped if iv[0] <= i <= iv[1]]
+
+    assert holding(1000) == holding(1010) and holding(1000)[0][1] < 1200 and holding(1200)  # 10 apart: one; 190: two
+    assert len(grouped) < len(M.label_intervals(flags))
+
+
+def test_aggregates_count_incidents_per_anomaly_found_and_false_incidents():
+    rows = [{"signal": "a", "group": "g", "n_points": 1000, "tp": 2, "fp": 1, "fn": 0, "incidents": 4,
+             "auc_pr": 0.5, "vus_pr": 0.5, "fit_s": 0, "detect_s": 0},
+            {"signal": "b", "group": "g", "n_points": 3000, "tp": 1, "fp": 3, "fn": 1, "incidents": 4,
+             "auc_pr": 0.5, "vus_pr": 0.5, "fit_s": 0, "detect_s": 0}]
+    o = runner.aggregate(rows)["overall"]
+    assert o["incidents"] == 8 and o["false_incidents"] == 4
+    assert o["incidents_per_found"] == pytest.approx((8 - 4) / 3)
+    assert o["false_per_10k"] == pytest.approx(1e4 * 4 / 4000)

@@ -112,3 +112,75 @@ def test_detect_never_thresholds_the_scores_given_before_the_model(tmp_path):
     assert meta["warmup"] >= params["warmup"]
     flagged = sum(r["end_index"] - r["start_index"] + 1 for r in meta["intervals"])
     assert flagged < 60, meta["intervals"]  # a few short intervals, not everything after the warm-up
+
+
+def test_detect_intervals_are_the_incidents_the_service_would_publish(tmp_path):
+    from streamad._detect import detect, read_csv
+    from streamad.incidents import IncidentPolicy, track_series
+    from streamad.service.config import ServiceConfig
+
+    f = tmp_path / "s.csv"
+    v = _write_series(f, n=900, label=False)
+    v[[500, 520, 700]] += 6.0  # 500 and 520: one incident under the service's gap (100 records); 700: another
+    lines = f.read_text().splitlines()
+    f.write_text("\n".join([lines[0]] + [f"{row.split(',')[0]},{float(v[i])!r}" for i, row in enumerate(lines[1:])]) + "\n")
+    series = read_csv(f)
+    res = detect(series, "zscore", {"window": 50}, "spot")
+    want = track_series(res["flags"], res["scores"], res["threshold"], ts=series.ts,
+                        policy=ServiceConfig().incident_policy)
+    assert [(s, e) for s, e, _ in res["intervals"]] == [(i.start, i.end) for i in want]
+    assert any(s <= 500 and e >= 520 for s, e, _ in res["intervals"]), res["intervals"]
+    runs = detect(series, "zscore", {"window": 50}, "spot", policy=IncidentPolicy.parse(gap=1))["intervals"]
+    flags = res["flags"].astype(int)
+    assert len(runs) == int(np.sum(np.diff(np.concatenate([[0], flags])) == 1)) > len(res["intervals"])
+
+
+def test_detect_incident_gap_flag(tmp_path, capsys):
+    f = tmp_path / "s.csv"
+    _write_series(f)
+    out = tmp_path / "o"
+    assert main(["detect", str(f), "--detector", "zscore", "--params", '{"window": 50}', "--no-plot",
+                 "--incident-gap", "10m", "--out", str(out)]) == 0
+    assert json.loads((out / "intervals.json").read_text())["incident_gap"] == "600s"
+    capsys.readouterr()
+    assert main(["detect", str(f), "--no-plot", "--incident-gap", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "gap: must be more than 0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_score_panel_leaves_the_warm_up_out_of_its_scale(tmp_path):
+    # NAB's nyc_taxi with pca: a warm-up score of 250,530 at row 2 flattened the panel
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from streamad._detect import _plot, read_csv
+
+    f = tmp_path / "s.csv"
+    _write_series(f, label=False)
+    series = read_csv(f)
+    scores = np.abs(np.sin(np.arange(600) / 7)) * 3
+    scores[2] = 250_530.0
+    th = np.full(600, 4.0)
+    th[:60] = np.inf
+    result = {"scores": scores, "threshold": th, "warmup": 50, "intervals": [(300, 302, 0.5), (450, 450, 0.1)]}
+    figures = []
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *a, **k):
+        figures.append(fig)
+        return real_savefig(fig, *a, **k)
+
+    plt.Figure.savefig = keep
+    try:
+        _plot(series, result, tmp_path / "p.png", "t")
+    finally:
+        plt.Figure.savefig = real_savefig
+    a1, a2 = figures[0].axes
+    low, high = a2.get_ylim()
+    assert high < 5.0 and low <= 0.0  # the scale of the scores after the warm-up and the threshold
+    labels = a2.get_legend_handles_labels()[1]
+    assert "incident opens" in labels and "warm-up (out of the score scale)" in labels
+    assert len(a1.patches) >= 2 + 1  # two incidents and the warm-up shaded
+    assert (tmp_path / "p.png").stat().st_size > 10_000

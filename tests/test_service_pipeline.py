@@ -86,7 +86,7 @@ def _scores(b):
 def test_events_and_scores_trace_to_their_inputs():
     b = _broker()
     _fill(b, spikes={("a", 300), ("c", 350)})
-    p = _pipeline(b)
+    p = _pipeline(b, publish="records")  # one anomaly event per flagged record
     _drain(p)
     scores = _scores(b)
     assert len(scores) == 1200
@@ -96,7 +96,9 @@ def test_events_and_scores_trace_to_their_inputs():
     assert {("a", 300), ("c", 350)} <= found
     assert len(events) < 10  # few false alarms on Gaussian noise
     e = next(e for e in events if e["key"] == "a" and e["ts"] == 1e9 + 300)
-    assert set(e) == {"key", "ts", "score", "threshold", "is_anomaly", "detector", "topic", "partition", "offset"}
+    assert set(e) == {"schema", "type", "key", "ts", "score", "threshold", "is_anomaly", "detector", "topic",
+                      "partition", "offset"}
+    assert e["schema"] == 1 and e["type"] == "anomaly"
     assert e["is_anomaly"] and e["detector"] == "zscore" and e["score"] > e["threshold"]
     src = b.read("telemetry", e["partition"], e["offset"], 1)[0]
     assert json.loads(src.value)["values"]["x"] > 40
@@ -699,7 +701,7 @@ def test_the_threshold_never_learns_the_scores_a_detector_gives_before_its_model
     b = _broker(1)
     _fill(b, n=400, keys=("a",))
     params = type(detectors.make(detector))._unit_test_params()
-    config = ServiceConfig(detector=detector, detector_params=params, scores_topic="scores",
+    config = ServiceConfig(detector=detector, detector_params=params, scores_topic="scores", publish="records",
                            threshold="spot", threshold_params={"init": 50}, poll_timeout_s=0.0, batch_size=37)
     p = Pipeline(MemorySource(b), MemorySink(b), config)
     p.start()

@@ -102,6 +102,19 @@ def render(docs: list[dict[str, Any]]) -> str:
             row = dict(zip(_ORION_GROUPS, vals, strict=True))
             lines.append(f"| {name} (Orion 0.7.1, published) | " +
                          " | ".join(_fmt(row.get(g)) for g in groups) + " | | | | | | | | |")
+    alerting = [d for d in docs if "incidents" in d["aggregates"].get("overall", {})]
+    if alerting:
+        lines += ["", "## Incidents (alerts)", "",
+                  "Detected intervals as alerts: incidents that overlap a labelled anomaly per labelled "
+                  "anomaly found (1 is one alert per anomaly), and false incidents (overlapping none) per "
+                  "10,000 records.", "",
+                  "| run | incidents | labelled found | incidents per found | false incidents | false per 10k |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for d in alerting:
+            o = d["aggregates"]["overall"]
+            lines.append(f"| {_label(d['meta'])} | {o['incidents']} | {o['tp']:.0f} | "
+                         f"{_fmt(o['incidents_per_found'], '.2f')} | {o['false_incidents']:.0f} | "
+                         f"{_fmt(o['false_per_10k'], '.2f')} |")
     if any("nab_score" in d["aggregates"].get("overall", {}) for d in docs):
         lines += ["", "## NAB score per group", "",
                   "| run | " + " | ".join(groups) + " | overall (standard) | reward low FP | reward low FN |",

@@ -114,26 +114,35 @@ def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str
         scores = np.where(np.isfinite(scores), scores, 0.0)
         # and never the scores a detector gave before it had a model (HypAD's warm-up)
         skip = min(n, max(_warmup(det, n), getattr(det, "warmup_scores_", 0)))
-        intervals = streaming_intervals(scores, skip)
+        intervals = streaming_intervals(scores, skip, ts=sig.timestamps)
     else:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
     detect_s = time.perf_counter() - t0
     return evaluate(sig, scores, intervals, fit_s=fit_s, detect_s=detect_s, skip=skip)
 
 
-def streaming_intervals(scores: np.ndarray, skip: int, **spot: Any) -> list[tuple[int, int]]:
-    """The streaming protocol's anomalous intervals: SPOT (q 1e-3, level .98, ``spot`` for
-    other parameters) on the scores after the warm-up's ``skip``, calibrated on the first
-    fifth of them (20 to 1,000 scores)."""
+def streaming_intervals(scores: np.ndarray, skip: int, *, ts: np.ndarray | None = None, policy=None,
+                        **spot: Any) -> list[tuple[int, int]]:
+    """The streaming protocol's anomalous intervals: the incidents ``streamad serve`` would
+    publish. SPOT (q 1e-3, level .98, ``spot`` for other parameters) flags the scores after
+    the warm-up's ``skip``, calibrated on the first fifth of them (20 to 1,000 scores), and
+    the service's incident state machine groups the flags (``policy``, default: the
+    service's ``[incidents]`` defaults; ``ts``, the timestamps, matter for a gap in time).
+    Each interval runs from an incident's first flagged record to its last."""
     from .. import thresholds
+    from ..incidents import track_series
+    from ..service.config import ServiceConfig
 
     n = len(scores)
     kw = {"q": 1e-3, "level": 0.98, "init": max(10, min(1000, max(20, (n - skip) // 5))), **spot}
     rule = thresholds.SPOT(**kw)
     flags = np.zeros(n, dtype=bool)
+    th = np.zeros(n)
     for i in range(skip, n):
-        flags[i] = rule.update(scores[i]).is_anomaly
-    return M.label_intervals(flags)
+        d = rule.update(scores[i])
+        flags[i], th[i] = d.is_anomaly, d.threshold
+    found = track_series(flags, scores, th, ts=ts, policy=policy or ServiceConfig().incident_policy)
+    return [(i.start, i.end) for i in found]
 
 
 def orion_intervals(scores: np.ndarray) -> list[tuple[int, int]]:
@@ -147,12 +156,15 @@ def orion_intervals(scores: np.ndarray) -> list[tuple[int, int]]:
 def evaluate(sig: Signal, scores: np.ndarray, intervals: list[tuple[int, int]], *, fit_s: float = 0.0,
              detect_s: float = 0.0, skip: int = 0) -> dict[str, Any]:
     """One signal's result row from its scores and detected intervals (the points before
-    ``skip`` are left out of the threshold-free metrics)."""
+    ``skip`` are left out of the threshold-free metrics). As alerts: ``incidents`` (the
+    detected intervals), ``tp`` of them the labelled anomalies they find and ``fp`` the
+    incidents that overlap no labelled anomaly (false incidents)."""
     n = len(scores)
     tp, fp, fn = M.contextual_confusion(sig.anomalies, intervals)
     labels = M.point_labels(n, sig.anomalies)
     row: dict[str, Any] = {"signal": sig.name, "group": sig.group, "n_points": n, "n_anomalies": len(sig.anomalies),
                            "tp": tp, "fp": fp, "fn": fn, **M.contextual_scores(tp, fp, fn),
+                           "incidents": len(intervals),
                            "auc_pr": M.auc_pr(labels[skip:], scores[skip:]),
                            "vus_pr": M.vus_pr(labels[skip:], scores[skip:]),
                            "fit_s": round(fit_s, 4), "detect_s": round(detect_s, 4), "warmup": skip,
@@ -194,6 +206,8 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     def summary(part):
         out = M.micro_average(part)
+        if all("incidents" in r for r in part):  # result files before incidents lack them
+            out.update(alerts(part))
         for key in ("auc_pr", "vus_pr"):
             vals = [r[key] for r in part if r.get(key) is not None and not math.isnan(r[key])]
             out[key] = float(np.mean(vals)) if vals else None
@@ -204,6 +218,16 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
             out["nab_score"] = {p: M.nab_normalized([M.NabFileScore(**r["nab"][p]) for r in part])
                                 for p in M.NAB_PROFILES}
         return out
+
+    def alerts(part):
+        """An on-call view: incidents that found a labelled anomaly per anomaly found (1 at
+        best), and incidents that found none per 10,000 records."""
+        incidents = sum(r["incidents"] for r in part)
+        found, false = sum(r["tp"] for r in part), sum(r["fp"] for r in part)
+        n = sum(r["n_points"] for r in part)
+        return {"incidents": incidents, "false_incidents": false,
+                "incidents_per_found": (incidents - false) / found if found else None,
+                "false_per_10k": 1e4 * false / n if n else None}
 
     groups = sorted({r["group"] for r in ok})
     return {"groups": {g: summary([r for r in ok if r["group"] == g]) for g in groups},

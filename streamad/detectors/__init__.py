@@ -30,6 +30,7 @@ _CLASSES = {
     "PCAResidual": "._pca",
     "RecordExperts": "._records",
     "RiverDetector": "._river",
+    "Spread": "._spread",
     "TadGAN": "._hypad",
     "ZScore": "._zscore",
 }
@@ -45,6 +46,7 @@ REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
     "node-ae": ("NodeAutoencoder", {}),
     "pca": ("PCAResidual", {}),
     "records": ("RecordExperts", {}),
+    "spread": ("Spread", {}),
     "tadgan": ("TadGAN", {}),
     "zscore": ("ZScore", {}),
 }

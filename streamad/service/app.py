@@ -72,15 +72,17 @@ def settle_gc(pipeline: Pipeline) -> None:
 def serve(config: ServiceConfig, source, sink, *, dead_letter=None, max_seconds: float | None = None,
           install_signals: bool = True, on_event: Callable[[dict], None] | None = None,
           until: Callable[[], bool] | None = None, threshold_factory: Callable | None = None,
-          on_start: Callable[[Pipeline], None] | None = None, own_process: bool = False) -> Pipeline:
+          on_start: Callable[[Pipeline], None] | None = None, own_process: bool = False, outputs=None) -> Pipeline:
     """Run until SIGTERM/SIGINT (or ``max_seconds``/``until()``): stop fetching, finish the
     batch in flight, flush, commit, checkpoint. Closes ``source`` and ``sink``.
 
     ``own_process``: the process exists to run this service (``streamad serve``), so it may
-    tune the process-wide garbage collector (:func:`settle_gc`)."""
+    tune the process-wide garbage collector (:func:`settle_gc`). ``outputs``: an
+    :class:`~streamad.service.transport.OutputLog` of the anomalies topic, read back after a
+    restart so nothing published before a crash is published again; closed here too."""
     metrics = Metrics()
     pipeline = Pipeline(source, sink, config, dead_letter=dead_letter, metrics=metrics, on_event=on_event,
-                        threshold_factory=threshold_factory)
+                        threshold_factory=threshold_factory, outputs=outputs)
     if on_start is not None:
         on_start(pipeline)
     server = None
@@ -104,8 +106,10 @@ def serve(config: ServiceConfig, source, sink, *, dead_letter=None, max_seconds:
         if own_process:
             settle_gc(pipeline)
         pipeline.run(max_seconds=max_seconds, until=until)
-        log.info("event=stopped records=%d scored=%d events=%d dead_letters=%d", pipeline.records_in,
-                 pipeline.scored, pipeline.events_out, pipeline.dead_letters)
+        log.info("event=stopped records=%d scored=%d events=%d incidents_opened=%d incidents_closed=%d "
+                 "incidents_open=%d not_repeated=%d dead_letters=%d", pipeline.records_in, pipeline.scored,
+                 pipeline.events_out, pipeline.incidents_opened, pipeline.incidents_closed, pipeline.incidents_open,
+                 pipeline.suppressed, pipeline.dead_letters)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -115,5 +119,9 @@ def serve(config: ServiceConfig, source, sink, *, dead_letter=None, max_seconds:
         try:
             source.close()
         finally:
-            sink.close()
+            try:
+                sink.close()
+            finally:
+                if outputs is not None:
+                    outputs.close()
     return pipeline

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ..base import ConfigError
+from ..incidents import IncidentPolicy, parse_span
 
-__all__ = ["ServiceConfig", "load_config"]
+__all__ = ["PUBLISH", "ServiceConfig", "load_config"]
 
 # TOML table -> {setting: (attribute, type)}
 _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
@@ -36,7 +37,13 @@ _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
                 "flush_retries": ("flush_retries", int),
                 "commit_interval_s": ("commit_interval_s", (int, float)),
                 "commit_mode": ("commit_mode", str)},
+    "incidents": {"publish": ("publish", str), "gap": ("incident_gap", (int, str)),
+                  "update_interval": ("update_interval", (int, str))},
 }
+
+#: What the service publishes on the anomalies topic: incident messages (open, update,
+#: close), one ``anomaly`` event per flagged record, or both.
+PUBLISH = ("incidents", "records", "both")
 
 
 @dataclass
@@ -76,6 +83,14 @@ class ServiceConfig:
     # at-least-once guarantee; the waits leave the processing loop). Needs a sink with
     # mark()/acked().
     commit_mode: str = "wait"
+    # [incidents]: what goes to the anomalies topic (PUBLISH), and the incident state
+    # machine's gap and update interval: a number of records or a duration ("10m"); see
+    # streamad.incidents. The gap of 100 records gave the best NAB score of the gaps tried
+    # (1-200) with gaussian, pca and spread on NAB's streaming protocol
+    # (benchmarks/results/incident_gaps.md).
+    publish: str = "incidents"
+    incident_gap: int | str = 100
+    update_interval: int | str = 100
 
     @classmethod
     def from_mapping(cls, doc: dict[str, Any]) -> ServiceConfig:
@@ -109,7 +124,17 @@ class ServiceConfig:
             raise ConfigError(f"config [service] commit_mode must be 'wait' or 'pipelined', got {self.commit_mode!r}")
         if self.checkpoint_every_records < 1 or self.checkpoint_every_seconds <= 0:
             raise ConfigError("config [checkpoint]: every_records and every_seconds must be positive")
+        if self.publish not in PUBLISH:
+            raise ConfigError(f"config [incidents] publish must be one of {', '.join(PUBLISH)}, got {self.publish!r}")
+        self.incident_policy  # noqa: B018 - a bad gap or update interval fails here
         return self
+
+    @property
+    def incident_policy(self) -> IncidentPolicy:
+        """The incident state machine's settings (a ConfigError names a bad one)."""
+        return IncidentPolicy(parse_span(self.incident_gap, "config [incidents] gap"),
+                              parse_span(self.update_interval, "config [incidents] update_interval",
+                                         allow_zero=True))
 
     def override(self, **flags: Any) -> ServiceConfig:
         """A copy with every non-None flag applied (flags use the attribute names)."""

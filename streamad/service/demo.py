@@ -2,8 +2,13 @@
 
 Starts the embedded broker, replays a synthetic multi-sensor stream with labelled anomalies
 (plus a few malformed messages), runs the service in-process until every record is scored,
-and compares the anomaly events with the injected labels. The Kafka pieces are passed in by
-the CLI, so this module stays free of connector imports.
+and judges the incidents it publishes against the injected labels, as an on-call engineer
+would: how many anomalies raised an alert, how many alerts each one raised, how many alerts
+were false. The Kafka pieces are passed in by the CLI, so this module stays free of connector
+imports.
+
+The detector is ``spread`` around the service's default detector: the default alone finds
+no flatline (a stuck sensor is too predictable, not too far off) and no faster oscillation.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,78 +24,108 @@ import numpy as np
 
 from .config import ServiceConfig
 
-__all__ = ["DemoResult", "run_demo", "score_events"]
+__all__ = ["DemoResult", "run_demo", "score_incidents"]
 
 MALFORMED_EXAMPLES = (b'{"key": "sensor-0", "ts": 1, "values": {"cpu": "hot"}}', b"\x00\x9c binary junk",
                       b'{"key": "sensor-1", "values": {"cpu": 1', b'{"key": "sensor-2", "values": {"cpu": NaN}}')
 
+#: Points after an anomaly's end in which an incident still counts as finding it: detectors
+#: react once a shape is visible (a drift is most visible when it snaps back).
+SLACK = 10
+
 
 @dataclass
 class DemoResult:
+    """What ``DIR/summary.json`` holds (``seconds`` and ``records_per_s`` aside)."""
+
     records: int
-    scored: int
-    events: int
-    dead_letters: int
-    seconds: float
-    precision: float
-    recall: float
-    f1: float
-    per_kind: dict[str, tuple[int, int]]
+    true_anomalies: int
+    incidents: int
+    found: int
+    false_incidents: int
+    alerts_per_found: float | None
+    false_per_10k: float
+    per_kind: dict[str, list[int]]
     median_delay_points: float | None
+    scored: int
+    dead_letters: int
+    detector: str
+    detector_params: dict[str, Any]
+    seconds: float
 
     @property
     def records_per_s(self) -> float:
         return self.scored / self.seconds if self.seconds > 0 else 0.0
 
+    def line(self) -> str:
+        apf = "-" if self.alerts_per_found is None else f"{self.alerts_per_found:.2f}"
+        return (f"demo: {self.records:,} records, {self.true_anomalies} true anomalies, {self.incidents} incidents: "
+                f"found {self.found}/{self.true_anomalies}, alerts per found {apf}, false incidents "
+                f"{self.false_incidents} ({self.false_per_10k:.1f} per 10,000 records)")
 
-def score_events(data, events: list[dict], slack: int = 10) -> dict[str, Any]:
-    """Match events to injected anomalies: an event is a true positive when its record lies in
-    an anomaly or up to ``slack`` points after it (detectors react once the shape is visible);
-    an anomaly is found when at least one event matches it.
+
+def score_incidents(data, incidents: list[tuple[str, float, float]], slack: int = SLACK) -> dict[str, Any]:
+    """Judge ``incidents`` ``(key, start ts, end ts)`` against the injected anomalies.
+
+    An incident overlaps an anomaly when they share a point of the key, the anomaly
+    extended by ``slack`` points after its end. ``found``: anomalies overlapped by at least
+    one incident; ``false_incidents``: incidents that overlap none; ``alerts_per_found``:
+    incidents that overlap an anomaly, divided by ``found`` (1.0: one alert per anomaly).
 
     >>> from streamad.synthetic import generate
     >>> d = generate(n_keys=1, n_points=600, seed=1)
     >>> a = d.anomalies[0]
-    >>> r = score_events(d, [{"key": a.key, "ts": float(d.timestamps[a.start])}])
-    >>> r["precision"], r["recall"] > 0
-    (1.0, True)
+    >>> t = d.timestamps
+    >>> r = score_incidents(d, [(a.key, float(t[a.start]), float(t[a.start + 1])), (a.key, float(t[5]), float(t[5]))])
+    >>> r["found"], r["false_incidents"], r["alerts_per_found"]
+    (1, 1, 1.0)
     """
     index = {float(t): i for i, t in enumerate(data.timestamps.tolist())}
-    by_key: dict[str, list] = {}
-    for a in data.anomalies:
-        by_key.setdefault(a.key, []).append(a)
-    tp = 0
-    first_hit: dict[int, int] = {}
-    ids = {id(a): n for n, a in enumerate(data.anomalies)}
-    for e in events:
-        i = index.get(float(e["ts"]))
-        hit = None
-        for a in by_key.get(e["key"], ()):
-            if i is not None and a.start <= i < a.end + slack:
-                hit = a
-                break
-        if hit is not None:
-            tp += 1
-            n = ids[id(hit)]
-            first_hit[n] = min(first_hit.get(n, i), i)
-    precision = tp / len(events) if events else 0.0
-    recall = len(first_hit) / len(data.anomalies) if data.anomalies else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    per_kind: dict[str, tuple[int, int]] = {}
+    by_key: dict[str, list[int]] = {}
     for n, a in enumerate(data.anomalies):
-        injected, found = per_kind.get(a.kind, (0, 0))
-        per_kind[a.kind] = (injected + 1, found + (n in first_hit))
-    delays = [i - data.anomalies[n].start for n, i in first_hit.items()]
-    return {"precision": precision, "recall": recall, "f1": f1, "per_kind": per_kind,
+        by_key.setdefault(a.key, []).append(n)
+    first_hit: dict[int, int] = {}
+    alerts = false = 0
+    for key, start_ts, end_ts in incidents:
+        s, e = index.get(float(start_ts)), index.get(float(end_ts))
+        if s is None or e is None:
+            false += 1
+            continue
+        hits = [n for n in by_key.get(key, ()) if s < data.anomalies[n].end + slack and e >= data.anomalies[n].start]
+        if not hits:
+            false += 1
+            continue
+        alerts += 1
+        for n in hits:
+            first_hit[n] = min(first_hit.get(n, s), s)
+    per_kind: dict[str, list[int]] = {}
+    for n, a in enumerate(data.anomalies):
+        kind = per_kind.setdefault(a.kind, [0, 0])
+        kind[0] += 1
+        kind[1] += n in first_hit
+    delays = [max(0, i - data.anomalies[n].start) for n, i in first_hit.items()]
+    found = len(first_hit)
+    return {"true_anomalies": len(data.anomalies), "incidents": len(incidents), "found": found,
+            "false_incidents": false, "alerts_per_found": alerts / found if found else None,
+            "per_kind": dict(sorted(per_kind.items())),
             "median_delay_points": float(np.median(delays)) if delays else None}
 
 
+def demo_detector(base: str | None = None, spread: bool = True) -> tuple[str, dict[str, Any]]:
+    """The demo's detector: ``spread`` around ``base`` (default: the service's default
+    detector), or ``base`` alone."""
+    base = base or ServiceConfig.detector
+    return ("spread", {"base": base}) if spread and base != "spread" else (base, {})
+
+
 def run_demo(*, broker_factory, kafka, n_keys: int = 6, n_points: int = 2000, seed: int = 7,
-             detector: str = "gaussian", detector_params: dict | None = None, threshold: str = "spot",
-             threshold_params: dict | None = None, max_seconds: float = 45.0, plot: str | None = None,
-             out=sys.stdout, threshold_factory=None) -> DemoResult:
+             detector: str | None = None, detector_params: dict | None = None, threshold: str = "spot",
+             threshold_params: dict | None = None, max_seconds: float = 45.0, out_dir: str | None = "out",
+             plot: str | None = None, out=sys.stdout, threshold_factory=None) -> DemoResult:
     """Run the demo. ``kafka`` is ``connectors.kafka`` (make_source, make_sink, ensure_topics,
-    for_embedded_broker, DeadLetterSink); ``broker_factory()`` returns an unstarted broker."""
+    for_embedded_broker, DeadLetterSink); ``broker_factory()`` returns an unstarted broker.
+    ``detector`` None: :func:`demo_detector`. Writes ``out_dir/summary.json`` (None: no file)
+    and the plot (``plot``; default ``out_dir/demo.png``, "" for none)."""
     from ..records import Record, encode
     from ..synthetic import generate, iter_records
     from .pipeline import Pipeline
@@ -98,6 +133,8 @@ def run_demo(*, broker_factory, kafka, n_keys: int = 6, n_points: int = 2000, se
     def say(msg: str) -> None:
         print(msg, file=out, flush=True)
 
+    if detector is None:
+        detector, detector_params = demo_detector()
     if threshold_params is None and threshold == "spot":
         # Calibrate SPOT on the first 300 scores per sensor (the stream's clean start) rather
         # than its default 1,000, so anomalies early in a short demo stream can be flagged.
@@ -134,9 +171,11 @@ def run_demo(*, broker_factory, kafka, n_keys: int = 6, n_points: int = 2000, se
         out_sink = kafka.make_sink(bootstrap, settings)
         dlq = kafka.DeadLetterSink(out_sink, cfg.dead_letter_topic)
         pipeline = Pipeline(source, out_sink, cfg, dead_letter=dlq.send, threshold_factory=threshold_factory)
-        events: list[dict] = []
-        pipeline.on_event = events.append
-        say(f"scoring with detector={detector} threshold={threshold} (one instance per sensor) ...")
+        messages: list[dict] = []
+        pipeline.on_event = messages.append
+        params = f" {json.dumps(detector_params)}" if detector_params else ""
+        say(f"scoring with detector={detector}{params} threshold={threshold} (one instance per sensor), "
+            f"incidents closing after {cfg.incident_policy.gap} without a flag ...")
         t0 = time.monotonic()
         last = t0
         first = None  # throughput counts from the first record, not from the group join
@@ -148,12 +187,13 @@ def run_demo(*, broker_factory, kafka, n_keys: int = 6, n_points: int = 2000, se
                 if time.monotonic() - last >= 2.0:
                     last = time.monotonic()
                     if pipeline.records_in:
-                        say(f"  {pipeline.records_in:>7,} / {n:,} records  {pipeline.events_out:>4} events  "
+                        say(f"  {pipeline.records_in:>7,} / {n:,} records  {pipeline.incidents_opened:>4} incidents  "
                             f"{pipeline.dead_letters} dead letters")
                     else:
                         say("  joining the consumer group ...")
             seconds = time.monotonic() - (first or t0)
             pipeline.shutdown()
+            incidents = _incidents(messages, pipeline)  # before close: leaving the group drops the partitions
         finally:
             source.close()
             out_sink.close()
@@ -161,29 +201,51 @@ def run_demo(*, broker_factory, kafka, n_keys: int = 6, n_points: int = 2000, se
         broker.stop()
         say("broker stopped")
 
-    m = score_events(data, events)
-    result = DemoResult(pipeline.records_in, pipeline.scored, len(events), pipeline.dead_letters, seconds,
-                        m["precision"], m["recall"], m["f1"], m["per_kind"], m["median_delay_points"])
+    m = score_incidents(data, [(k, s, e) for k, s, e, _ in incidents])
+    records = n_keys * n_points
+    result = DemoResult(records=records, true_anomalies=m["true_anomalies"], incidents=m["incidents"],
+                        found=m["found"], false_incidents=m["false_incidents"],
+                        alerts_per_found=m["alerts_per_found"], false_per_10k=1e4 * m["false_incidents"] / records,
+                        per_kind=m["per_kind"], median_delay_points=m["median_delay_points"],
+                        scored=pipeline.scored, dead_letters=pipeline.dead_letters, detector=detector,
+                        detector_params=dict(detector_params or {}), seconds=seconds)
     say("")
-    say(f"records {result.records:,}  scored {result.scored:,}  events {result.events}  "
-        f"dead letters {result.dead_letters}  in {seconds:.1f} s ({result.records_per_s:,.0f} records/s, "
-        f"in-process with the demo's own producer on the same cores)")
+    say(f"scored {result.scored:,} records, {result.dead_letters} dead letters, in {seconds:.1f} s "
+        f"({result.records_per_s:,.0f} records/s, in-process with the demo's own producer on the same cores)")
     say("")
-    say(f"{'anomaly kind':<18}{'injected':>9}{'detected':>9}")
-    for kind, (injected, found) in sorted(result.per_kind.items()):
+    say(f"{'anomaly kind':<18}{'injected':>9}{'found':>9}")
+    for kind, (injected, found) in result.per_kind.items():
         say(f"{kind:<18}{injected:>9}{found:>9}")
-    say(f"{'all':<18}{len(data.anomalies):>9}{sum(f for _, f in result.per_kind.values()):>9}")
-    say("")
+    say(f"{'all':<18}{result.true_anomalies:>9}{result.found:>9}")
     delay = "-" if result.median_delay_points is None else f"{result.median_delay_points:g} points"
-    say(f"precision {result.precision:.2f}  recall {result.recall:.2f}  F1 {result.f1:.2f}  "
-        f"median delay from anomaly start to first event: {delay}")
+    say(f"median delay from an anomaly's start to its incident's open: {delay}")
+    say("")
+    files = []
+    if out_dir is not None:
+        path = Path(out_dir) / "summary.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(result) | {"records_per_s": round(result.records_per_s, 1)}, indent=2) + "\n")
+        files.append(str(path))
+        if plot is None:
+            plot = str(Path(out_dir) / "demo.png")
     if plot:
-        _plot(data, events, plot)
-        say(f"plot: {plot}")
+        _plot(data, incidents, plot)
+        files.append(plot)
+    say(result.line() + (f"; wrote {', '.join(files)}" if files else ""))
     return result
 
 
-def _plot(data, events, path: str) -> None:
+def _incidents(messages: list[dict], pipeline) -> list[tuple[str, float, float, float]]:
+    """``(key, start ts, end ts, open ts)`` of every incident the run published: closed ones
+    from their close, those still open at the end from the pipeline's state (the stream
+    stopped before their gap passed)."""
+    out = [(m["key"], m["start"], m["end"], m["start"]) for m in messages if m["type"] == "incident_close"]
+    for part in pipeline.partitions.values():
+        out += [(key, inc.start_ts, inc.end_ts, inc.start_ts) for key, inc in part.incidents.items()]
+    return sorted(out, key=lambda x: (x[0], x[1]))
+
+
+def _plot(data, incidents, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,17 +262,18 @@ def _plot(data, events, path: str) -> None:
             ax.plot(x, X[:, j], lw=0.6, label=name)
         for a in data.anomalies:
             if a.key == key:
-                ax.axvspan(a.start, a.end, color="tab:red", alpha=0.15)
-        hits = [index[float(e["ts"])] for e in events if e["key"] == key and float(e["ts"]) in index]
-        ax.plot(hits, [X[:, 0].max()] * len(hits), "v", color="black", ms=4, label="event")
+                ax.axvspan(a.start, a.end, color="tab:green", alpha=0.2, lw=0)
+        opens = []
+        for k, s, e, _ in incidents:
+            if k == key and float(s) in index and float(e) in index:
+                i, j = index[float(s)], index[float(e)]
+                ax.axvspan(i, max(j, i + 3), color="tab:red", alpha=0.35, lw=0)
+                opens.append(i)
+        ax.plot(opens, [X.max()] * len(opens), "v", color="tab:red", ms=6, label="incident opens")
         ax.set_ylabel(key)
     axes[0].legend(loc="upper right", fontsize=7, ncol=4)
-    axes[-1].set_xlabel("point (red: injected anomaly, triangles: anomaly events)")
+    axes[-1].set_xlabel("point (green: injected anomaly, red: incident, triangles: where each opens)")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def summary_json(result: DemoResult) -> str:
-    return json.dumps(result.__dict__ | {"records_per_s": result.records_per_s})

@@ -24,6 +24,12 @@ class Metrics:
                          registry=r)
         self.latency = Histogram("streamad_batch_latency_seconds", "Processing time of one poll batch",
                                  buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10), registry=r)
+        # per detector: a service runs one, but dashboards join several services' metrics
+        self.incidents_open = Gauge("streamad_incidents_open", "Incidents open now", ["detector"], registry=r)
+        self.incidents_opened = Counter("streamad_incidents_opened", "Incidents opened (incident_open sent)",
+                                        ["detector"], registry=r)
+        self.incidents_closed = Counter("streamad_incidents_closed", "Incidents closed (incident_close sent)",
+                                        ["detector"], registry=r)
         self.checkpoint_age = Gauge("streamad_checkpoint_age_seconds", "Seconds since the oldest partition "
                                     "checkpoint", registry=r)
         self.healthy_at = time.monotonic()

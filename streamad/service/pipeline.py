@@ -1,11 +1,21 @@
-"""The streaming pipeline: poll -> decode -> per-key detector and threshold -> events.
+"""The streaming pipeline: poll -> decode -> per-key detector and threshold -> incidents.
+
+Each key's threshold decisions go through its incident state machine
+(:class:`~streamad.incidents.IncidentTracker`): the anomalies topic gets one
+``incident_open`` when something starts, a few ``incident_update`` while it grows and one
+``incident_close`` after a quiet gap (and/or, as an option, one ``anomaly`` event per flagged
+record, ``config.publish``).
 
 Delivery is at-least-once: input offsets are committed only after the sink flushed every
-output derived from them. State (detectors and thresholds of the keys seen on a partition)
-is checkpointed per partition together with the offset it reflects, the first time (empty)
-at the partition's first record; on assignment the consumer seeks back to that offset, so
-scores after a restart continue from the restored state (records between checkpoint and
-crash are scored again: duplicates carry the same source offset and the same score).
+output derived from them. State (detectors, thresholds and open incidents of the keys seen
+on a partition) is checkpointed per partition together with the offset it reflects, the
+first time (empty) at the partition's first record; on assignment the consumer seeks back to
+that offset, so scores after a restart continue from the restored state (records between
+checkpoint and crash are scored again: duplicate scores carry the same source offset and the
+same score). Messages on the anomalies topic are not repeated: a checkpoint records where
+that topic ended when it was written, and a partition restored from it first reads what was
+published for it since (an ``outputs`` log, :class:`~streamad.service.transport.OutputLog`),
+then suppresses those messages when the records that caused them are scored again.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import numpy as np
 
 from .. import _state
 from ..base import BaseDetector, ConfigError, Decision, DecodeError, StateError, StreamadError
+from ..incidents import IncidentTracker
 from ..records import decode
 from .config import ServiceConfig
 from .transport import Message, Sink, Source, TopicPartition
@@ -51,11 +62,20 @@ def dead_letter_json(message: Message, reason: str) -> bytes:
 
 
 class _Partition:
-    __slots__ = ("models", "next_offset", "since_checkpoint", "checkpointed_at", "heads")
+    __slots__ = ("models", "next_offset", "since_checkpoint", "checkpointed_at", "heads", "incidents", "context",
+                 "id_prefix", "delivered", "replay_until")
 
-    def __init__(self) -> None:
+    def __init__(self, tp: TopicPartition, detector: str) -> None:
         self.models: dict[str, tuple[Any, Any]] = {}  # key -> (detector, threshold)
         self.heads: dict[str, tuple[bytes, str, str]] = {}  # key -> its output key and JSON parts
+        self.incidents: dict[str, IncidentTracker] = {}  # key -> its open incident (none: no entry)
+        self.context = {"detector": detector, "topic": tp[0], "partition": tp[1]}
+        self.id_prefix = f"{tp[0]}:{tp[1]}:"
+        # After a restore: (key, message type) -> the highest source offset of such a message
+        # already on the anomalies topic (those are not sent again), until the records up to
+        # ``replay_until`` are scored again
+        self.delivered: dict[tuple[str, str], int] | None = None
+        self.replay_until = -1
         self.next_offset: int | None = None
         self.since_checkpoint = 0
         self.checkpointed_at = time.monotonic()
@@ -163,7 +183,7 @@ class Pipeline:
                  dead_letter: Callable[[Message, str], None] | None = None,
                  detector_factory: Callable[[], Any] | None = None,
                  threshold_factory: Callable[[], Any] | None = None,
-                 metrics=None, on_event: Callable[[dict], None] | None = None) -> None:
+                 metrics=None, on_event: Callable[[dict], None] | None = None, outputs=None) -> None:
         self.source, self.sink, self.config = source, sink, config
         if detector_factory is None and config.detector_state:
             detector_factory = trained_detector_factory(config.detector_state)
@@ -184,8 +204,18 @@ class Pipeline:
             dead_letter = lambda m, reason: sink.send(topic, m.key, dead_letter_json(m, reason))  # noqa: E731
         self.dead_letter = dead_letter
         self.metrics, self.on_event = metrics, on_event
+        # where the anomalies topic can be read back (crash safety, see the module doc); None:
+        # a crash after a message's acknowledgement and before the next checkpoint repeats it
+        self.outputs = outputs
+        self.policy = config.incident_policy
+        self._track = config.publish in ("incidents", "both")
+        self._per_record = config.publish in ("records", "both")
         self.partitions: dict[TopicPartition, _Partition] = {}
         self.records_in = self.events_out = self.dead_letters = self.scored = 0
+        self.incidents_opened = self.incidents_closed = self.incidents_open = 0
+        self.suppressed = 0  # messages not sent again after a restart (already on the topic)
+        self._replaying = False  # some partition has ``delivered`` messages ahead
+        self._reported = (0, 0)  # incidents opened and closed, as the metrics last counted them
         self.stopping = False
         self.last_batch_at = time.monotonic()
         self._unacked = 0  # records processed since the last flush + commit
@@ -420,8 +450,16 @@ class Pipeline:
         for k, ((tp, _), items) in zip(keyed, groups.items(), strict=True):
             dlq += len(items) - len(k.pairs)
             if k.pairs:
-                emit.append((k, parts[tp].heads))
+                emit.append((k, parts[tp]))
         events = self._emit(emit)
+        if self._replaying:
+            self._replaying = False
+            for p in parts.values():
+                if p.delivered is not None:
+                    if p.next_offset is not None and p.next_offset > p.replay_until:
+                        p.delivered = None  # past everything published before the restart
+                    else:
+                        self._replaying = True
         self.records_in += len(batch)
         self.scored += len(batch) - dlq
         self.events_out += events
@@ -429,6 +467,18 @@ class Pipeline:
         if self.metrics is not None:
             self.metrics.events_out.inc(events)
             self.metrics.dead_letters.inc(dlq)
+            self._report_incidents()
+
+    def _report_incidents(self) -> None:
+        """Bring the incident gauge and counters of ``metrics`` up to date."""
+        m, name = self.metrics, self.config.detector
+        m.incidents_open.labels(name).set(self.incidents_open)
+        opened, closed = self._reported
+        if self.incidents_opened > opened:
+            m.incidents_opened.labels(name).inc(self.incidents_opened - opened)
+        if self.incidents_closed > closed:
+            m.incidents_closed.labels(name).inc(self.incidents_closed - closed)
+        self._reported = (self.incidents_opened, self.incidents_closed)
 
     def _prepare_key(self, part: _Partition, key: str, items: list) -> _KeyBatch:
         """The key's models, and its records split into those already scored one by one and
@@ -483,28 +533,32 @@ class Pipeline:
         batch.pairs.append(item)
         batch.scores.append(score)
 
-    def _emit(self, batches: list[tuple[_KeyBatch, dict]]) -> int:
-        """Update each key's threshold with each of its scores, send score messages and events.
-        ``batches`` holds ``(key batch, heads)``: one key's scored records of one partition, and
-        its partition's cache of the JSON parts of score messages. Returns the events sent."""
+    def _emit(self, batches: list[tuple[_KeyBatch, _Partition]]) -> int:
+        """Update each key's threshold with each of its scores, send score messages, and feed
+        flagged records (and every record while the key has an open incident) to its incident
+        state machine. ``batches`` holds ``(key batch, partition)``: one key's scored records of
+        one partition. Returns the messages sent to the anomalies topic."""
         cfg = self.config
         send, dumps = self.sink.send, json.dumps
         scores_topic = cfg.scores_topic
         isfinite = math.isfinite
+        flagged = self._flagged
         events = 0
-        for k, heads in batches:
+        for k, part in batches:
             update = k.threshold.update
             warming = getattr(k.detector, "warmup_scores_", 0) - k.warm0
             if warming:  # the key's first scores came from no model yet: keep them from the threshold
                 update = _skipping(update, warming)
+            m, rec = k.pairs[0]
+            incident = part.incidents.get(rec.key)  # open: every record goes to it; else flagged ones
             if not scores_topic:  # events only: nothing to format for a normal record
                 for (m, rec), score in zip(k.pairs, k.scores, strict=True):
                     decision = update(score)
-                    if decision.is_anomaly:
-                        self._send_event(k.detector, m, rec, score, decision, rec.key.encode())
-                        events += 1
+                    if decision.is_anomaly or incident is not None:
+                        incident, sent = flagged(part, k.detector, incident, m, rec, score, decision)
+                        events += sent
                 continue
-            m, rec = k.pairs[0]
+            heads = part.heads
             cached = heads.get(rec.key)
             if cached is None:
                 # One score message per record is the service's largest output; formatting it
@@ -520,24 +574,73 @@ class Pipeline:
                     value = dumps({"key": rec.key, "ts": rec.ts, "score": score, "topic": m.topic,
                                    "partition": m.partition, "offset": m.offset}, separators=(",", ":")).encode()
                 send(scores_topic, key_bytes, value)
-                if decision.is_anomaly:
-                    self._send_event(k.detector, m, rec, score, decision, key_bytes)
-                    events += 1
+                if decision.is_anomaly or incident is not None:
+                    incident, sent = flagged(part, k.detector, incident, m, rec, score, decision)
+                    events += sent
         return events
 
-    def _send_event(self, detector, m: Message, rec, score: float, decision, key_bytes: bytes) -> None:
-        event = {"key": rec.key, "ts": rec.ts, "score": score, "threshold": float(decision.threshold),
-                 "is_anomaly": True, "detector": self.config.detector, "topic": m.topic,
-                 "partition": m.partition, "offset": m.offset}
+    def _flagged(self, part: _Partition, detector, incident: IncidentTracker | None, m: Message, rec, score: float,
+                 decision) -> tuple[IncidentTracker | None, int]:
+        """A flagged record, or any record of a key with an open incident: its ``anomaly``
+        event and its incident's messages. Returns the key's open incident (None when there
+        is none now) and the number of messages sent."""
+        sent = 0
+        explain = self._explainer(detector, rec.values)
+        if decision.is_anomaly and self._per_record:
+            event = {"schema": 1, "type": "anomaly", "key": rec.key, "ts": rec.ts,
+                     "score": score if math.isfinite(score) else None,
+                     "threshold": float(decision.threshold), "is_anomaly": True, "detector": self.config.detector,
+                     "topic": m.topic, "partition": m.partition, "offset": m.offset}
+            if explain is not None:
+                top = explain()
+                if top:
+                    event["top_features"] = top
+            sent += self._publish(part, event)
+        if not self._track:
+            return None, sent
+        if incident is None:
+            incident = part.incidents[rec.key] = IncidentTracker(rec.key, self.policy, part.context, part.id_prefix)
+        for msg in incident.step(decision.is_anomaly, score, float(decision.threshold), rec.ts, m.offset, explain):
+            kind = msg["type"]
+            if kind == "incident_open":
+                self.incidents_opened += 1
+                self.incidents_open += 1
+            elif kind == "incident_close":
+                self.incidents_closed += 1
+                self.incidents_open -= 1
+            sent += self._publish(part, msg)
+        if not incident.open:
+            del part.incidents[rec.key]
+            incident = None
+        return incident, sent
+
+    @staticmethod
+    def _explainer(detector, values) -> Callable[[], list] | None:
+        """The features' contributions to a record's score, for detectors that explain
+        themselves (node-ae: the metrics that are off, largest error first); computed only
+        when a message needs them."""
         explain = getattr(detector, "explain", None)
-        if explain is not None:  # e.g. node-ae: the metrics that are off, largest error first
+        if explain is None:
+            return None
+
+        def top() -> list:
             try:
-                event["top_features"] = [[name, round(err, 4)] for name, err in explain(rec.values)]
+                return [[name, round(err, 4)] for name, err in explain(values)]
             except StreamadError:
-                pass
-        self.sink.send(self.config.anomalies_topic, key_bytes, json.dumps(event, separators=(",", ":")).encode())
+                return []
+
+        return top
+
+    def _publish(self, part: _Partition, msg: dict) -> int:
+        """Send one message to the anomalies topic, unless a run before a restart already
+        published it (module doc). Returns 1 if sent."""
+        if part.delivered is not None and msg["offset"] <= part.delivered.get((msg["key"], msg["type"]), -1):
+            self.suppressed += 1
+            return 0
+        self.sink.send(self.config.anomalies_topic, msg["key"].encode(), json.dumps(msg, separators=(",", ":")).encode())
         if self.on_event is not None:
-            self.on_event(event)
+            self.on_event(msg)
+        return 1
 
     def _flush_and_commit(self, wait_for_commit: bool = True) -> None:
         """Flush the sink, then commit the offsets it covers (with ``wait_for_commit=False``
@@ -622,28 +725,47 @@ class Pipeline:
         batch by batch and checkpoints come every N records, so a crash in between would
         otherwise resume the partition at the committed offset with empty state (the records
         before it missing from every window) instead of replaying it from its first record."""
-        part = self.partitions[tp] = _Partition()
+        part = self.partitions[tp] = _Partition(tp, self.config.detector)
         if self.config.checkpoint_dir:
             part.next_offset = first_offset
             self._checkpoint(tp)
         return part
 
     def _checkpoint(self, tp: TopicPartition) -> None:
-        """Write the state of ``tp`` (call only after its outputs were flushed and committed)."""
+        """Write the state of ``tp`` (call only after its outputs were flushed and committed),
+        with where the anomalies topic ends now: whatever this partition publishes after the
+        checkpoint lands beyond that, which is where a restart from it reads back
+        (:meth:`_read_back`)."""
         p = self.partitions.get(tp)
         if not self.config.checkpoint_dir or p is None or p.next_offset is None:
             return
         tree = {"format": 1, "topic": tp[0], "partition": tp[1], "offset": p.next_offset,
                 "detector": self.config.detector, "threshold": self.config.threshold,
                 "keys": {k: {"detector": d.state_dict(), "threshold": t.state_dict()}
-                         for k, (d, t) in p.models.items()}}
+                         for k, (d, t) in p.models.items()},
+                "incidents": {k: inc.state_dict() for k, inc in p.incidents.items()}}
+        ends = self._output_ends()
+        if ends is not None:
+            tree["outputs"] = {"topic": self.config.anomalies_topic, "ends": {str(k): v for k, v in ends.items()}}
         _state.save_atomic(self._path(tp), tree)
         p.since_checkpoint = 0
         p.checkpointed_at = time.monotonic()
-        log.debug("event=checkpoint topic=%s partition=%d offset=%d keys=%d", tp[0], tp[1], p.next_offset,
-                  len(p.models))
+        log.debug("event=checkpoint topic=%s partition=%d offset=%d keys=%d incidents=%d", tp[0], tp[1],
+                  p.next_offset, len(p.models), len(p.incidents))
 
-    def _restore(self, tp: TopicPartition) -> int | None:
+    def _output_ends(self) -> dict[int, int] | None:
+        """The anomalies topic's end offset per partition, or None without an output log (or
+        when it cannot say: a restart from this checkpoint then reads nothing back)."""
+        if self.outputs is None:
+            return None
+        try:
+            return self.outputs.end_offsets(self.config.anomalies_topic)
+        except StreamadError as e:
+            log.warning("event=output_ends_failed error=%s", json.dumps(str(e)))
+            return None
+
+    def _restore(self, tp: TopicPartition) -> tuple[int, dict | None] | None:
+        """Load ``tp``'s checkpoint: its offset and where the anomalies topic ended then."""
         path = self._path(tp)
         if not self.config.checkpoint_dir or not path.exists():
             return None
@@ -652,7 +774,7 @@ class Pipeline:
             raise StateError(f"checkpoint {path} was written by detector {tree.get('detector')!r} / threshold "
                              f"{tree.get('threshold')!r}; this service runs {self.config.detector!r} / "
                              f"{self.config.threshold!r} (remove the checkpoint dir to start fresh)")
-        p = _Partition()
+        p = _Partition(tp, self.config.detector)
         for key, st in tree["keys"].items():
             d, t = self.detector_factory(), self.threshold_factory()
             d.load_state_dict(st["detector"])
@@ -661,23 +783,76 @@ class Pipeline:
             if rejoin is not None:
                 rejoin(d)
             p.models[key] = (d, t)
+        for key, st in tree.get("incidents", {}).items():  # checkpoints before incidents have none
+            inc = IncidentTracker(key, self.policy, p.context, p.id_prefix)
+            inc.load_state_dict(st)
+            if inc.open:
+                p.incidents[key] = inc
+        self.incidents_open += len(p.incidents)
         p.next_offset = int(tree["offset"])
         self.partitions[tp] = p
-        return p.next_offset
+        return p.next_offset, tree.get("outputs")
 
     def _on_assign(self, tps: list[TopicPartition]) -> None:
+        since: dict[TopicPartition, dict] = {}
         for tp in tps:
-            offset = self._restore(tp)
-            if offset is None:
+            restored = self._restore(tp)
+            if restored is None:
                 continue
+            offset, outputs = restored
             if self._log_restarted_below(tp, offset):
                 log.warning("event=checkpoint_ahead_of_log topic=%s partition=%d checkpoint_offset=%d "
                             "action=read_from_start", tp[0], tp[1], offset)
                 offset = 0
                 self.partitions[tp].next_offset = None
+            elif outputs is not None and outputs.get("topic") == self.config.anomalies_topic:
+                since[tp] = outputs["ends"]
             self.source.seek(tp, offset)
-            log.info("event=restored topic=%s partition=%d offset=%d keys=%d", tp[0], tp[1], offset,
-                     len(self.partitions[tp].models))
+            log.info("event=restored topic=%s partition=%d offset=%d keys=%d incidents=%d", tp[0], tp[1], offset,
+                     len(self.partitions[tp].models), len(self.partitions[tp].incidents))
+        if since:
+            self._read_back(since)
+
+    def _read_back(self, since: dict[TopicPartition, dict]) -> None:
+        """For the partitions just restored, read what the anomalies topic got since their
+        checkpoints (from the ends recorded in them): the messages of records the restored
+        state will score again. Those messages are then not sent a second time (``_publish``).
+
+        This is what makes the anomalies topic free of repeats after a crash, including a
+        crash between a message's acknowledgement and the next checkpoint, which no order of
+        sending, committing and checkpointing can rule out. A restarted run scores the same
+        records from the same state and so makes the same messages, in the same order per key
+        and kind (source offsets and incident ids included); comparing by key, kind and source
+        offset finds them."""
+        # a partition of the anomalies topic that one checkpoint did not list did not exist
+        # then: everything in it came later
+        parts = {int(part) for ends in since.values() for part in ends}
+        starts = {part: min(int(ends.get(str(part), 0)) for ends in since.values()) for part in parts}
+        try:
+            messages = self.outputs.read(self.config.anomalies_topic, starts)
+        except StreamadError as e:
+            log.warning("event=read_back_failed error=%s", json.dumps(str(e)))
+            return
+        found = 0
+        for m in messages:  # those before a partition's own checkpoint have lower source offsets
+            try:
+                msg = json.loads(m.value)
+                tp, offset = (msg["topic"], msg["partition"]), msg["offset"]
+                what = (msg["key"], msg.get("type", "anomaly"))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # not one of ours (another writer on the topic)
+            p = self.partitions.get(tp) if tp in since else None
+            if p is None or not isinstance(offset, int) or offset < (p.next_offset or 0):
+                continue
+            if p.delivered is None:
+                p.delivered = {}
+            if offset > p.delivered.get(what, -1):
+                p.delivered[what] = offset
+                p.replay_until = max(p.replay_until, offset)
+            found += 1
+        self._replaying = self._replaying or found > 0
+        if found:
+            log.info("event=read_back messages=%d partitions=%d", found, len(since))
 
     def _log_restarted_below(self, tp: TopicPartition, offset: int) -> bool:
         """True when ``tp``'s log now ends before the checkpointed ``offset`` and the group has
@@ -701,5 +876,7 @@ class Pipeline:
         self._flush_and_commit()
         for tp in tps:
             self._checkpoint(tp)
-            self.partitions.pop(tp, None)
+            p = self.partitions.pop(tp, None)
+            if p is not None:
+                self.incidents_open -= len(p.incidents)  # the new owner carries them on
         self._deep_gc_due = True  # the state dropped here may be frozen (_collect_garbage)

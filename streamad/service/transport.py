@@ -11,7 +11,8 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["MemoryBroker", "MemorySink", "MemorySource", "Message", "Sink", "Source", "TopicPartition"]
+__all__ = ["MemoryBroker", "MemoryOutputLog", "MemorySink", "MemorySource", "Message", "OutputLog", "Sink", "Source",
+           "TopicPartition"]
 
 TopicPartition = tuple[str, int]
 
@@ -73,6 +74,23 @@ class Sink(Protocol):
     #   acked(token) -> bool: without blocking, True once every message sent before the
     #     mark ``token`` is acknowledged; False while any is pending or has failed (flush()
     #     then reports the failure).
+
+
+@runtime_checkable
+class OutputLog(Protocol):
+    """Reads back a topic the service writes to (the anomalies topic), so that a restart
+    does not publish again what a crashed run already published (``streamad.service.pipeline``)."""
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """The end offset of each partition of ``topic`` ({} when it does not exist yet)."""
+        ...
+
+    def read(self, topic: str, starts: dict[int, int]) -> list[Message]:
+        """Every message of ``topic`` from ``starts[partition]`` (0 for a partition not in
+        ``starts``) to the end as it is now."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class MemoryBroker:
@@ -170,6 +188,22 @@ class MemorySource:
 
     def close(self) -> None:
         self._closed = True
+
+
+class MemoryOutputLog:
+    """:class:`OutputLog` over a :class:`MemoryBroker`."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        return {p: len(self.broker.read(topic, p)) for p in range(len(self.broker.topics.get(topic, [])))}
+
+    def read(self, topic: str, starts: dict[int, int]) -> list[Message]:
+        return [m for p in range(len(self.broker.topics.get(topic, []))) for m in self.broker.read(topic, p, starts.get(p, 0))]
+
+    def close(self) -> None:
+        pass
 
 
 class MemorySink:

@@ -45,7 +45,7 @@ def test_fleet_events_name_the_faulty_node_and_metric(bootstrap, monkeypatch):
                         anomalies_topic=names["anomalies"], dead_letter_topic=names["dlq"], detector="node-ae",
                         detector_params={"epochs": 20, "warmup": 700, "finetune_every": 144, "seed": 0},
                         threshold="fixed", threshold_params={"value": 1.3}, kafka_settings=for_embedded_broker(),
-                        poll_timeout_s=0.2, batch_size=500)
+                        poll_timeout_s=0.2, batch_size=500, publish="both")
     source, sink = make_source(bootstrap, cfg.group, cfg.kafka_settings), make_sink(bootstrap, cfg.kafka_settings)
     p = Pipeline(source, sink, cfg, dead_letter=DeadLetterSink(sink, cfg.dead_letter_topic).send)
     p.start()
@@ -58,11 +58,16 @@ def test_fleet_events_name_the_faulty_node_and_metric(bootstrap, monkeypatch):
         source.close()
         sink.close()
     assert p.records_in == n and p.dead_letters == 0
-    events = [json.loads(m.value) for m in _read_all(bootstrap, names["anomalies"])[0]]
-    assert events and all(e["top_features"] for e in events)
+    messages = [json.loads(m.value) for m in _read_all(bootstrap, names["anomalies"])[0]]
+    events = [e for e in messages if e["type"] == "anomaly"]
+    opens = [e for e in messages if e["type"] == "incident_open"]
+    assert events and opens and all(e["top_features"] for e in events + opens)
     ts = fleet.timestamps
     for a in fleet.anomalies:
         inside = [e for e in events if e["key"] == a.key and ts[a.start] <= e["ts"] <= ts[a.end - 1]]
         assert inside, f"no event for the {a.kind} on {a.key}"
         named = [e for e in inside if e["top_features"][0][0] == a.features[0]]
         assert len(named) > 0.8 * len(inside), (a.key, a.features[0], [e["top_features"][0] for e in inside][:5])
+        # the incident's open names the faulty metric first, as the per-record events do
+        opened = [e for e in opens if e["key"] == a.key and ts[a.start] <= e["ts"] <= ts[a.end - 1]]
+        assert opened and opened[0]["top_features"][0][0] == a.features[0], (a.key, a.features[0], opened)

@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
+from schema_check import assert_valid  # noqa: E402
 from test_service_pipeline import MALFORMED, MaxThreshold  # noqa: E402
 
 KEYS = ["pump-1", "pump-2", "fan-1", "fan-2", "valve-1"]
@@ -157,18 +158,21 @@ name = "spot"
 params = {{ init = 200 }}
 [checkpoint]
 dir = "{ckpt}"
-every_records = 500
+every_records = {every_records}
 [service]
 batch_size = 200
 poll_timeout_s = 0.2
 commit_mode = "{commit_mode}"
+[incidents]
+gap = 50
 """
 
 
-def _child(names, bootstrap, group, ckpt, commit_mode="wait"):
+def _child(names, bootstrap, group, ckpt, commit_mode="wait", every_records=500):
     """The real `streamad serve` in its own process, configured by a TOML file."""
     cfg = Path(ckpt) / "serve.toml"
-    cfg.write_text(SERVE_TOML.format(bootstrap=bootstrap, group=group, ckpt=ckpt, commit_mode=commit_mode, **names))
+    cfg.write_text(SERVE_TOML.format(bootstrap=bootstrap, group=group, ckpt=ckpt, commit_mode=commit_mode,
+                                     every_records=every_records, **names))
     return subprocess.Popen([sys.executable, "-m", "streamad.cli", "serve", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=TESTS.parent,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -286,6 +290,69 @@ def test_kill9_restart_scores_every_offset_and_sigterm_commits(bootstrap, tmp_pa
     from streamad import _state
     for part, end in ends.items():  # the SIGTERM checkpoint reflects everything committed
         assert _state.load(Path(tmp_path, group, f"{names['input']}-{part}.state"))["offset"] == end
+
+
+def _produce_range(bootstrap, topic, start, stop, spikes=(), seed=0):
+    """Records ``start`` to ``stop`` of every key (``spikes``: the (key, i) that jump by 80, far
+    above the z-scores of the detector's first records, which SPOT calibrates on)."""
+    rng = np.random.default_rng(seed)
+    sink = make_sink(bootstrap, for_embedded_broker())
+    for i in range(start, stop):
+        for k in KEYS:
+            v = float(rng.normal(20, 2)) + (80.0 if (k, i) in spikes else 0.0)
+            sink.send(topic, k.encode(), encode(Record(k, 1.7e9 + 60 * i, {"temp": v, "rpm": float(rng.normal())})))
+    sink.flush()
+    sink.close()
+    return (stop - start) * len(KEYS)
+
+
+@pytest.mark.parametrize("every_records", [1_000_000, 40], ids=["no-checkpoint-after-the-open", "checkpoints"])
+def test_kill9_mid_incident_restart_sends_no_second_open_and_the_close(bootstrap, tmp_path, every_records):
+    # every_records 1,000,000: the only checkpoint is each partition's first (empty), so the
+    # restart scores the open's record again and must find the open already on the topic;
+    # 40: the restored state most likely holds the open incident itself
+    names = _topics(bootstrap)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    spikes = {(KEYS[0], 300)}
+    sent = _produce_range(bootstrap, names["input"], 0, 310, spikes, seed=7)
+
+    def incident(kind):
+        msgs = [json.loads(m.value) for m in _read_all(bootstrap, names["anomalies"], timeout_s=5)[0]]
+        return [m for m in msgs if m["type"] == kind and m["key"] == KEYS[0] and m["start" if kind != "incident_open"
+                                                                                else "ts"] == 1.7e9 + 60 * 300]
+
+    child = _child(names, bootstrap, group, tmp_path, every_records=every_records)
+    try:
+        _wait(lambda: incident("incident_open"), 60, "the spike's incident_open")
+        assert not incident("incident_close")  # 9 records after the spike, the gap is 50
+        child.kill()  # SIGKILL mid-incident
+        child.communicate(timeout=10)
+        sent += _produce_range(bootstrap, names["input"], 310, 500, seed=8)
+        inputs, ends = _read_all(bootstrap, names["input"], expect=sent)
+        child = _child(names, bootstrap, group, tmp_path, every_records=every_records)
+        output = _Output(child)
+        _wait(lambda: output.has(b"event=restored") and _committed(bootstrap, group, names["input"]) == ends,
+              60, "the restart's restore and all offsets committed")
+        child.send_signal(signal.SIGTERM)
+        out = output.wait(timeout_s=10)
+        assert child.returncode == 0, out.decode()[-2000:]
+        if every_records == 1_000_000:  # the open came back from the topic, not from a checkpoint
+            assert b"event=read_back" in out and b"not_repeated=0" not in out, out.decode()[-2000:]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    opens, closes = incident("incident_open"), incident("incident_close")
+    assert len(opens) == 1, opens  # no second open after the restart
+    assert len(closes) == 1 and closes[0]["id"] == opens[0]["id"], closes
+    assert (closes[0]["start_offset"], closes[0]["end_offset"]) == (opens[0]["offset"], opens[0]["offset"])
+    msgs = [json.loads(m.value) for m in _read_all(bootstrap, names["anomalies"])[0]]
+    ids = [m["id"] for m in msgs if m["type"] == "incident_open"]
+    assert len(ids) == len(set(ids))  # nor of any other incident
+    for m in msgs:
+        assert_valid(m)
+    scores = [json.loads(m.value) for m in _read_all(bootstrap, names["scores"], expect=sent)[0]]
+    assert {(s["partition"], s["offset"]) for s in scores} == {(m.partition, m.offset) for m in inputs}
 
 
 def test_two_instances_share_partitions_and_one_takes_over_from_checkpoints(bootstrap, tmp_path):
