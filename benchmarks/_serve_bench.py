@@ -64,7 +64,7 @@ GC_SETTLE = os.environ.get("STREAMAD_BENCH_GC") != "default"
 # node-ae serves a frozen model: with its default online fine-tuning (5 epochs over up to
 # 2,016 recent samples, every 288 records of a key) 1,000 keys spend the run training, and a
 # batch that fine-tunes many keys outlasts max_poll_interval (measured: the member was evicted).
-DETECTORS = {"gaussian": {"window": 32}, "zscore": {"window": 100}, "hst": {},
+DETECTORS = {"gaussian": {"window": 32}, "zscore": {"window": 100}, "hst": {}, "records": {},
              "node-ae": {"finetune_epochs": 0}, "hypad": {"threads": 1},
              "ceiling": {}}  # latency-ceiling-*: the consumer alone
 # Slow detectors read smaller batches (a 5,000-record batch of 1,000 HalfSpaceTrees models
@@ -79,6 +79,7 @@ TRAINED = ("node-ae", "hypad")
 NAMES = [
     "serve-gaussian-kafka-python", "serve-gaussian-kafka-python-events", "serve-zscore-kafka-python",
     "serve-hst-kafka-python", "serve-node-ae-kafka-python", "serve-hypad-kafka-python",
+    "serve-records-kafka-python", "serve-records-kafka-python-events", "serve-records-confluent-events",
     "serve-gaussian-confluent", "serve-gaussian-confluent-events", "serve-zscore-confluent",
     "latency-gaussian-kafka-python", "latency-gaussian-kafka-python-events",
     "latency-gaussian-confluent", "latency-gaussian-confluent-events",

@@ -130,10 +130,12 @@ def read_csv(path: str | Path, label_column: str | None = None) -> Series:
     return Series(ts, [row[ts_col] for row in data], values, [header[c] for c in value_cols], labels, iso)
 
 
-def detect(series: Series, detector: str = "gaussian", params: dict[str, Any] | None = None,
-           threshold: str = "spot", warmup: int | None = None, policy=None) -> dict[str, Any]:
+def detect(series: Series, detector: str = "records", params: dict[str, Any] | None = None,
+           threshold: str = "auto", warmup: int | None = None, policy=None,
+           threshold_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score ``series`` and threshold the scores; return scores, thresholds, flags, intervals
-    (incidents under ``policy``, default: the service's, for the streaming thresholds)."""
+    (incidents under ``policy``, default: the service's, for the streaming thresholds).
+    ``threshold="auto"`` is the detector's own default (as in ``streamad serve``)."""
     from . import detectors, thresholds
     from .incidents import track_series
     from .service.config import ServiceConfig
@@ -164,6 +166,7 @@ def detect(series: Series, detector: str = "gaussian", params: dict[str, Any] | 
     flags = np.zeros(n, dtype=bool)
     rest = n - warmup
     init = min(1000, max(20, rest // 5))
+    threshold, tparams = thresholds.resolve(threshold, threshold_params, detector)
     if threshold == "orion":
         found = thresholds.find_anomalies(scores[warmup:], index=np.arange(warmup, n))
         intervals = [(int(s), int(e), float(v)) for s, e, v in found]
@@ -171,19 +174,19 @@ def detect(series: Series, detector: str = "gaussian", params: dict[str, Any] | 
             flags[s:e + 1] = True
         th[:] = np.nan
     else:
-        if threshold == "spot":
+        if threshold == "spot" and not tparams:  # calibrated on this series' first fifth
             rule = thresholds.SPOT(q=1e-3, level=0.98, init=max(init, 10))
-        elif threshold == "quantile":
+        elif threshold == "quantile" and not tparams:
             rule = thresholds.Quantile(q=0.995, window=max(init * 10, 100), init=init)
         else:
-            raise ConfigError(f"unknown threshold {threshold!r}; choose one of: orion, quantile, spot")
+            rule = thresholds.make(threshold, **tparams)
         for i in range(warmup, n):
             dec = rule.update(scores[i])
             th[i], flags[i] = dec.threshold, dec.is_anomaly
         found = track_series(flags, scores, th, ts=series.ts, policy=policy or ServiceConfig().incident_policy)
         intervals = [(i.start, i.end, float(i.severity or 0.0)) for i in found]
     return {"scores": scores, "threshold": th, "flags": flags, "intervals": intervals,
-            "warmup": warmup, "detect_s": detect_s, "detector": det}
+            "warmup": warmup, "detect_s": detect_s, "detector": det, "threshold_rule": (threshold, tparams)}
 
 
 def score_limits(scores: np.ndarray, threshold: np.ndarray, warmup: int) -> tuple[float, float]:
@@ -254,14 +257,10 @@ def _plot(series: Series, result: dict[str, Any], path: Path, title: str) -> Non
 
 def run(args) -> int:
     """The ``streamad detect`` handler."""
-    params: dict[str, Any] = {}
-    if args.params:
-        try:
-            params = json.loads(args.params)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--params is not valid JSON: {e}") from None
-        if not isinstance(params, dict):
-            raise ConfigError(f"--params must be a JSON object, got {args.params!r}")
+    from .base import parse_params
+
+    params = parse_params(args.params, "--params")
+    tparams = parse_params(getattr(args, "threshold_params", None), "--threshold-params")
     series = read_csv(args.file, label_column=args.label_column)
     from . import detectors
 
@@ -270,7 +269,8 @@ def run(args) -> int:
 
     gap = ServiceConfig.incident_gap if getattr(args, "incident_gap", None) is None else args.incident_gap
     policy = ServiceConfig(incident_gap=gap).incident_policy
-    result = detect(series, args.detector, params, args.threshold, policy=policy)
+    result = detect(series, args.detector, params, args.threshold, policy=policy, threshold_params=tparams)
+    args.threshold = result["threshold_rule"][0]  # what "auto" resolved to, for the report
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

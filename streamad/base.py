@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "BaseDetector",
+    "parse_params",
     "ConfigError",
     "DataError",
     "Decision",
@@ -142,6 +143,12 @@ class BaseDetector:
     name: str = "base"
 
     features_: list[str] | None = None
+
+    #: The streaming threshold (registry name, parameters) that ``streamad serve``, ``streamad
+    #: detect`` and ``streamad bench --protocol streaming`` use with this detector unless told
+    #: otherwise (threshold ``"auto"``): SPOT, which calibrates itself to any score scale; a
+    #: detector whose scores mean the same on every stream names a fixed value instead.
+    default_threshold: tuple[str, dict[str, Any]] = ("spot", {})
 
     #: How many scores this detector has given without a model: a detector that trains after
     #: a warm-up (HypAD, node-ae) scores 0.0 until then. They always come first, so they are
@@ -310,3 +317,27 @@ class BaseDetector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
         return f"{type(self).__name__}({args})"
+
+
+def parse_params(text: str | None, flag: str = "--params") -> dict[str, Any]:
+    """A command-line JSON object of parameters (``None`` or empty: ``{}``); anything else is a
+    one-line :class:`ConfigError` naming the flag.
+
+    >>> parse_params('{"window": 48}')
+    {'window': 48}
+    >>> parse_params("[1]", "--threshold-params")
+    Traceback (most recent call last):
+    ...
+    streamad.base.ConfigError: --threshold-params must be a JSON object, got '[1]'
+    """
+    import json
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{flag} is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a JSON object, got {text!r}")
+    return value

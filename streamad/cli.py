@@ -30,10 +30,14 @@ def _add_detect(sub) -> Handler:
                        description="Score a CSV (timestamp,value[,more columns][,label]) offline, print the "
                                    "incidents the service would publish and write scores, intervals and a plot.")
     p.add_argument("file", help="CSV with a header: timestamp, one or more value columns, optional label column")
-    p.add_argument("--detector", default="gaussian", help="detector name (default: gaussian)")
+    p.add_argument("--detector", default="records", help="detector name (default: records)")
     p.add_argument("--params", default=None, help="detector parameters as a JSON object")
-    p.add_argument("--threshold", default="spot", choices=["spot", "quantile", "orion"],
-                   help="thresholding rule (default: spot)")
+    p.add_argument("--threshold", default="auto",
+                   choices=["auto", "spot", "quantile", "orion", "fixed", "likelihood", "dspot"],
+                   help="thresholding rule (default: auto, the detector's own: fixed 0.07 for records, spot "
+                        "for the others)")
+    p.add_argument("--threshold-params", default=None, help="threshold parameters as a JSON object, "
+                   "e.g. '{\"value\": 0.2}' for fixed or '{\"epsilon\": 1e-4}' for likelihood")
     p.add_argument("--incident-gap", dest="incident_gap", default=None,
                    help="spot/quantile: flags closer than this (records, or a duration: 10m) are one incident, "
                         "as in `streamad serve` (default: the service's, 100 records)")
@@ -71,11 +75,12 @@ def _add_serve(sub) -> Handler:
     p.add_argument("--update-interval", dest="update_interval",
                    help="at most one incident_update per this many records, or this long (default: 100 records)")
     p.add_argument("--dead-letter-topic", dest="dead_letter_topic", help="topic for malformed records")
-    p.add_argument("--detector", help="detector name (default: gaussian)")
+    p.add_argument("--detector", help="detector name (default: records)")
     p.add_argument("--params", help="detector parameters as a JSON object")
     p.add_argument("--detector-state", dest="detector_state",
                    help="trained detector (streamad detect --save-state FILE) every key starts from")
-    p.add_argument("--threshold", help="threshold name: spot, quantile, fixed (default: spot)")
+    p.add_argument("--threshold", help="threshold name: auto (the detector's own), spot, quantile, fixed, likelihood, "
+                                       "dspot (default: auto)")
     p.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="directory for per-partition state")
     p.add_argument("--http-port", dest="http_port", type=int, help="port of /metrics and /healthz (0 = off)")
     p.add_argument("--kafka-client", dest="client", help="kafka-python (default) or confluent")
@@ -139,7 +144,7 @@ def _add_demo(sub) -> Handler:
     p.add_argument("--points", type=int, default=2000, help="points per sensor (default: 2000)")
     p.add_argument("--seed", type=int, default=7, help="random seed of the stream (default: 7)")
     p.add_argument("--detector", default=None,
-                   help="base detector, wrapped in `spread` (default: the service's default detector)")
+                   help="base detector, wrapped in `spread` (default: gaussian)")
     p.add_argument("--no-spread", action="store_true", help="run the detector alone, without `spread`")
     p.add_argument("--threshold", default="spot", help="threshold name (default: spot)")
     p.add_argument("--max-seconds", type=float, default=45.0, help="stop scoring after this long (default: 45)")

@@ -114,7 +114,9 @@ def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str
         scores = np.where(np.isfinite(scores), scores, 0.0)
         # and never the scores a detector gave before it had a model (HypAD's warm-up)
         skip = min(n, max(_warmup(det, n), getattr(det, "warmup_scores_", 0)))
-        intervals = streaming_intervals(scores, skip, ts=sig.timestamps)
+        from ..thresholds import resolve
+
+        intervals = streaming_intervals(scores, skip, ts=sig.timestamps, threshold=resolve("auto", {}, detector))
     else:
         raise ConfigError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
     detect_s = time.perf_counter() - t0
@@ -122,10 +124,11 @@ def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str
 
 
 def streaming_intervals(scores: np.ndarray, skip: int, *, ts: np.ndarray | None = None, policy=None,
-                        **spot: Any) -> list[tuple[int, int]]:
+                        threshold: tuple[str, dict[str, Any]] | None = None, **spot: Any) -> list[tuple[int, int]]:
     """The streaming protocol's anomalous intervals: the incidents ``streamad serve`` would
-    publish. SPOT (q 1e-3, level .98, ``spot`` for other parameters) flags the scores after
-    the warm-up's ``skip``, calibrated on the first fifth of them (20 to 1,000 scores), and
+    publish. The detector's default threshold (``threshold``: registry name and parameters;
+    default SPOT) flags the scores after the warm-up's ``skip``: SPOT (q 1e-3, level .98,
+    ``spot`` for other parameters) calibrated on the first fifth of them (20 to 1,000 scores);
     the service's incident state machine groups the flags (``policy``, default: the
     service's ``[incidents]`` defaults; ``ts``, the timestamps, matter for a gap in time).
     Each interval runs from an incident's first flagged record to its last."""
@@ -134,8 +137,12 @@ def streaming_intervals(scores: np.ndarray, skip: int, *, ts: np.ndarray | None 
     from ..service.config import ServiceConfig
 
     n = len(scores)
-    kw = {"q": 1e-3, "level": 0.98, "init": max(10, min(1000, max(20, (n - skip) // 5))), **spot}
-    rule = thresholds.SPOT(**kw)
+    name, params = threshold or ("spot", {})
+    if name == "spot":
+        kw = {"q": 1e-3, "level": 0.98, "init": max(10, min(1000, max(20, (n - skip) // 5))), **params, **spot}
+        rule = thresholds.SPOT(**kw)
+    else:
+        rule = thresholds.make(name, **params)
     flags = np.zeros(n, dtype=bool)
     th = np.zeros(n)
     for i in range(skip, n):
@@ -399,7 +406,7 @@ def add_arguments(p) -> None:
     p.add_argument("--dataset", required=True,
                    help="nab | nasa | yahoo | csv | orion, or hpc-sim | iot23 | nsl-kdd (their own modules)")
     p.add_argument("--data-dir", help="directory of the data set (not needed for hpc-sim)")
-    p.add_argument("--detector", default="gaussian", help="detector name (default: gaussian)")
+    p.add_argument("--detector", default="records", help="detector name (default: records)")
     p.add_argument("--params", default=None, help="detector parameters as a JSON object")
     p.add_argument("--signals", default=None, help="only signals matching these comma-separated glob patterns")
     p.add_argument("--protocol", default="orion", choices=PROTOCOLS,

@@ -51,7 +51,7 @@ REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
     "zscore": ("ZScore", {}),
 }
 
-__all__ = sorted([*_CLASSES, "REGISTRY", "make", "available"])
+__all__ = sorted([*_CLASSES, "REGISTRY", "available", "detector_class", "make"])
 
 
 def __getattr__(name: str):
@@ -71,6 +71,16 @@ def available() -> list[str]:
             continue
         names.append(n)
     return names
+
+
+def detector_class(name: str) -> type:
+    """The class registered as ``name``."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown detector {name!r}; choose one of: {', '.join(sorted(REGISTRY))}")
+    try:
+        return __getattr__(REGISTRY[name][0])
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"detector {name!r} is not available: {e}") from e
 
 
 def make(name: str, **params: Any):

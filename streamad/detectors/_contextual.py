@@ -160,6 +160,8 @@ class Contextual(BaseDetector):
     """
 
     name = "contextual"
+    #: Alarm on a symbol never seen after its last symbol or never seen at all.
+    default_threshold = ("fixed", {"value": 0.75})
 
     def __init__(self, bins: int = 12, order: int = 5, learn: int = 300, margin: float = 0.1,
                  max_contexts: int = 20000):

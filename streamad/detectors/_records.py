@@ -337,6 +337,9 @@ class RecordExperts(BaseDetector):
     """
 
     name = "records"
+    #: Scores mean the same on every stream: one fixed value. 0.07 is the corpus threshold that
+    #: NAB's optimiser chooses for the standard profile (docs/nab.md).
+    default_threshold = ("fixed", {"value": 0.07})
 
     def __init__(self, tolerance: float = 0.05, level_window: int = 500, level_short: int = 6,
                  shape_window: int = 32, shape_points: int = 8, shape_memory: int = 2000, shape_stride: int = 4,

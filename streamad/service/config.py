@@ -2,7 +2,7 @@
 
 >>> cfg = ServiceConfig.from_mapping({"topics": {"input": ["telemetry"]}, "detector": {"name": "zscore"}})
 >>> cfg.input_topics, cfg.detector, cfg.threshold
-(['telemetry'], 'zscore', 'spot')
+(['telemetry'], 'zscore', 'auto')
 >>> ServiceConfig.from_mapping({"detector": {"nmae": "x"}})
 Traceback (most recent call last):
 ...
@@ -58,12 +58,13 @@ class ServiceConfig:
     anomalies_topic: str = "anomalies"
     scores_topic: str = ""
     dead_letter_topic: str = "telemetry.dlq"
-    detector: str = "gaussian"
+    detector: str = "records"
     detector_params: dict[str, Any] = field(default_factory=dict)
     # A trained detector (`streamad detect --save-state FILE`): every key starts from it, and
     # the detector and its parameters are the file's.
     detector_state: str = ""
-    threshold: str = "spot"
+    # "auto": the detector's own default (``default_threshold``: records -> fixed 0.07, others -> SPOT)
+    threshold: str = "auto"
     threshold_params: dict[str, Any] = field(default_factory=dict)
     checkpoint_dir: str = ""
     checkpoint_every_records: int = 10_000

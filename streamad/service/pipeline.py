@@ -196,6 +196,9 @@ class Pipeline:
             detector_factory = lambda: detectors.make(config.detector, **config.detector_params)  # noqa: E731
         if threshold_factory is None:
             from .. import thresholds
+            name, params = thresholds.resolve(config.threshold, config.threshold_params, config.detector)
+            if (name, params) != (config.threshold, config.threshold_params):  # "auto": the detector's own
+                config = self.config = dataclasses.replace(config, threshold=name, threshold_params=params)
             thresholds.make(config.threshold, **config.threshold_params)
             threshold_factory = lambda: thresholds.make(config.threshold, **config.threshold_params)  # noqa: E731
         self.detector_factory, self.threshold_factory = detector_factory, threshold_factory

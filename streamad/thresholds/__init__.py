@@ -22,7 +22,7 @@ _CLASSES = {
 REGISTRY: dict[str, str] = {"dspot": "DSPOT", "fixed": "Fixed", "likelihood": "AnomalyLikelihood",
                             "quantile": "Quantile", "spot": "SPOT"}
 
-__all__ = sorted([*_CLASSES, "REGISTRY", "make"])
+__all__ = sorted([*_CLASSES, "REGISTRY", "make", "resolve"])
 
 
 def __getattr__(name: str):
@@ -31,9 +31,33 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def resolve(name: str, params: dict[str, Any] | None, detector: str) -> tuple[str, dict[str, Any]]:
+    """The threshold to build: ``name`` and ``params`` as given, or for ``"auto"`` the
+    detector's own default (``default_threshold`` of its class), ``params`` over its parameters.
+
+    >>> resolve("auto", {}, "gaussian")
+    ('spot', {})
+    >>> resolve("auto", {"value": 0.5}, "records")
+    ('fixed', {'value': 0.5})
+    >>> resolve("quantile", {"q": 0.99}, "records")
+    ('quantile', {'q': 0.99})
+    """
+    params = dict(params or {})
+    if name != "auto":
+        return name, params
+    from .. import detectors
+
+    try:
+        cls = detectors.detector_class(detector)
+    except ConfigError:
+        return "spot", params
+    default, defaults = cls.default_threshold
+    return default, {**defaults, **params}
+
+
 def make(name: str, **params: Any):
     if name not in REGISTRY:
-        raise ConfigError(f"unknown threshold {name!r}; choose one of: {', '.join(sorted(REGISTRY))}")
+        raise ConfigError(f"unknown threshold {name!r}; choose one of: auto, {', '.join(sorted(REGISTRY))}")
     try:
         return __getattr__(REGISTRY[name])(**params)
     except TypeError as e:

@@ -8,8 +8,7 @@ import pytest
 import connectors.kafka as kafka
 from connectors.broker import EmbeddedBroker
 from streamad.cli import main
-from streamad.service.config import ServiceConfig
-from streamad.service.demo import run_demo
+from streamad.service.demo import DEMO_BASE, run_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -29,7 +28,7 @@ def test_demo_finds_every_kind_of_anomaly_with_one_alert_each_and_stops_the_brok
     assert r.found >= 0.9 * r.true_anomalies, text
     assert r.alerts_per_found <= 1.2 and r.false_per_10k <= 5, text
     assert {k for k, (_, found) in r.per_kind.items() if found} >= {"flatline", "frequency_change"}
-    assert r.detector == "spread" and r.detector_params == {"base": ServiceConfig.detector}
+    assert r.detector == "spread" and r.detector_params == {"base": DEMO_BASE}
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {k: summary[k] for k in ("records", "true_anomalies", "incidents", "found", "false_incidents",
                                     "alerts_per_found")} == {
