@@ -66,6 +66,11 @@ def _add_serve(sub) -> Handler:
                    help="trained detector (streamad detect --save-state FILE) every key starts from")
     p.add_argument("--threshold", help="threshold name: spot, quantile, fixed (default: spot)")
     p.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="directory for per-partition state")
+    p.add_argument("--state-store", dest="state_store", choices=["file", "kafka"],
+                   help="where per-partition state goes: files under --checkpoint-dir (default), or a "
+                        "compacted changelog topic GROUP.changelog (instances need no shared disk)")
+    p.add_argument("--shutdown-timeout", dest="shutdown_timeout_s", type=float,
+                   help="seconds from SIGTERM to exit, broker or not (default: 20)")
     p.add_argument("--http-port", dest="http_port", type=int, help="port of /metrics and /healthz (0 = off)")
     p.add_argument("--kafka-client", dest="client", help="kafka-python (default) or confluent")
     p.add_argument("--log-format", dest="log_format", choices=["kv", "json"], help="structured log style")
@@ -95,18 +100,34 @@ def _add_serve(sub) -> Handler:
         flags = {k: getattr(args, k) for k in ("bootstrap", "group", "input_topics", "anomalies_topic",
                                                "scores_topic", "dead_letter_topic", "detector", "detector_state",
                                                "threshold", "checkpoint_dir", "http_port", "client", "log_format",
-                                               "commit_mode")}
+                                               "commit_mode", "state_store", "shutdown_timeout_s")}
         cfg = load_config(args.config, detector_params=params, **flags)
         configure_logging(cfg.log_format, logging.DEBUG if args.verbose > 1 else logging.INFO)
-        sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=cfg.client)
+        store = None
+        if cfg.state_store == "kafka":
+            from connectors.changelog import KafkaStateStore
+
+            store = KafkaStateStore(cfg.bootstrap, cfg.group, cfg.kafka_settings, input_topics=cfg.input_topics,
+                                    chunk_bytes=cfg.state_chunk_bytes)
+        try:
+            sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=cfg.client)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
         try:
             source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings, client=cfg.client)
         except BaseException:
             sink.close()
+            if store is not None:
+                store.close()
             raise
         dlq = DeadLetterSink(sink, cfg.dead_letter_topic)
-        serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True)
-        return 0
+        pipeline = serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True,
+                         state_store=store)
+        # 1: stopped, but the outputs, checkpoints or final commit did not all go through (the
+        # next start resumes from the checkpoints and the committed offsets; nothing is lost)
+        return 0 if pipeline.clean_stop else 1
 
     return run
 

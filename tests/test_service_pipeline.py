@@ -577,7 +577,7 @@ def _watch_commits(b, p):
     seen = []
     commit = p.source.commit
 
-    def watched(offsets):
+    def watched(offsets, timeout_s=None):
         seen.append((dict(offsets), {(s["partition"], s["offset"]) for s in _scores(b)}, p.records_in))
         commit(offsets)
 
@@ -650,7 +650,7 @@ class InFlightCommitSource(MemorySource):
         super().__init__(broker)
         self.in_flight, self.calls = [], []
 
-    def commit(self, offsets):
+    def commit(self, offsets, timeout_s=None):
         self.calls.append("wait")
         super().commit(offsets)
 
