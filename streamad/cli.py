@@ -357,7 +357,11 @@ def _add_fed_server(sub) -> Handler:
     p.add_argument("--round-timeout", type=float, default=10.0,
                    help="seconds to wait for every known client before closing with --min-clients (default: 10)")
     p.add_argument("--rounds", type=int, default=None, help="stop after this many rounds (default: run on)")
-    p.add_argument("--checkpoint", default=None, help="state file, written atomically after every round")
+    p.add_argument("--checkpoint", default=None, help="state file, written atomically after every round; a "
+                                                       "restart reads the updates sent since it")
+    p.add_argument("--idle-tolerance", type=float, default=1e-3, metavar="DEG",
+                   help="go idle (no rounds) once a round moves the subspace less than DEG degrees and no client "
+                        "has new data; 0 = never (default: 0.001)")
 
     def run(args):
         from connectors.fedkafka import KafkaFedChannel
@@ -371,12 +375,15 @@ def _add_fed_server(sub) -> Handler:
             raise ConfigError(f"need --dim >= 2 and 1 <= --k < --dim, got --dim {args.dim} --k {args.k}")
         if args.min_clients < 1:
             raise ConfigError(f"--min-clients must be at least 1, got {args.min_clients}")
+        if not args.idle_tolerance >= 0:
+            raise ConfigError(f"--idle-tolerance must be >= 0, got {args.idle_tolerance}")
         ring = KeyRing.from_file(args.key_file)
         configure_logging("kv")
         channel = KafkaFedChannel(args.bootstrap, args.prefix, "server", _kafka_options(args.kafka_option))
         server = FedServer(ServerConfig(dim=args.dim, k=args.k, min_clients=args.min_clients,
                                         round_timeout_s=args.round_timeout, rounds=args.rounds,
-                                        checkpoint=args.checkpoint), ring, channel)
+                                        checkpoint=args.checkpoint, idle_tolerance_deg=args.idle_tolerance),
+                           ring, channel)
         _until_signalled(server)
         try:
             server.run(max_seconds=args.max_seconds)
@@ -404,6 +411,9 @@ def _add_fed_client(sub) -> Handler:
                    help="threshold: this quantile of recent scores under the current model (default: 0.99)")
     p.add_argument("--checkpoint", default=None,
                    help="state file: the client's local model, rounds and offsets; a restart resumes from it")
+    p.add_argument("--resend-after", type=float, default=15.0, metavar="SECONDS",
+                   help="send the update for the current round again when no newer global model arrives "
+                        "within this long (default: 15)")
 
     def run(args):
         from connectors.fedkafka import KafkaFedChannel
@@ -416,6 +426,8 @@ def _add_fed_client(sub) -> Handler:
 
         if not 0.5 <= args.quantile < 1.0:
             raise ConfigError(f"--quantile must be in [0.5, 1), got {args.quantile}")
+        if not args.resend_after > 0:
+            raise ConfigError(f"--resend-after must be positive, got {args.resend_after}")
         ring = KeyRing.from_file(args.key_file).for_client(args.client_id)
         options = _kafka_options(args.kafka_option)
         configure_logging("kv")
@@ -428,7 +440,7 @@ def _add_fed_client(sub) -> Handler:
             client = FedClient(ClientConfig(client_id=args.client_id, input_topics=args.input_topics,
                                             anomalies_topic=args.anomalies_topic, k=args.k,
                                             min_samples=args.min_samples, quantile=args.quantile,
-                                            checkpoint=args.checkpoint),
+                                            checkpoint=args.checkpoint, resend_after_s=args.resend_after),
                                ring, channel, source, sink, dead_letter=DeadLetterSink(sink, dlq).send)
             _until_signalled(client)
             client.run(max_seconds=args.max_seconds)
