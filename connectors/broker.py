@@ -21,7 +21,7 @@ from pathlib import Path
 
 from streamad.base import ConfigError, StreamadError
 
-__all__ = ["MEMORY_WARNING", "BrokerProxy", "EmbeddedBroker", "broker_binary", "free_port"]
+__all__ = ["MEMORY_WARNING", "BrokerProxy", "EmbeddedBroker", "broker_binary", "free_port", "regrow_topic"]
 
 log = logging.getLogger(__name__)
 
@@ -215,3 +215,26 @@ class BrokerProxy:
 
     def stop(self) -> None:
         self.cut()
+
+
+def regrow_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
+    """Give ``topic`` ``partitions`` partitions on the embedded broker, which has no
+    CreatePartitions (Tansu 0.6: "Kafka broker does not support the 'CreatePartitionsRequest'"),
+    by deleting it and creating it again: for a subscribed consumer it is the same event as
+    partitions added (a partition count that grew in the metadata), but the old records are
+    gone. Retried, because a consumer's metadata request may create the topic again first,
+    with the default partition count."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            admin.delete_topics([topic])
+            admin.create_topics([NewTopic(topic, partitions, 1)], raise_errors=False)
+            if [len(d["partitions"]) for d in admin.describe_topics([topic])] == [partitions]:
+                return
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    raise StreamadError(f"topic {topic!r} did not get {partitions} partitions within {timeout_s:g} s")

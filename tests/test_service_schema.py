@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from streamad.base import ConfigError
 from streamad.records import Record, encode
 from streamad.service import (
     MemoryBroker,
@@ -15,7 +14,6 @@ from streamad.service import (
     MemorySource,
     Pipeline,
     ServiceConfig,
-    load_config,
 )
 from streamad.service.metrics import Metrics
 
@@ -159,15 +157,3 @@ def test_configured_features_ignore_extras_and_dead_letter_a_record_missing_one(
     assert "lacks the configured feature(s) ['latency', 'memory']" in dead["reason"]
     assert p.schema_changes == 0
     assert list(_scores(b).values()) == list(_scores(ref).values())
-
-
-@pytest.mark.parametrize("text, message", [
-    ("[detector]\nfeatures = [\"a\", \"a\"]\n", "features must be distinct"),
-    ("[detector]\nfeatures = \"cpu\"\n", "features: expected a list"),
-    ("[detector]\nschema_change_after = 0\n", "schema_change_after must be at least 1"),
-])
-def test_bad_schema_settings_are_one_line_config_errors(tmp_path, text, message):
-    path = tmp_path / "c.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
-        load_config(path)

@@ -818,7 +818,7 @@ class Pipeline:
         now = time.monotonic()
         contact = self.source.broker_contact()
         if contact is not None and now - contact > self.config.broker_timeout_s:
-            return False, (f"broker unreachable: no answer from {self.config.bootstrap} for {now - contact:.0f} s "
+            return False, (f"broker unreachable: no answer from {self.config.bootstrap} for {now - contact:.1f} s "
                            f"(limit {self.config.broker_timeout_s:g} s)")
         stale_after = max(60.0, 20 * self.config.poll_timeout_s)
         if now - self.last_batch_at > stale_after:

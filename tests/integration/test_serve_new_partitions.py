@@ -1,11 +1,11 @@
 """Partitions added to a topic while the service runs are read, and the lag metric covers
 them before they are.
 
-The embedded broker (Tansu 0.6) has no CreatePartitions ("Kafka broker does not support the
-'CreatePartitionsRequest'"), so the topic grows from 2 to 4 partitions by being deleted and
-created again with 4: for the consumer it is the same event, a subscribed topic whose
-partition count grew in the metadata. The records on the old partitions are gone with the
-old topic; the test follows the new partitions 2 and 3.
+The embedded broker (Tansu 0.6) has no CreatePartitions, so the topic grows from 2 to 4
+partitions by being deleted and created again with 4 (connectors.broker.regrow_topic): for
+the consumer it is the same event, a subscribed topic whose partition count grew in the
+metadata. The records on the old partitions are gone with the old topic; the test follows
+the new partitions 2 and 3.
 """
 
 import dataclasses
@@ -13,12 +13,12 @@ import json
 import re
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from connectors.broker import regrow_topic
 from connectors.kafka import (
     DeadLetterSink,
     ensure_topics,
@@ -35,25 +35,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_serve import _config, _read_all, _wait  # noqa: E402
 from test_service_pipeline import MaxThreshold  # noqa: E402
-
-
-def grow_topic(bootstrap: str, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
-    """Give ``topic`` more partitions on the embedded broker: delete it and create it again
-    (retried: a consumer's metadata request may create it first with the default count)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            admin.delete_topics([topic])
-            admin.create_topics([NewTopic(topic, partitions, 1)], raise_errors=False)
-            if [len(d["partitions"]) for d in admin.describe_topics([topic])] == [partitions]:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"{topic} did not get {partitions} partitions")
-    finally:
-        admin.close()
 
 
 def _send(bootstrap, topic, partitions, n):
@@ -101,7 +82,7 @@ def test_partitions_added_at_run_time_are_read_and_in_the_lag_metric(bootstrap):
     worker.start()
     try:
         _wait(lambda: p.records_in >= 100, 60, "the first records")
-        grow_topic(bootstrap, names["input"], 4)
+        regrow_topic(bootstrap, names["input"], 4)
         _send(bootstrap, names["input"], [2, 3], 30)
         want = {(2, o) for o in range(30)} | {(3, o) for o in range(30)}
 
