@@ -328,6 +328,7 @@ class KafkaSource:
         self._topics: list[str] = []
         self._callbacks: tuple = (None, None)
         self._partition_counts: dict[str, int] = {}
+        self._partitions_checked_at = 0.0
         self._rejoin_due = False
         self._consumer = _construct(KafkaConsumer, "consumer", bootstrap, {**options, "group_id": group_id})
         self._contact_at = time.monotonic()  # it answered the bootstrap
@@ -381,6 +382,10 @@ class KafkaSource:
         none arrive within ``timeout_s`` (also while paused or while the broker is down)."""
         from kafka.errors import KafkaError
 
+        now = time.monotonic()
+        if now - self._partitions_checked_at >= self.lag_refresh_s:  # cached metadata: cheap
+            self._partitions_checked_at = now
+            self._check_partitions()
         if self._rejoin_due:
             self._rejoin_due = False
             self._rejoin()
@@ -505,7 +510,6 @@ class KafkaSource:
         now = time.monotonic()
         if now - self._end_offsets_at >= self.lag_refresh_s:
             self._end_offsets_at = now
-            self._check_partitions()
             everything = [TP(t, p) for t in self._topics for p in sorted(self._consumer.partitions_for_topic(t) or ())]
             # partitions without a position here: another member's, or not fetched from yet
             others = [tp for tp in everything if (tp.topic, tp.partition) not in self._next]
