@@ -105,10 +105,15 @@ class DeliveryError(TransportError):
 
 # -- configuration ----------------------------------------------------------------------
 
+#: kafka-python backs off up to 30 s between attempts to reach a broker that went away (the
+#: Java clients: 1 s), so after an outage the service came back up to half a minute late.
+_RECONNECT = {"reconnect_backoff_max_ms": 1000}
+
 #: Consumer defaults for a real cluster: read a new group's partitions from the start,
 #: commit only what the pipeline finished, fetch in large batches, and look for partitions
 #: added to the topics every 30 s (the clients' default is 5 min).
 CONSUMER_DEFAULTS: dict[str, Any] = {
+    **_RECONNECT,
     "metadata_max_age_ms": 30_000,
     "auto_offset_reset": "earliest",
     "enable_auto_commit": False,
@@ -127,6 +132,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 #: (the embedded broker always does) kafka-python's epoch bump fails and every later send is
 #: dropped; without it a retry may write a duplicate, which at-least-once delivery allows.
 PRODUCER_DEFAULTS: dict[str, Any] = {
+    **_RECONNECT,
     "acks": "all",
     "enable_idempotence": False,
     "retries": 2**31 - 1,

@@ -24,8 +24,7 @@ from connectors.changelog import KafkaStateStore, _chunk_messages, changelog_top
 from connectors.kafka import ensure_topics, for_embedded_broker, make_sink
 from streamad import _state
 from streamad.records import Record, encode
-from streamad.service import MemoryBroker, MemorySink, Pipeline, ServiceConfig
-from streamad.service.app import serve
+from streamad.service import MemoryBroker, MemorySink, MemorySource, Pipeline, ServiceConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -163,7 +162,7 @@ def test_three_instances_without_a_shared_disk_survive_a_sigkill(bootstrap, tmp_
         restored = re.findall(rf"event=restored topic={names['input']} partition={part} offset=\d+ keys=(\d+)", taken)
         assert restored and int(restored[-1]) > 0, (part, taken[-3000:])
     # scores equal those of an uninterrupted run, duplicates included: no key warmed up again
-    reference = _reference(names, bootstrap, sent)
+    reference = _reference(inputs)
     scores = {}
     for s in map(json.loads, (m.value for m in _read_all(bootstrap, names["scores"])[0])):
         scores.setdefault((s["partition"], s["offset"]), []).append(s["score"])
@@ -172,18 +171,21 @@ def test_three_instances_without_a_shared_disk_survive_a_sigkill(bootstrap, tmp_
     assert not off, sorted(off.items())[:5]
 
 
-def _reference(names, bootstrap, total):
-    """Score per (partition, offset) of one uninterrupted in-process run over the same topic."""
-    from connectors.kafka import make_source
+def _reference(inputs):
+    """Score per (partition, offset) of one uninterrupted run over the same records, in process
+    (the memory broker numbers each partition's records from 0, as the embedded broker did)."""
     from streamad.thresholds import make
 
     mem = MemoryBroker()
+    mem.create_topic("telemetry", 1 + max(m.partition for m in inputs))
     mem.create_topic("scores", 1)
-    cfg = ServiceConfig(bootstrap=bootstrap, group=f"ref-{uuid.uuid4().hex[:6]}", input_topics=[names["input"]],
-                        scores_topic="scores", detector="zscore", detector_params={"window": 30},
-                        kafka_settings=for_embedded_broker(), poll_timeout_s=0.2, batch_size=200)
-    source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings)
-    pipeline = serve(cfg, source, MemorySink(mem), install_signals=False, until=lambda: len(mem.all("scores")) >= total,
-                     max_seconds=90, threshold_factory=lambda: make("spot", init=200))
-    assert isinstance(pipeline, Pipeline)
+    for m in sorted(inputs, key=lambda m: (m.partition, m.offset)):
+        assert mem.produce("telemetry", m.key, m.value, partition=m.partition).offset == m.offset
+    cfg = ServiceConfig(input_topics=["telemetry"], scores_topic="scores", detector="zscore",
+                        detector_params={"window": 30}, poll_timeout_s=0.0, batch_size=200)
+    p = Pipeline(MemorySource(mem), MemorySink(mem), cfg, threshold_factory=lambda: make("spot", init=200))
+    p.start()
+    while p.run_once():
+        pass
+    p.shutdown()
     return {(s["partition"], s["offset"]): s["score"] for s in map(json.loads, (m.value for m in mem.all("scores")))}

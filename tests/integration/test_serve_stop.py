@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_serve import SERVE_TOML, TESTS, _Output, _produce, _read_all, _wait  # noqa: E402
 
-SHUTDOWN_S = 6.0
+SHUTDOWN_S = 4.0
 
 
 def _healthz(port):
