@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Any
 
 from streamad.base import ConfigError, StreamadError
@@ -53,6 +54,7 @@ class ConfluentSource:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            "topic.metadata.refresh.interval.ms": 30_000,  # see partitions added to the topics soon
             **_translate(config),
         }
         try:
@@ -62,6 +64,8 @@ class ConfluentSource:
         self._assigned: set[TopicPartition] = set()
         self._pending_seeks: dict[TopicPartition, int] | None = None
         self._paused = False
+        self._contact_at = time.monotonic()
+        self._probed_at = 0.0
 
     # -- group membership ---------------------------------------------------------------
     def subscribe(self, topics: list[str], on_assign: AssignCallback | None = None,
@@ -128,9 +132,11 @@ class ConfluentSource:
             out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), ts if ts_type else None))
         return out
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``{(topic, partition): next offset}`` and wait for the broker's answer."""
+    def commit(self, offsets: dict[TopicPartition, int], timeout_s: float | None = None) -> None:
+        """Commit ``{(topic, partition): next offset}`` and wait for the broker's answer
+        (librdkafka's synchronous commit takes no timeout; ``timeout_s`` is not used)."""
         self._commit(offsets, asynchronous=False)
+        self._contact_at = time.monotonic()
 
     def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit without waiting for the broker's answer (librdkafka logs a failure; a later
@@ -180,7 +186,20 @@ class ConfluentSource:
             return None
         return int(high) if high >= 0 else None
 
+    def broker_contact(self) -> float | None:
+        """``time.monotonic()`` of the broker's last answer to a metadata request (sent by
+        :meth:`lag` at most once a second) or a commit."""
+        return self._contact_at
+
     def lag(self) -> dict[TopicPartition, int]:
+        now = time.monotonic()
+        if now - self._probed_at >= 1.0:
+            self._probed_at = now
+            try:
+                self._consumer.list_topics(timeout=1.0)
+                self._contact_at = time.monotonic()
+            except self._ck.KafkaException as e:
+                log.debug("metadata unavailable: %s", e)
         out = {}
         parts = self._consumer.assignment()
         if not parts:
@@ -191,7 +210,7 @@ class ConfluentSource:
                 out[(p.topic, p.partition)] = max(0, high - p.offset)
         return out
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         self._consumer.close()
 
 
@@ -320,5 +339,5 @@ class ConfluentSink:
             errs, self._errors = self._errors, []
             raise StreamadError(f"{len(errs)} messages failed delivery, first: {errs[0]}")
 
-    def close(self) -> None:
-        self._producer.flush(10)
+    def close(self, timeout_s: float | None = None) -> None:
+        self._producer.flush(10 if timeout_s is None else timeout_s)

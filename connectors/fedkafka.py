@@ -1,8 +1,9 @@
 """Federated PCA over Kafka: the :class:`~streamad.federated.channel.FedChannel` on two topics.
 
 - ``<prefix>.updates`` (clients -> server): signed client updates. The server reads it with
-  manual assignment (no consumer group: there is one server), from the end at start-up;
-  updates for rounds that are no longer open are refused by the gate anyway.
+  manual assignment (no consumer group: there is one server), from the end at start-up, or
+  from the position saved with its checkpoint when it restarts (so it sees the updates sent
+  while it was down); updates for rounds that are no longer open are refused by the gate.
 - ``<prefix>.global`` (server -> clients): the signed global model, keyed ``global`` on a
   compacted topic, so the newest model survives retention and a late client reads it first.
 """
@@ -69,6 +70,15 @@ class KafkaFedChannel:
     def poll_updates(self, timeout_s: float) -> list[bytes]:
         got = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
         return [m.value for msgs in got.values() for m in msgs]
+
+    def updates_position(self) -> int | None:
+        return int(self.consumer.position(self.tp))
+
+    def seek_updates(self, position: int) -> None:
+        """Read updates from ``position`` on; not past the log's end (a broker that lost its
+        data has a shorter log: the server then reads it from where it ends)."""
+        end = self.consumer.end_offsets([self.tp], timeout_ms=10_000)[self.tp]
+        self.consumer.seek(self.tp, max(0, min(int(position), int(end))))
 
     def publish_global(self, raw: bytes) -> None:
         self.sink.send(self.global_topic, b"global", raw)

@@ -107,9 +107,16 @@ class DeliveryError(TransportError):
 
 # -- configuration ----------------------------------------------------------------------
 
+#: kafka-python backs off up to 30 s between attempts to reach a broker that went away (the
+#: Java clients: 1 s), so after an outage the service came back up to half a minute late.
+_RECONNECT = {"reconnect_backoff_max_ms": 1000}
+
 #: Consumer defaults for a real cluster: read a new group's partitions from the start,
-#: commit only what the pipeline finished, fetch in large batches.
+#: commit only what the pipeline finished, fetch in large batches, and look for partitions
+#: added to the topics every 30 s (the clients' default is 5 min).
 CONSUMER_DEFAULTS: dict[str, Any] = {
+    **_RECONNECT,
+    "metadata_max_age_ms": 30_000,
     "auto_offset_reset": "earliest",
     "enable_auto_commit": False,
     "max_poll_records": 1000,
@@ -127,6 +134,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 #: (the embedded broker always does) kafka-python's epoch bump fails and every later send is
 #: dropped; without it a retry may write a duplicate, which at-least-once delivery allows.
 PRODUCER_DEFAULTS: dict[str, Any] = {
+    **_RECONNECT,
     "acks": "all",
     "enable_idempotence": False,
     "retries": 2**31 - 1,
@@ -294,7 +302,14 @@ class KafkaSource:
         How long :meth:`commit` and :meth:`committed` wait for the group coordinator.
     lag_refresh_s
         End offsets for :meth:`lag` are fetched at most this often (and taken from fetch
-        responses in between), so lag costs nothing per poll.
+        responses in between), so lag costs little per poll. The fetch is also how the source
+        notices that the broker stopped answering (:meth:`broker_contact`).
+
+    Partitions added to a subscribed topic show up in the metadata the consumer refreshes
+    every ``metadata_max_age_ms``; :meth:`poll` then leaves the group and joins it again, so
+    the new partitions are assigned. (Apache Kafka would reassign them on the group leader's
+    own rejoin, but the embedded broker, Tansu 0.6, keeps a group's generation when its
+    members rejoin and hands back the previous assignment; a new member id gets a new one.)
 
     Raises :class:`TransportError` when no broker answers within ``bootstrap_timeout_ms``.
     """
@@ -303,7 +318,7 @@ class KafkaSource:
 
     def __init__(self, bootstrap: str, group_id: str = "streamad",
                  config: Mapping[str, Any] | None = None, *,
-                 commit_timeout_s: float = 10.0, lag_refresh_s: float = 5.0):
+                 commit_timeout_s: float = 10.0, lag_refresh_s: float = 1.0):
         from kafka import KafkaConsumer
 
         options = {**CONSUMER_DEFAULTS, **split_config(config, "consumer")}
@@ -316,8 +331,15 @@ class KafkaSource:
         self._callback_error: BaseException | None = None
         self._next: dict[TopicPartition, int] = {}
         self._end: dict[TopicPartition, int] = {}
+        self._others: dict[TopicPartition, int] = {}  # lag of partitions assigned elsewhere
         self._end_offsets_at = 0.0
+        self._topics: list[str] = []
+        self._callbacks: tuple = (None, None)
+        self._partition_counts: dict[str, int] = {}
+        self._partitions_checked_at = 0.0
+        self._rejoin_due = False
         self._consumer = _construct(KafkaConsumer, "consumer", bootstrap, {**options, "group_id": group_id})
+        self._contact_at = time.monotonic()  # it answered the bootstrap
 
     # -- group membership -----------------------------------------------------------
     def subscribe(self, topics: list[str], on_assign=None, on_revoke=None) -> None:
@@ -326,7 +348,32 @@ class KafkaSource:
         :meth:`seek`), ``on_revoke`` before they leave (flush, commit, checkpoint)."""
         if isinstance(topics, str):
             topics = [topics]
+        self._topics, self._callbacks = list(topics), (on_assign, on_revoke)
         self._consumer.subscribe(topics=list(topics), listener=_listener(self, on_assign, on_revoke))
+
+    def _rejoin(self) -> None:
+        """Leave the group and join again (new member id), after partitions were added.
+        Leaving does not call the rebalance listener, so ``on_revoke`` runs here first."""
+        on_assign, on_revoke = self._callbacks
+        assigned = sorted(self.assignment())
+        if on_revoke is not None and assigned:
+            on_revoke(assigned)
+        self._forget(self._consumer.assignment())
+        self._consumer.unsubscribe()
+        self._consumer.subscribe(topics=self._topics, listener=_listener(self, on_assign, on_revoke))
+        self._end_offsets_at = 0.0
+
+    def _check_partitions(self) -> None:
+        """Note partitions added to the subscribed topics (from the cached metadata)."""
+        for topic in self._topics:
+            n = len(self._consumer.partitions_for_topic(topic) or ())
+            before = self._partition_counts.get(topic)
+            if n and before is not None and n > before:
+                log.warning("event=partitions_added topic=%s partitions_before=%d partitions=%d action=rejoin_group",
+                            topic, before, n)
+                self._rejoin_due = True
+            if n:
+                self._partition_counts[topic] = max(n, before or 0)
 
     def assignment(self) -> set[TopicPartition]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
@@ -343,6 +390,13 @@ class KafkaSource:
         none arrive within ``timeout_s`` (also while paused or while the broker is down)."""
         from kafka.errors import KafkaError
 
+        now = time.monotonic()
+        if now - self._partitions_checked_at >= self.lag_refresh_s:  # cached metadata: cheap
+            self._partitions_checked_at = now
+            self._check_partitions()
+        if self._rejoin_due:
+            self._rejoin_due = False
+            self._rejoin()
         try:
             batches = self._consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records)
         except KafkaError as e:
@@ -360,6 +414,8 @@ class KafkaSource:
             for r in records:
                 out.append(Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp))
             self._next[(tp.topic, tp.partition)] = records[-1].offset + 1
+        if out:
+            self._contact_at = time.monotonic()
         return out
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
@@ -387,8 +443,9 @@ class KafkaSource:
         return self._paused
 
     # -- offsets --------------------------------------------------------------------
-    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Commit ``{(topic, partition): next offset to read}`` synchronously.
+    def commit(self, offsets: Mapping[TopicPartition, int], timeout_s: float | None = None) -> None:
+        """Commit ``{(topic, partition): next offset to read}`` synchronously, waiting at most
+        ``timeout_s`` (default ``commit_timeout_s``).
 
         Raises :class:`CommitError`: retriable on timeouts / broker outage; not retriable
         when the group moved on (the partition belongs to another member now)."""
@@ -397,8 +454,10 @@ class KafkaSource:
         if not offsets:
             return
         payload = _offset_payload(offsets)
+        timeout = self.commit_timeout_s if timeout_s is None else min(timeout_s, self.commit_timeout_s)
         try:
-            self._consumer.commit(payload, timeout_ms=int(self.commit_timeout_s * 1000))
+            self._consumer.commit(payload, timeout_ms=max(1, int(timeout * 1000)))
+            self._contact_at = time.monotonic()
         except CommitFailedError as e:
             raise CommitError(f"commit rejected, the group rebalanced: {e}", retriable=False) from e
         except (KafkaError, RuntimeError) as e:
@@ -442,21 +501,39 @@ class KafkaSource:
         end = next(iter(ends.values()), None)
         return None if end is None else int(end)
 
+    def broker_contact(self) -> float | None:
+        """``time.monotonic()`` of the broker's last answer (a fetch with records, a commit,
+        or the end offsets :meth:`lag` asks for every ``lag_refresh_s``)."""
+        return self._contact_at
+
     def lag(self) -> dict[TopicPartition, int]:
-        """Records behind the end of each assigned partition whose position is known."""
+        """Records behind the end of every partition of the subscribed topics: from this
+        member's position for its own partitions, from the group's committed offset for the
+        others (assigned to another member, or to none yet: added partitions before the
+        group rebalanced), so new partitions show their backlog instead of being missing."""
         from kafka import TopicPartition as TP
         from kafka.errors import KafkaError
 
         assigned = list(self._consumer.assignment())
         now = time.monotonic()
-        if assigned and now - self._end_offsets_at >= self.lag_refresh_s:
+        if now - self._end_offsets_at >= self.lag_refresh_s:
             self._end_offsets_at = now
+            everything = [TP(t, p) for t in self._topics for p in sorted(self._consumer.partitions_for_topic(t) or ())]
+            # partitions without a position here: another member's, or not fetched from yet
+            others = [tp for tp in everything if (tp.topic, tp.partition) not in self._next]
             try:
-                ends = self._consumer.end_offsets(assigned, timeout_ms=1000)
+                if not everything:  # no metadata yet: nothing to ask
+                    raise RuntimeError("no partitions known yet")
+                ends = self._consumer.end_offsets(everything, timeout_ms=1000)
+                self._contact_at = time.monotonic()
                 self._end.update({(tp.topic, tp.partition): int(o) for tp, o in ends.items()})
+                committed = self._committed_many(others) if others else {}
+                self._others = {(tp.topic, tp.partition): max(0, self._end[(tp.topic, tp.partition)]
+                                                              - (committed.get(tp) or 0))
+                                for tp in others if (tp.topic, tp.partition) in self._end}
             except (KafkaError, RuntimeError) as e:  # outage: keep the last known ends
                 log.debug("end offsets unavailable: %s", e)
-        out = {}
+        out = dict(self._others)
         for tp in assigned:
             key = (tp.topic, tp.partition)
             pos = self._next.get(key)
@@ -470,13 +547,26 @@ class KafkaSource:
             out[key] = end - pos
         return out
 
-    def close(self) -> None:
-        """Leave the group (``on_revoke`` runs first). Safe to call twice."""
+    def _committed_many(self, tps: list) -> dict:
+        """The group's committed offsets of ``tps`` in one request (None where there is none)."""
+        from kafka.errors import KafkaError
+
+        try:
+            got = self._consumer._coordinator.fetch_committed_offsets(set(tps), timeout_ms=1000)
+        except (KafkaError, RuntimeError, AttributeError) as e:
+            log.debug("committed offsets unavailable: %s", e)
+            return {}
+        return {tp: (None if om is None else om.offset) for tp, om in (got or {}).items()}
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Leave the group (``on_revoke`` runs first), waiting at most ``timeout_s`` (default
+        ``commit_timeout_s``) for the broker. Safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        timeout = self.commit_timeout_s if timeout_s is None else timeout_s
         try:
-            self._consumer.close(autocommit=False, timeout_ms=int(self.commit_timeout_s * 1000))
+            self._consumer.close(autocommit=False, timeout_ms=max(1, int(timeout * 1000)))
         except Exception as e:  # closing must not mask the reason we are closing
             log.warning("closing the Kafka consumer: %s", e)
 
@@ -600,12 +690,12 @@ class KafkaSink:
         """Messages held for the next flush after retriable failures."""
         return len(self._retry)
 
-    def close(self, timeout_s: float = 10.0) -> None:
+    def close(self, timeout_s: float | None = 10.0) -> None:
         if self._closed:
             return
         self._closed = True
         try:
-            self._producer.close(timeout=timeout_s)
+            self._producer.close(timeout=10.0 if timeout_s is None else timeout_s)
         except Exception as e:
             log.warning("closing the Kafka producer: %s", e)
 

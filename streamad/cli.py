@@ -82,6 +82,11 @@ def _add_serve(sub) -> Handler:
     p.add_argument("--threshold", help="threshold name: auto (the detector's own), spot, quantile, fixed, likelihood, "
                                        "dspot (default: auto)")
     p.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="directory for per-partition state")
+    p.add_argument("--state-store", dest="state_store", choices=["file", "kafka"],
+                   help="where per-partition state goes: files under --checkpoint-dir (default), or a "
+                        "compacted changelog topic GROUP.changelog (instances need no shared disk)")
+    p.add_argument("--shutdown-timeout", dest="shutdown_timeout_s", type=float,
+                   help="seconds from SIGTERM to exit, broker or not (default: 20)")
     p.add_argument("--http-port", dest="http_port", type=int, help="port of /metrics and /healthz (0 = off)")
     p.add_argument("--kafka-client", dest="client", help="kafka-python (default) or confluent")
     p.add_argument("--log-format", dest="log_format", choices=["kv", "json"], help="structured log style")
@@ -111,26 +116,44 @@ def _add_serve(sub) -> Handler:
         flags = {k: getattr(args, k) for k in ("bootstrap", "group", "input_topics", "anomalies_topic",
                                                "scores_topic", "dead_letter_topic", "detector", "detector_state",
                                                "threshold", "checkpoint_dir", "http_port", "client", "log_format",
-                                               "commit_mode", "publish", "incident_gap", "update_interval")}
+                                               "commit_mode", "publish", "incident_gap", "update_interval",
+                                               "state_store", "shutdown_timeout_s")}
         cfg = load_config(args.config, detector_params=params, **flags)
         configure_logging(cfg.log_format, logging.DEBUG if args.verbose > 1 else logging.INFO)
-        sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=cfg.client)
+        store = None
+        if cfg.state_store == "kafka":
+            from connectors.changelog import KafkaStateStore
+
+            store = KafkaStateStore(cfg.bootstrap, cfg.group, cfg.kafka_settings, input_topics=cfg.input_topics,
+                                    chunk_bytes=cfg.state_chunk_bytes)
+        try:
+            sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=cfg.client)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
         try:
             source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings, client=cfg.client)
         except BaseException:
             sink.close()
+            if store is not None:
+                store.close()
             raise
         try:  # with checkpoints, a restart reads back what it published since (no repeated messages)
             outputs = make_output_log(cfg.bootstrap, cfg.kafka_settings, client=cfg.client) \
-                if cfg.checkpoint_dir else None
+                if cfg.checkpoints else None
         except BaseException:
             source.close()
             sink.close()
+            if store is not None:
+                store.close()
             raise
         dlq = DeadLetterSink(sink, cfg.dead_letter_topic)
-        serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True,
-              outputs=outputs)
-        return 0
+        pipeline = serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True,
+                         state_store=store, outputs=outputs)
+        # 1: stopped, but the outputs, checkpoints or final commit did not all go through (the
+        # next start resumes from the checkpoints and the committed offsets; nothing is lost)
+        return 0 if pipeline.clean_stop else 1
 
     return run
 
@@ -372,7 +395,11 @@ def _add_fed_server(sub) -> Handler:
     p.add_argument("--round-timeout", type=float, default=10.0,
                    help="seconds to wait for every known client before closing with --min-clients (default: 10)")
     p.add_argument("--rounds", type=int, default=None, help="stop after this many rounds (default: run on)")
-    p.add_argument("--checkpoint", default=None, help="state file, written atomically after every round")
+    p.add_argument("--checkpoint", default=None, help="state file, written atomically after every round; a "
+                                                       "restart reads the updates sent since it")
+    p.add_argument("--idle-tolerance", type=float, default=1e-3, metavar="DEG",
+                   help="go idle (no rounds) once a round moves the subspace less than DEG degrees and no client "
+                        "has new data; 0 = never (default: 0.001)")
 
     def run(args):
         from connectors.fedkafka import KafkaFedChannel
@@ -386,12 +413,15 @@ def _add_fed_server(sub) -> Handler:
             raise ConfigError(f"need --dim >= 2 and 1 <= --k < --dim, got --dim {args.dim} --k {args.k}")
         if args.min_clients < 1:
             raise ConfigError(f"--min-clients must be at least 1, got {args.min_clients}")
+        if not args.idle_tolerance >= 0:
+            raise ConfigError(f"--idle-tolerance must be >= 0, got {args.idle_tolerance}")
         ring = KeyRing.from_file(args.key_file)
         configure_logging("kv")
         channel = KafkaFedChannel(args.bootstrap, args.prefix, "server", _kafka_options(args.kafka_option))
         server = FedServer(ServerConfig(dim=args.dim, k=args.k, min_clients=args.min_clients,
                                         round_timeout_s=args.round_timeout, rounds=args.rounds,
-                                        checkpoint=args.checkpoint), ring, channel)
+                                        checkpoint=args.checkpoint, idle_tolerance_deg=args.idle_tolerance),
+                           ring, channel)
         _until_signalled(server)
         try:
             server.run(max_seconds=args.max_seconds)
@@ -419,6 +449,9 @@ def _add_fed_client(sub) -> Handler:
                    help="threshold: this quantile of recent scores under the current model (default: 0.99)")
     p.add_argument("--checkpoint", default=None,
                    help="state file: the client's local model, rounds and offsets; a restart resumes from it")
+    p.add_argument("--resend-after", type=float, default=15.0, metavar="SECONDS",
+                   help="send the update for the current round again when no newer global model arrives "
+                        "within this long (default: 15)")
 
     def run(args):
         from connectors.fedkafka import KafkaFedChannel
@@ -431,6 +464,8 @@ def _add_fed_client(sub) -> Handler:
 
         if not 0.5 <= args.quantile < 1.0:
             raise ConfigError(f"--quantile must be in [0.5, 1), got {args.quantile}")
+        if not args.resend_after > 0:
+            raise ConfigError(f"--resend-after must be positive, got {args.resend_after}")
         ring = KeyRing.from_file(args.key_file).for_client(args.client_id)
         options = _kafka_options(args.kafka_option)
         configure_logging("kv")
@@ -443,7 +478,7 @@ def _add_fed_client(sub) -> Handler:
             client = FedClient(ClientConfig(client_id=args.client_id, input_topics=args.input_topics,
                                             anomalies_topic=args.anomalies_topic, k=args.k,
                                             min_samples=args.min_samples, quantile=args.quantile,
-                                            checkpoint=args.checkpoint),
+                                            checkpoint=args.checkpoint, resend_after_s=args.resend_after),
                                ring, channel, source, sink, dead_letter=DeadLetterSink(sink, dlq).send)
             _until_signalled(client)
             client.run(max_seconds=args.max_seconds)

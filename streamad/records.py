@@ -4,7 +4,10 @@ A message is a UTF-8 JSON object::
 
     {"key": "pump-7", "ts": 1700000000.0, "values": {"temp": 41.2, "rpm": 1210}}
 
-``key`` may be left out when the Kafka message key carries it; ``ts`` may be a number
+``key`` may be left out when the Kafka message key carries it; when both are there they must
+be the same (a record whose JSON key differs from its Kafka key sits in the partition of one
+key but would be scored as the other, splitting that key's state between instances: it is a
+:class:`KeyMismatch`, a dead letter). ``ts`` may be a number
 (seconds since the epoch; numbers above 1e11 are taken as milliseconds, which is what
 Kafka producers usually send) or an ISO-8601 string (naive times are UTC). A plain
 ``{"timestamp": ..., "value": ...}`` is a one-feature record named ``value``, so NAB-style
@@ -37,6 +40,7 @@ from .base import DecodeError
 __all__ = [
     "BadKey",
     "BadTimestamp",
+    "KeyMismatch",
     "MessageTooLarge",
     "NoValues",
     "NonFiniteValue",
@@ -90,6 +94,10 @@ class BadTimestamp(DecodeError):
 
 class BadKey(DecodeError):
     """The record key is not a string."""
+
+
+class KeyMismatch(DecodeError):
+    """The record's JSON key is not its Kafka message key."""
 
 
 class TooManyFeatures(DecodeError):
@@ -252,10 +260,15 @@ def _record(obj: Any, key: str | bytes | None, default_ts: float | None, max_fea
                 raise BadKey("Kafka message key is not UTF-8") from None
         else:
             k = key if key is not None else DEFAULT_KEY
-    elif isinstance(k, int | float) and not isinstance(k, bool):
-        k = str(k)
-    elif not isinstance(k, str):
-        raise BadKey(f"'key' must be a string, got {type(k).__name__}")
+    else:
+        if isinstance(k, int | float) and not isinstance(k, bool):
+            k = str(k)
+        elif not isinstance(k, str):
+            raise BadKey(f"'key' must be a string, got {type(k).__name__}")
+        if key is not None and key != (k if isinstance(key, str) else k.encode("utf-8", "surrogatepass")):
+            shown = key if isinstance(key, str) else bytes(key).decode("utf-8", "replace")
+            raise KeyMismatch(f"key mismatch: the record's key {_short(k)} is not its Kafka message key "
+                              f"{_short(shown)}")
     return Record(k, ts, values)
 
 

@@ -31,11 +31,12 @@ def _fill(broker, topic, n, rng, anomalies=()):
         broker.produce(topic, b"dev", encode(Record("dev", 1e9 + i, values)))
 
 
-def _federation(n_clients=3, tmp_path=None, min_clients=3, seed=0):
+def _federation(n_clients=3, tmp_path=None, min_clients=3, seed=0, idle=0.0):
     rng = np.random.default_rng(seed)
     ring = KeyRing(server=b"S" * 32, clients={f"gw{i}": bytes([65 + i]) * 32 for i in range(n_clients + 1)})
     channel = MemoryChannel()
-    server = FedServer(ServerConfig(dim=D, k=K, min_clients=min_clients, round_timeout_s=0.0,
+    # idle_tolerance_deg=0: rounds go on without new data, as these tests count them
+    server = FedServer(ServerConfig(dim=D, k=K, min_clients=min_clients, round_timeout_s=0.0, idle_tolerance_deg=idle,
                                     checkpoint=str(tmp_path / "server.state") if tmp_path else None),
                        ring, channel)
     clients = []
@@ -201,7 +202,8 @@ def test_non_iid_clients_reach_the_pooled_pca_through_the_protocol():
     parts = np.array_split(X[np.argsort(X[:, 0])], 4)
     ring = KeyRing(server=b"S" * 32, clients={f"gw{i}": bytes([65 + i]) * 32 for i in range(4)})
     channel = MemoryChannel()
-    server = FedServer(ServerConfig(dim=D, k=K, min_clients=4, round_timeout_s=0.0), ring, channel)
+    server = FedServer(ServerConfig(dim=D, k=K, min_clients=4, round_timeout_s=0.0, idle_tolerance_deg=0.0),
+                       ring, channel)
     clients = []
     for i, P in enumerate(parts):
         b = MemoryBroker()

@@ -144,3 +144,13 @@ def test_orjson_decodes_like_the_standard_parser(data):
     json_values | st.dictionaries(st.text(max_size=3), json_values, max_size=3)).map(lambda o: json.dumps(o).encode()))
 def test_orjson_decodes_like_the_standard_parser_on_generated_messages(data):
     _same_with_and_without_orjson(data)
+
+
+def test_a_json_key_that_is_not_the_kafka_key_is_a_key_mismatch():
+    from streamad.records import KeyMismatch
+
+    with pytest.raises(KeyMismatch, match="key mismatch: the record's key 'a' is not its Kafka message key 'b'"):
+        decode(b'{"key": "a", "ts": 1, "value": 2}', key=b"b")
+    assert decode(b'{"key": "a", "ts": 1, "value": 2}', key=b"a").key == "a"
+    assert decode(b'{"key": 7, "ts": 1, "value": 2}', key=b"7").key == "7"
+    assert decode(b'{"key": "a", "ts": 1, "value": 2}').key == "a"  # no Kafka key: the JSON one

@@ -259,6 +259,11 @@ def test_config_file_and_flags(tmp_path):
     ("[service]\nbatch_size = 'x'\n", "batch_size: expected an integer"),
     ("[service]\nbatch_size = 0\n", "batch_size must be at least 1"),
     ("[topics]\ninput = []\n", "needs at least one topic"),
+    ("[detector]\nfeatures = [\"a\", \"a\"]\n", "features must be distinct"),
+    ("[detector]\nfeatures = \"cpu\"\n", "features: expected a list"),
+    ("[detector]\nschema_change_after = 0\n", "schema_change_after must be at least 1"),
+    ("[checkpoint]\nstore = \"disk\"\n", "store must be 'file' or 'kafka'"),
+    ("[service]\nshutdown_timeout_s = -1\n", "shutdown_timeout_s and broker_timeout_s must be positive"),
 ])
 def test_config_errors_are_one_line(tmp_path, text, message):
     f = tmp_path / "bad.toml"
@@ -579,7 +584,7 @@ def _watch_commits(b, p):
     seen = []
     commit = p.source.commit
 
-    def watched(offsets):
+    def watched(offsets, timeout_s=None):
         seen.append((dict(offsets), {(s["partition"], s["offset"]) for s in _scores(b)}, p.records_in))
         commit(offsets)
 
@@ -652,7 +657,7 @@ class InFlightCommitSource(MemorySource):
         super().__init__(broker)
         self.in_flight, self.calls = [], []
 
-    def commit(self, offsets):
+    def commit(self, offsets, timeout_s=None):
         self.calls.append("wait")
         super().commit(offsets)
 

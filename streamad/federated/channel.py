@@ -7,6 +7,8 @@ The server and client logic (:mod:`.server`, :mod:`.client`) only see :class:`Fe
 >>> ch.publish_global(b"g1"); ch.send_update(b"u1")
 >>> ch.latest_global(0), ch.poll_updates(0), ch.bytes_down, ch.bytes_up
 (b'g1', [b'u1'], 2, 2)
+>>> ch.updates_position(), ch.seek_updates(0), ch.poll_updates(0)
+(1, None, [b'u1'])
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ class FedChannel(Protocol):
     def poll_updates(self, timeout_s: float) -> list[bytes]:
         """Server side: updates that arrived since the last poll (waits up to ``timeout_s``)."""
 
+    def updates_position(self) -> int | None:
+        """Server side: where the next :meth:`poll_updates` starts reading (saved with the
+        server's checkpoint), or None when the channel cannot say."""
+
+    def seek_updates(self, position: int) -> None:
+        """Server side: read updates from ``position`` on (a restarted server goes back to
+        its checkpoint's position, so it sees what clients sent while it was down)."""
+
     def publish_global(self, raw: bytes) -> None:
         """Server side: publish the signed global model (the latest one wins)."""
 
@@ -39,7 +49,8 @@ class MemoryChannel:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._updates: list[bytes] = []
+        self._updates: list[bytes] = []  # every update sent, in order
+        self._read = 0  # the server's position in it
         self._global: bytes | None = None
         self.bytes_up = 0
         self.bytes_down = 0
@@ -52,8 +63,15 @@ class MemoryChannel:
 
     def poll_updates(self, timeout_s: float) -> list[bytes]:
         with self._lock:
-            out, self._updates = self._updates, []
+            out, self._read = self._updates[self._read:], len(self._updates)
         return out
+
+    def updates_position(self) -> int | None:
+        return self._read
+
+    def seek_updates(self, position: int) -> None:
+        with self._lock:
+            self._read = max(0, min(int(position), len(self._updates)))
 
     def publish_global(self, raw: bytes) -> None:
         with self._lock:

@@ -12,6 +12,12 @@ sample count and per-feature mean and variance. Each round the client
    sends its local principal subspace instead);
 4. sends the signed update for round ``r``.
 
+When no newer global model arrives within ``resend_after_s`` of its update, the client sends
+the update for the round again (a fresh nonce; the server counts a client once per round):
+a server that missed it, e.g. one restarted without it, then still closes the round. A
+global model marked ``idle`` (the federation has converged and nobody had new data) is
+answered only once the client has learned new records, which wakes the rounds up.
+
 Anomaly threshold: the ``quantile`` of the scores of the client's most recent
 ``threshold_window`` records under the current model (recomputed when the model changes);
 those records are assumed to be mostly normal. Events have the service's format.
@@ -64,6 +70,7 @@ class ClientConfig:
     poll_timeout_s: float = 0.2
     checkpoint: str | None = None
     checkpoint_every_s: float = 10.0
+    resend_after_s: float = 15.0
 
 
 class FedClient:
@@ -78,6 +85,9 @@ class FedClient:
         self.prev_global: np.ndarray | None = None
         self.sent_round = -1
         self.seen_round = -1
+        self.sent_samples = 0  # the sample count of the last update sent
+        self._global = None  # the newest verified global model
+        self._sent_at = time.monotonic()
         self._last_raw: bytes | None = None
         self.records = self.events = self.dead_letters = self.rounds = 0
         self.next_offsets: dict = {}
@@ -92,6 +102,7 @@ class FedClient:
         return {"format": 1, "client_id": self.config.client_id, "k": self.config.k,
                 "detector": self.detector.state_dict(), "U": self.U, "Y": self.Y, "prev_global": self.prev_global,
                 "sent_round": self.sent_round, "seen_round": self.seen_round, "threshold": self.threshold,
+                "sent_samples": self.sent_samples,
                 "recent": np.array(self.recent) if self.recent else None,
                 "offsets": [[t, p, int(o)] for (t, p), o in sorted(self.next_offsets.items())]}
 
@@ -111,6 +122,7 @@ class FedClient:
         arr = lambda v: None if v is None else np.asarray(v, dtype=np.float64)  # noqa: E731
         self.U, self.Y, self.prev_global = arr(tree["U"]), arr(tree["Y"]), arr(tree["prev_global"])
         self.sent_round, self.seen_round = int(tree["sent_round"]), int(tree["seen_round"])
+        self.sent_samples = int(tree.get("sent_samples", 0))
         self.threshold = None if tree["threshold"] is None else float(tree["threshold"])
         if tree["recent"] is not None:
             self.recent.extend(np.asarray(tree["recent"], dtype=np.float64))
@@ -177,10 +189,13 @@ class FedClient:
 
     # -- rounds ----------------------------------------------------------------------
     def _take_part(self) -> bool:
-        """Answer a new global model; True when an update was sent."""
+        """Answer a new global model (or the current one again: :meth:`_follow_up`); True when
+        an update was sent."""
         raw = self.channel.latest_global(0.0)
-        if raw is None or raw == self._last_raw:
+        if raw is None:
             return False
+        if raw == self._last_raw:
+            return self._follow_up()
         det = self.detector
         if det.moments_ is None or det.moments_.n < self.config.min_samples:
             return False  # not enough local data yet: look at this model again later
@@ -191,6 +206,8 @@ class FedClient:
             log.warning("event=fed_global_rejected reason=%s", json.dumps(e.reason))
             return False
         if g.round <= self.seen_round and self.sent_round >= g.round:
+            if self.sent_round == g.round and self._global is None:
+                self._global = g  # restarted after answering it: follow it up (_follow_up)
             return False
         d = len(det.features_)
         if g.basis.shape != (d, min(self.config.k, d)):
@@ -201,8 +218,35 @@ class FedClient:
         if g.mean is not None:
             det.set_global(g.basis, g.mean, g.scale, g.round)
             self._refresh_threshold()
+        self._global = g
         if self.sent_round == g.round:
             return False  # already answered this round (the server re-published it)
+        if g.idle and det.moments_.n <= self.sent_samples:
+            log.info("event=fed_idle round=%d client=%s", g.round, self.config.client_id)
+            return False  # answered once there are new records (_follow_up)
+        return self._answer(g)
+
+    def _follow_up(self) -> bool:
+        """With no newer global model: answer an idle round once there are new records, or
+        send the update for the current round again after ``resend_after_s``."""
+        g, det = self._global, self.detector
+        if g is None or det.moments_ is None:
+            return False
+        if self.sent_round < g.round:
+            return g.idle and det.moments_.n > self.sent_samples and self._answer(g)
+        if self.sent_round == g.round and time.monotonic() - self._sent_at >= self.config.resend_after_s:
+            mom = det.moments_
+            upd = Update(g.round, self.config.client_id, new_nonce(), self.U, int(mom.n), mom.mean, mom.var)
+            self.channel.send_update(sign_update(upd, self.ring))
+            self._sent_at, self.sent_samples = time.monotonic(), int(mom.n)
+            log.warning("event=fed_update_resent round=%d client=%s waited_s=%.0f", g.round, self.config.client_id,
+                        self.config.resend_after_s)
+            return True
+        return False
+
+    def _answer(self, g) -> bool:
+        """Take the local steps towards global model ``g`` and send the signed update."""
+        det = self.detector
         Z = g.basis
         if self.U is None:
             # First round: the local principal subspace itself, so the server's first mean
@@ -221,6 +265,7 @@ class FedClient:
         upd = Update(g.round, self.config.client_id, new_nonce(), self.U, int(mom.n), mom.mean, mom.var)
         self.channel.send_update(sign_update(upd, self.ring))
         self.sent_round, self.prev_global = g.round, Z
+        self._sent_at, self.sent_samples = time.monotonic(), int(mom.n)
         self.rounds += 1
         log.info("event=fed_update_sent round=%d client=%s n_samples=%d", g.round, self.config.client_id, mom.n)
         return True

@@ -140,13 +140,19 @@ class GlobalModel:
     clients: list[str] = field(default_factory=list)
     n_samples: int = 0
     dual_scale: dict[str, float] = field(default_factory=dict)
+    # The server is idle: the subspace has converged and no client had new data. Clients
+    # answer this round only once they have new records (see FedServer).
+    idle: bool = False
 
     def to_json(self) -> dict:
-        return {"kind": "global", "round": int(self.round), "basis": np.asarray(self.basis, float).tolist(),
-                "mean": None if self.mean is None else np.asarray(self.mean, float).tolist(),
-                "scale": None if self.scale is None else np.asarray(self.scale, float).tolist(),
-                "clients": list(self.clients), "n_samples": int(self.n_samples),
-                "dual_scale": {c: float(v) for c, v in self.dual_scale.items()}}
+        doc = {"kind": "global", "round": int(self.round), "basis": np.asarray(self.basis, float).tolist(),
+               "mean": None if self.mean is None else np.asarray(self.mean, float).tolist(),
+               "scale": None if self.scale is None else np.asarray(self.scale, float).tolist(),
+               "clients": list(self.clients), "n_samples": int(self.n_samples),
+               "dual_scale": {c: float(v) for c, v in self.dual_scale.items()}}
+        if self.idle:
+            doc["idle"] = True
+        return doc
 
 
 def _sign(key: bytes, body: bytes) -> bytes:
@@ -193,7 +199,8 @@ def open_global(raw: bytes, ring: KeyRing, d: int | None = None) -> GlobalModel:
         scale = None if obj.get("scale") is None else np.asarray(obj["scale"], dtype=np.float64)
         msg = GlobalModel(int(obj["round"]), basis, mean, scale, list(obj.get("clients", [])),
                           int(obj.get("n_samples", 0)),
-                          {str(c): float(v) for c, v in (obj.get("dual_scale") or {}).items()})
+                          {str(c): float(v) for c, v in (obj.get("dual_scale") or {}).items()},
+                          bool(obj.get("idle", False)))
     except (KeyError, TypeError, ValueError) as e:
         raise Rejected(f"malformed global model: {e}") from e
     if basis.ndim != 2 or (d is not None and basis.shape[0] != d) or not np.all(np.isfinite(basis)):

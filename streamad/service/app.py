@@ -72,9 +72,13 @@ def settle_gc(pipeline: Pipeline) -> None:
 def serve(config: ServiceConfig, source, sink, *, dead_letter=None, max_seconds: float | None = None,
           install_signals: bool = True, on_event: Callable[[dict], None] | None = None,
           until: Callable[[], bool] | None = None, threshold_factory: Callable | None = None,
-          on_start: Callable[[Pipeline], None] | None = None, own_process: bool = False, outputs=None) -> Pipeline:
+          on_start: Callable[[Pipeline], None] | None = None, own_process: bool = False, outputs=None,
+          state_store=None) -> Pipeline:
     """Run until SIGTERM/SIGINT (or ``max_seconds``/``until()``): stop fetching, finish the
-    batch in flight, flush, commit, checkpoint. Closes ``source`` and ``sink``.
+    batch in flight, flush, checkpoint, commit, and close ``source``, ``sink`` and
+    ``state_store``, all within ``config.shutdown_timeout_s`` of the signal even when the
+    broker does not answer. ``pipeline.clean_stop`` then says whether the outputs were
+    delivered, the checkpoints written and the final commit accepted.
 
     ``own_process``: the process exists to run this service (``streamad serve``), so it may
     tune the process-wide garbage collector (:func:`settle_gc`). ``outputs``: an
@@ -82,14 +86,12 @@ def serve(config: ServiceConfig, source, sink, *, dead_letter=None, max_seconds:
     restart so nothing published before a crash is published again; closed here too."""
     metrics = Metrics()
     pipeline = Pipeline(source, sink, config, dead_letter=dead_letter, metrics=metrics, on_event=on_event,
-                        threshold_factory=threshold_factory, outputs=outputs)
+                        threshold_factory=threshold_factory, outputs=outputs, state_store=state_store)
     if on_start is not None:
         on_start(pipeline)
     server = None
     if config.http_port:
-        stale_after = max(60.0, 20 * config.poll_timeout_s)
-        server = serve_http(metrics, config.http_port,
-                            is_healthy=lambda: time.monotonic() - pipeline.last_batch_at < stale_after)
+        server = serve_http(metrics, config.http_port, is_healthy=pipeline.health)
         log.info("event=http_listening address=127.0.0.1:%d", server.server_address[1])
     previous = {}
     if install_signals and threading.current_thread() is threading.main_thread():
@@ -107,21 +109,30 @@ def serve(config: ServiceConfig, source, sink, *, dead_letter=None, max_seconds:
             settle_gc(pipeline)
         pipeline.run(max_seconds=max_seconds, until=until)
         log.info("event=stopped records=%d scored=%d events=%d incidents_opened=%d incidents_closed=%d "
-                 "incidents_open=%d not_repeated=%d dead_letters=%d", pipeline.records_in, pipeline.scored,
-                 pipeline.events_out, pipeline.incidents_opened, pipeline.incidents_closed, pipeline.incidents_open,
-                 pipeline.suppressed, pipeline.dead_letters)
+                 "incidents_open=%d not_repeated=%d dead_letters=%d schema_changes=%d clean=%s", pipeline.records_in,
+                 pipeline.scored, pipeline.events_out, pipeline.incidents_opened, pipeline.incidents_closed,
+                 pipeline.incidents_open, pipeline.suppressed, pipeline.dead_letters, pipeline.schema_changes,
+                 str(bool(pipeline.clean_stop)).lower())
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if server is not None:
             server.shutdown()
             server.server_close()
+        # what is left of the shutdown time, shared by the clients (leaving the group and
+        # closing connections need the broker; each gives up at its share)
+        start = pipeline.stop_requested_at if pipeline.stop_requested_at is not None else time.monotonic()
+        left = max(0.5, start + config.shutdown_timeout_s - time.monotonic() - 0.5)
         try:
-            source.close()
+            source.close(timeout_s=left / 2)
         finally:
             try:
-                sink.close()
+                sink.close(timeout_s=left / 2)
             finally:
-                if outputs is not None:
-                    outputs.close()
+                try:
+                    if state_store is not None:
+                        state_store.close()
+                finally:
+                    if outputs is not None:
+                        outputs.close()
     return pipeline

@@ -28,15 +28,19 @@ _TABLES: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
     "topics": {"input": ("input_topics", list), "anomalies": ("anomalies_topic", str),
                "scores": ("scores_topic", str), "dead_letter": ("dead_letter_topic", str)},
     "detector": {"name": ("detector", str), "params": ("detector_params", dict),
-                 "state": ("detector_state", str)},
+                 "state": ("detector_state", str), "features": ("features", list),
+                 "schema_change_after": ("schema_change_after", int)},
     "threshold": {"name": ("threshold", str), "params": ("threshold_params", dict)},
     "checkpoint": {"dir": ("checkpoint_dir", str), "every_records": ("checkpoint_every_records", int),
-                   "every_seconds": ("checkpoint_every_seconds", (int, float))},
+                   "every_seconds": ("checkpoint_every_seconds", (int, float)), "store": ("state_store", str),
+                   "chunk_bytes": ("state_chunk_bytes", int)},
     "service": {"batch_size": ("batch_size", int), "poll_timeout_s": ("poll_timeout_s", (int, float)),
                 "http_port": ("http_port", int), "log_format": ("log_format", str),
                 "flush_retries": ("flush_retries", int),
                 "commit_interval_s": ("commit_interval_s", (int, float)),
-                "commit_mode": ("commit_mode", str)},
+                "commit_mode": ("commit_mode", str),
+                "shutdown_timeout_s": ("shutdown_timeout_s", (int, float)),
+                "broker_timeout_s": ("broker_timeout_s", (int, float))},
     "incidents": {"publish": ("publish", str), "gap": ("incident_gap", (int, str)),
                   "update_interval": ("update_interval", (int, str))},
 }
@@ -63,12 +67,24 @@ class ServiceConfig:
     # A trained detector (`streamad detect --save-state FILE`): every key starts from it, and
     # the detector and its parameters are the file's.
     detector_state: str = ""
+    # The features every record is scored on (extra ones are ignored, a record missing one is
+    # a dead letter). Empty: each key's first record names its features, and a key whose
+    # records come with another feature set for ``schema_change_after`` records in a row (a
+    # firmware update that adds a metric) gets a new detector and threshold on the new set;
+    # fewer odd records in a row are dead letters.
+    features: list[str] = field(default_factory=list)
+    schema_change_after: int = 10
     # "auto": the detector's own default (``default_threshold``: records -> fixed 0.07, others -> SPOT)
     threshold: str = "auto"
     threshold_params: dict[str, Any] = field(default_factory=dict)
     checkpoint_dir: str = ""
     checkpoint_every_records: int = 10_000
     checkpoint_every_seconds: float = 30.0
+    # "file": checkpoints under checkpoint_dir (one machine, or a shared directory); "kafka":
+    # a compacted changelog topic of the consumer group (no shared disk), values cut into
+    # chunks of at most state_chunk_bytes (under the broker's message size limit).
+    state_store: str = "file"
+    state_chunk_bytes: int = 512 * 1024
     batch_size: int = 1000
     poll_timeout_s: float = 0.5
     http_port: int = 0
@@ -92,6 +108,11 @@ class ServiceConfig:
     publish: str = "incidents"
     incident_gap: int | str = 100
     update_interval: int | str = 100
+    # SIGTERM/SIGINT: finish the batch, flush, checkpoint, commit and close the clients within
+    # this many seconds, whatever the broker does (an orchestrator's grace period is ~30 s).
+    shutdown_timeout_s: float = 20.0
+    # /healthz reports unhealthy once the broker has not answered for this long.
+    broker_timeout_s: float = 6.0
 
     @classmethod
     def from_mapping(cls, doc: dict[str, Any]) -> ServiceConfig:
@@ -125,10 +146,25 @@ class ServiceConfig:
             raise ConfigError(f"config [service] commit_mode must be 'wait' or 'pipelined', got {self.commit_mode!r}")
         if self.checkpoint_every_records < 1 or self.checkpoint_every_seconds <= 0:
             raise ConfigError("config [checkpoint]: every_records and every_seconds must be positive")
+        if self.state_store not in ("file", "kafka"):
+            raise ConfigError(f"config [checkpoint] store must be 'file' or 'kafka', got {self.state_store!r}")
+        if self.state_chunk_bytes < 1024:
+            raise ConfigError(f"config [checkpoint] chunk_bytes must be at least 1024, got {self.state_chunk_bytes}")
+        if not all(isinstance(f, str) and f for f in self.features) or len(set(self.features)) != len(self.features):
+            raise ConfigError(f"config [detector] features must be distinct feature names, got {self.features!r}")
+        if self.schema_change_after < 1:
+            raise ConfigError(f"config [detector] schema_change_after must be at least 1, got {self.schema_change_after}")
+        if not self.shutdown_timeout_s > 0 or not self.broker_timeout_s > 0:
+            raise ConfigError("config [service]: shutdown_timeout_s and broker_timeout_s must be positive")
         if self.publish not in PUBLISH:
             raise ConfigError(f"config [incidents] publish must be one of {', '.join(PUBLISH)}, got {self.publish!r}")
         self.incident_policy  # noqa: B018 - a bad gap or update interval fails here
         return self
+
+    @property
+    def checkpoints(self) -> bool:
+        """Whether partition state is checkpointed (a checkpoint dir, or the Kafka store)."""
+        return bool(self.checkpoint_dir) or self.state_store == "kafka"
 
     @property
     def incident_policy(self) -> IncidentPolicy:

@@ -32,6 +32,10 @@ class Metrics:
                                         ["detector"], registry=r)
         self.checkpoint_age = Gauge("streamad_checkpoint_age_seconds", "Seconds since the oldest partition "
                                     "checkpoint", registry=r)
+        self.schema_changes = Counter("streamad_schema_changes", "Keys whose detector was re-created on a new "
+                                      "feature set", registry=r)
+        self.broker_silence = Gauge("streamad_broker_silence_seconds", "Seconds since the broker last answered "
+                                    "the consumer", registry=r)
         self.healthy_at = time.monotonic()
 
     def render(self) -> bytes:
@@ -41,15 +45,20 @@ class Metrics:
 
 
 def serve_http(metrics: Metrics, port: int, is_healthy=lambda: True) -> ThreadingHTTPServer:
-    """Serve ``/metrics`` and ``/healthz`` on 127.0.0.1:``port`` in a daemon thread."""
+    """Serve ``/metrics`` and ``/healthz`` on 127.0.0.1:``port`` in a daemon thread.
+
+    ``is_healthy()`` returns a bool or ``(bool, reason)``; ``/healthz`` answers 200 ``ok`` or
+    503 ``unhealthy: <reason>``."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's naming
             if self.path.startswith("/metrics"):
                 body, code, ctype = metrics.render(), 200, "text/plain; version=0.0.4"
             elif self.path.startswith("/healthz"):
-                ok = is_healthy()
-                body, code, ctype = (b"ok\n" if ok else b"unhealthy\n"), (200 if ok else 503), "text/plain"
+                state = is_healthy()
+                ok, reason = state if isinstance(state, tuple) else (state, "")
+                text = "ok\n" if ok else f"unhealthy: {reason}\n" if reason else "unhealthy\n"
+                body, code, ctype = text.encode(), (200 if ok else 503), "text/plain"
             else:
                 body, code, ctype = b"not found\n", 404, "text/plain"
             self.send_response(code)

@@ -8,6 +8,7 @@ tests. Offsets follow Kafka's convention: a committed offset is the *next* offse
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -39,7 +40,9 @@ class Source(Protocol):
 
     def poll(self, timeout_s: float, max_records: int) -> list[Message]: ...
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+    def commit(self, offsets: dict[TopicPartition, int], timeout_s: float | None = None) -> None:
+        """Commit and wait for the broker's answer (at most ``timeout_s``: None, the source's own)."""
+        ...
 
     def committed(self, tp: TopicPartition) -> int | None: ...
 
@@ -51,13 +54,21 @@ class Source(Protocol):
 
     def resume(self) -> None: ...
 
-    def lag(self) -> dict[TopicPartition, int]: ...
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the end of every partition of the subscribed topics, also those
+        not assigned here (from the group's committed offset)."""
+        ...
+
+    def broker_contact(self) -> float | None:
+        """``time.monotonic()`` of the broker's last answer to this source (it asks at least
+        every few seconds while :meth:`lag` is called), or None when it cannot tell."""
+        ...
 
     def end_offset(self, tp: TopicPartition) -> int | None:
         """The partition's log end offset, or None when the broker cannot say right now."""
         ...
 
-    def close(self) -> None: ...
+    def close(self, timeout_s: float | None = None) -> None: ...
 
 
 @runtime_checkable
@@ -67,7 +78,7 @@ class Sink(Protocol):
     def flush(self, timeout_s: float = 30.0) -> None:
         """Block until every message sent so far is acknowledged; raise on delivery failure."""
 
-    def close(self) -> None: ...
+    def close(self, timeout_s: float | None = None) -> None: ...
 
     # Optional, for the service's commit_mode "pipelined" (all sinks here have them):
     #   mark() -> token: closes the group of messages sent since the previous mark.
@@ -161,7 +172,7 @@ class MemorySource:
                 break
         return out
 
-    def commit(self, offsets) -> None:
+    def commit(self, offsets, timeout_s: float | None = None) -> None:
         for tp, off in offsets.items():
             self.broker.committed[(self.group_id, tp)] = off
 
@@ -183,10 +194,13 @@ class MemorySource:
     def lag(self):
         return {tp: len(self.broker.read(*tp)) - pos for tp, pos in self._pos.items()}
 
+    def broker_contact(self) -> float | None:
+        return time.monotonic()  # the memory broker always answers
+
     def end_offset(self, tp) -> int | None:
         return len(self.broker.read(*tp))
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         self._closed = True
 
 
@@ -229,7 +243,7 @@ class MemorySink:
     def acked(self, token: int) -> bool:
         return True
 
-    def close(self) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         self.flush()
 
 

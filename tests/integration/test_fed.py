@@ -126,8 +126,9 @@ def test_server_and_three_client_processes(bootstrap, tmp_path):
     common = ["--bootstrap", bootstrap, "--key-file", str(tmp_path / "keys.json"), "--prefix", prefix,
               "--k", str(K), *_kafka_args()]
     server_log = tmp_path / "server.log"
+    # --idle-tolerance 0: rounds go on without new data, as this test counts them
     procs = {"server": _start(["fed-server", *common, "--dim", str(D), "--min-clients", "2", "--round-timeout", "2",
-                               "--checkpoint", str(tmp_path / "server.state")], server_log)}
+                               "--checkpoint", str(tmp_path / "server.state"), "--idle-tolerance", "0"], server_log)}
     try:
         def client_args(c):
             return ["fed-client", *common, "--client-id", c, "--topic", f"tel-{run}-{c}", "--anomalies-topic",
