@@ -92,7 +92,8 @@ def _produce(bootstrap, topic, start, n, seed):
 def _instance(names, bootstrap, group, directory, log_path):
     directory.mkdir()
     cfg = directory / "serve.toml"
-    text = SERVE_TOML.format(bootstrap=bootstrap, group=group, ckpt=directory, commit_mode="wait", **names)
+    text = SERVE_TOML.format(bootstrap=bootstrap, group=group, ckpt=directory, commit_mode="wait", every_records=500,
+                             **names)
     cfg.write_text(text.replace("every_records = 500", 'every_records = 200\nevery_seconds = 1\nstore = "kafka"'))
     out = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "streamad.cli", "serve", "--config", str(cfg)],

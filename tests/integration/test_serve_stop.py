@@ -45,8 +45,9 @@ def _healthz(port):
 
 def _serve(names, bootstrap, group, ckpt, port):
     cfg = Path(ckpt) / "serve.toml"
-    cfg.write_text(SERVE_TOML.format(bootstrap=bootstrap, group=group, ckpt=ckpt, commit_mode="wait", **names)
-                   + f"http_port = {port}\nshutdown_timeout_s = {SHUTDOWN_S}\nbroker_timeout_s = 4\n")
+    text = SERVE_TOML.format(bootstrap=bootstrap, group=group, ckpt=ckpt, commit_mode="wait", every_records=500, **names)
+    cfg.write_text(text.replace("[service]\n", f"[service]\nhttp_port = {port}\nshutdown_timeout_s = {SHUTDOWN_S}\n"
+                                                "broker_timeout_s = 4\n"))
     child = subprocess.Popen([sys.executable, "-m", "streamad.cli", "serve", "--config", str(cfg)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=TESTS.parent,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
