@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import ConfigError, DataError
+from .base import DataError
 
 __all__ = ["Series", "detect", "read_csv", "run"]
 
