@@ -99,11 +99,12 @@ def _add_serve(sub) -> Handler:
         import json
         import logging
 
-        from connectors.kafka import DeadLetterSink, make_output_log, make_sink, make_source
+        from connectors.kafka import make_output_log, make_sink, make_source
 
         from .base import ConfigError
         from .service.app import configure_logging, serve
         from .service.config import load_config
+        from .service.deadletter import DeadLetterSink
 
         params = None
         if args.params:
@@ -148,7 +149,7 @@ def _add_serve(sub) -> Handler:
             if store is not None:
                 store.close()
             raise
-        dlq = DeadLetterSink(sink, cfg.dead_letter_topic)
+        dlq = DeadLetterSink(sink, cfg.dead_letter_topic)  # originals cut to fit a Kafka message
         pipeline = serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True,
                          state_store=store, outputs=outputs)
         # 1: stopped, but the outputs, checkpoints or final commit did not all go through (the
@@ -455,12 +456,13 @@ def _add_fed_client(sub) -> Handler:
 
     def run(args):
         from connectors.fedkafka import KafkaFedChannel
-        from connectors.kafka import DeadLetterSink, ensure_topics, make_sink, make_source
+        from connectors.kafka import ensure_topics, make_sink, make_source
 
         from .base import ConfigError
         from .federated.client import ClientConfig, FedClient
         from .federated.protocol import KeyRing
         from .service.app import configure_logging
+        from .service.deadletter import DeadLetterSink
 
         if not 0.5 <= args.quantile < 1.0:
             raise ConfigError(f"--quantile must be in [0.5, 1), got {args.quantile}")
