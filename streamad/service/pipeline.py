@@ -51,9 +51,14 @@ __all__ = ["Pipeline", "ServiceError"]
 log = logging.getLogger("streamad.service")
 
 
-def _counter(name: str, doc: str) -> property:
-    """A count the scorer keeps, read as an attribute of the pipeline."""
-    return property(operator.attrgetter(f"scorer.{name}"), doc=doc)
+def _part(part: str, name: str, doc: str, settable: bool = False) -> property:
+    """An attribute of one of the pipeline's parts (``part``: ``"scorer"``, ``"delivery"``,
+    ``"collector"``), read (and with ``settable``, set) as an attribute of the pipeline."""
+
+    def put(self, value) -> None:
+        setattr(operator.attrgetter(part)(self), name, value)
+
+    return property(operator.attrgetter(f"{part}.{name}"), put if settable else None, doc=doc)
 
 
 class Pipeline:
@@ -85,12 +90,10 @@ class Pipeline:
                  state_store: StateStore | None = None) -> None:
         if state_store is None and config.checkpoint_dir:
             state_store = FileStateStore(config.checkpoint_dir, config.group)
-        self.store = state_store
         config, detector_factory, threshold_factory = models_for(config, detector_factory, threshold_factory)
-        self._source, self.sink, self.config = source, sink, config
+        self._source, self.sink, self.config, self.metrics = source, sink, config, metrics
         if dead_letter is None:
             dead_letter = DeadLetterSink(sink, config.dead_letter_topic, max_original_bytes=None).send
-        self.dead_letter, self.metrics, self.outputs = dead_letter, metrics, outputs
         self.partitions: dict[TopicPartition, Partition] = {}
         self.scorer = Scorer(config, sink, self.partitions, detector_factory=detector_factory,
                              threshold_factory=threshold_factory, dead_letter=dead_letter, metrics=metrics,
@@ -124,51 +127,24 @@ class Pipeline:
     def threshold_factory(self) -> Callable[[], Any]:
         return self.scorer.threshold_factory
 
-    @property
-    def on_event(self) -> Callable[[dict], None] | None:
-        """Called with every message sent to the anomalies topic."""
-        return self.scorer.on_event
+    on_event = _part("scorer", "on_event", "Called with every message sent to the anomalies topic.", settable=True)
 
-    @on_event.setter
-    def on_event(self, on_event: Callable[[dict], None] | None) -> None:
-        self.scorer.on_event = on_event
+    records_in = _part("scorer", "records_in", "Records polled.")
+    scored = _part("scorer", "scored", "Records scored (not dead letters).")
+    events_out = _part("scorer", "events_out", "Messages sent to the anomalies topic.")
+    dead_letters = _part("scorer", "dead_letters", "Records sent to the dead-letter topic.")
+    schema_changes = _part("scorer", "schema_changes", "Keys whose detector was re-created on a new feature set.")
+    incidents_opened = _part("scorer", "incidents_opened", "Incidents opened.")
+    incidents_closed = _part("scorer", "incidents_closed", "Incidents closed.")
+    incidents_open = _part("scorer", "incidents_open", "Incidents open now on the partitions held here.")
+    suppressed = _part("scorer", "suppressed", "Messages not sent again after a restart (already on the topic).")
 
-    records_in = _counter("records_in", "Records polled.")
-    scored = _counter("scored", "Records scored (not dead letters).")
-    events_out = _counter("events_out", "Messages sent to the anomalies topic.")
-    dead_letters = _counter("dead_letters", "Records sent to the dead-letter topic.")
-    schema_changes = _counter("schema_changes", "Keys whose detector was re-created on a new feature set.")
-    incidents_opened = _counter("incidents_opened", "Incidents opened.")
-    incidents_closed = _counter("incidents_closed", "Incidents closed.")
-    incidents_open = _counter("incidents_open", "Incidents open now on the partitions held here.")
-    suppressed = _counter("suppressed", "Messages not sent again after a restart (already on the topic).")
-
-    @property
-    def max_pending_batches(self) -> int:
-        """commit_mode "pipelined": unacknowledged batches before a flush (:class:`~.delivery.Delivery`)."""
-        return self.delivery.max_pending_batches
-
-    @max_pending_batches.setter
-    def max_pending_batches(self, n: int) -> None:
-        self.delivery.max_pending_batches = n
-
-    @property
-    def full_gc_every_s(self) -> float:
-        """With ``manage_gc``: seconds between full collections (:mod:`.gctuning`) ..."""
-        return self.collector.full_every_s
-
-    @full_gc_every_s.setter
-    def full_gc_every_s(self, seconds: float) -> None:
-        self.collector.full_every_s = seconds
-
-    @property
-    def deep_gc_every_s(self) -> float:
-        """... and between deep ones, which first unfreeze everything."""
-        return self.collector.deep_every_s
-
-    @deep_gc_every_s.setter
-    def deep_gc_every_s(self, seconds: float) -> None:
-        self.collector.deep_every_s = seconds
+    max_pending_batches = _part("delivery", "max_pending_batches", 'commit_mode "pipelined": unacknowledged '
+                                "batches before a flush (:class:`~.delivery.Delivery`).", settable=True)
+    full_gc_every_s = _part("collector", "full_every_s", "With ``manage_gc``: seconds between full collections "
+                            "(:mod:`.gctuning`) ...", settable=True)
+    deep_gc_every_s = _part("collector", "deep_every_s", "... and between deep ones, which first unfreeze everything.",
+                            settable=True)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
