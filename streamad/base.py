@@ -22,8 +22,9 @@ one type. Subclasses say what went wrong::
     └── Rejected           a federated message was refused
 
 Every error says whether trying the same thing again later may work (``retriable``): the
-service retries those (a broker that is away) and stops on the others. Only transport errors
-are retriable unless they say otherwise.
+service retries those and stops on the others. It is False by default; a transport error is
+retriable unless it says otherwise (a broker that is away comes back, bad credentials do not
+get better).
 
 >>> issubclass(DecodeError, StreamadError) and issubclass(DecodeError, ValueError)
 True

@@ -6,9 +6,9 @@ tests. Offsets follow Kafka's convention: a committed offset is the *next* offse
 
 Optional parts have defaults, so the pipeline calls them without asking first: a source
 derived from :class:`BaseSource` commits and waits where it cannot commit asynchronously
-(:func:`commits_asynchronously`), and cannot tell a partition's end offset unless it knows how; a sink that reports
-acknowledgements without a flush (:class:`AcknowledgingSink`) is what commit mode
-"pipelined" needs.
+(:func:`commits_asynchronously`) and cannot tell a partition's end offset unless it knows
+how. A sink that reports acknowledgements without a flush (:class:`AcknowledgingSink`) is
+what commit mode "pipelined" needs.
 """
 
 from __future__ import annotations
