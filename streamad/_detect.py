@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import DataError
+from .base import DataError, warmup_length
 from .io import LABEL_COLUMNS, TIMESTAMP_COLUMNS, read_table
 
 __all__ = ["Series", "detect", "read_csv", "run"]
@@ -88,24 +88,10 @@ def detect(series: Series, detector: str = "records", params: dict[str, Any] | N
 
     det = detectors.make(detector, **(params or {}))
     n = len(series.values)
-    X = series.values
     t0 = time.perf_counter()
-    if hasattr(det, "process_many"):
-        scores = np.asarray(det.process_many(X, learn=True), dtype=np.float64)
-    else:  # any River-style detector
-        names = series.columns
-        scores = np.empty(n)
-        for i, row in enumerate(X):
-            x = dict(zip(names, row.tolist(), strict=True))
-            scores[i] = det.score_one(x)
-            det.learn_one(x)
+    scores = np.asarray(det.process_many(series.values, learn=True), dtype=np.float64)
     detect_s = time.perf_counter() - t0
-    if warmup is None:
-        window = getattr(det, "window", 0)
-        window = window if isinstance(window, int) else 0
-        warmup = min(max(2 * window, 50), n // 10)
-    # the scores a detector gave before it had a model (HypAD's warm-up) are never thresholded
-    warmup = min(n, max(warmup, getattr(det, "warmup_scores_", 0)))
+    warmup = warmup_length(det, n, warmup)
     scores = np.where(np.isfinite(scores), scores, 0.0)
     scores[:warmup] = np.where(np.isfinite(scores[:warmup]), scores[:warmup], 0.0)
     th = np.full(n, np.inf)
@@ -206,14 +192,14 @@ def run(args) -> int:
     from .base import parse_params
 
     params = parse_params(args.params, "--params")
-    tparams = parse_params(getattr(args, "threshold_params", None), "--threshold-params")
+    tparams = parse_params(args.threshold_params, "--threshold-params")
     series = read_csv(args.file, label_column=args.label_column)
     from . import detectors
 
     detectors.make(args.detector, **params)  # fail on a bad name/params before any work
     from .service.config import ServiceConfig
 
-    gap = ServiceConfig.incident_gap if getattr(args, "incident_gap", None) is None else args.incident_gap
+    gap = ServiceConfig.incident_gap if args.incident_gap is None else args.incident_gap
     policy = ServiceConfig(incident_gap=gap).incident_policy
     result = detect(series, args.detector, params, args.threshold, policy=policy, threshold_params=tparams)
     args.threshold = result["threshold_rule"][0]  # what "auto" resolved to, for the report
@@ -241,7 +227,7 @@ def run(args) -> int:
             "incident_gap": None if args.threshold == "orion" else str(policy.gap), "n_points": len(series.ts), "warmup": result["warmup"], "detect_s": round(result["detect_s"], 3),
             "intervals": iv}
     (out / "intervals.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if getattr(args, "save_state", None):
+    if args.save_state:
         from . import _state
 
         try:
@@ -255,5 +241,5 @@ def run(args) -> int:
     for r in iv:
         print(f"  {r['start']}  ->  {r['end']}  severity {r['severity']:.3f}")
     print(f"wrote {out}/scores.csv, intervals.csv, intervals.json" + ("" if args.no_plot else ", plot.png")
-          + (f", detector state {args.save_state}" if getattr(args, "save_state", None) else ""))
+          + (f", detector state {args.save_state}" if args.save_state else ""))
     return 0

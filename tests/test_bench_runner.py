@@ -144,9 +144,11 @@ def test_bench_dispatches_generated_and_federated_datasets(tmp_path):
 
 def test_orion_protocol_uses_a_series_level_path(tmp_path, monkeypatch):
     from streamad import detectors
+    from streamad.base import BaseDetector
     from streamad.bench.datasets import load
 
-    class SeriesStandIn:  # fit + score_series, like a batch model (HypAD, TadGAN)
+    class SeriesStandIn(BaseDetector):  # fit + score_series, like a batch model (HypAD, TadGAN)
+        whole_series = True
         fitted = None
 
         def fit(self, X):

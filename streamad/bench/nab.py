@@ -268,10 +268,8 @@ def score_signal(sig, det, likelihood: bool = False) -> dict:
     (rows of the probationary period are 0: NAB never counts them)."""
     import time
 
-    from .runner import _score
-
     t0 = time.perf_counter()
-    raw = _score(det, np.asarray(sig.values, dtype=np.float64), learn=True)
+    raw = np.asarray(det.process_many(np.asarray(sig.values, dtype=np.float64), learn=True), dtype=np.float64)
     scores = unit_scores(det, raw, likelihood)
     detect_s = time.perf_counter() - t0
     scores[:_probation(sig.n)] = 0.0
