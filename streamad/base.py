@@ -41,6 +41,7 @@ __all__ = [
     "StateError",
     "StreamadError",
     "Threshold",
+    "parse_options",
     "parse_params",
     "warmup_length",
 ]
@@ -381,6 +382,28 @@ def warmup_length(detector: BaseDetector, n: int, rows: int | None = None) -> in
         window = detector.window if isinstance(detector.window, int) else 0
         rows = min(max(2 * window, 50), n // 10)
     return min(n, max(rows, detector.warmup_scores_))
+
+
+def parse_options(items: list[str], flag: str) -> dict[str, Any]:
+    """Repeated ``NAME=VALUE`` command-line options (``--kafka-option``, ``--option``) as a
+    dict: a value that reads as JSON (a number, ``true``) is that, any other is the string;
+    an item without ``=`` is a one-line :class:`ConfigError` naming the flag.
+
+    >>> parse_options(["linger_ms=5", "acks=all"], "--kafka-option")
+    {'linger_ms': 5, 'acks': 'all'}
+    """
+    import json
+
+    options: dict[str, Any] = {}
+    for item in items:
+        name, eq, text = item.partition("=")
+        if not eq or not name:
+            raise ConfigError(f"{flag} must be NAME=VALUE, got {item!r}")
+        try:
+            options[name] = json.loads(text)
+        except ValueError:
+            options[name] = text
+    return options
 
 
 def parse_params(text: str | None, flag: str = "--params") -> dict[str, Any]:

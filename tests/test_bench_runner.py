@@ -111,7 +111,7 @@ def test_report_tells_runs_apart_by_mode_seed_and_params():
     (["--dataset", "nab", "--out", "x.json"], "--data-dir is required"),
     (["--dataset", "nope", "--data-dir", ".", "--out", "x.json"], "unknown dataset"),
     (["--dataset", "yahoo", "--data-dir", ".", "--detector", "nope", "--out", "x.json"], "unknown detector"),
-    (["--dataset", "yahoo", "--data-dir", ".", "--params", "{bad", "--out", "x.json"], "--params is not JSON"),
+    (["--dataset", "yahoo", "--data-dir", ".", "--params", "{bad", "--out", "x.json"], "--params is not valid JSON"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys):
     assert main(["bench", *argv]) == 2

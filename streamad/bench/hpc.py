@@ -327,16 +327,12 @@ def to_markdown(result: dict[str, Any]) -> str:
 def bench_main(args) -> int:
     """``streamad bench --dataset hpc-sim [--seed S] [--option KEY=VALUE ...] --out FILE.json``:
     generate the fleet, run every detector, write the result JSON and a markdown table beside it.
-    Options are :data:`DEFAULT_PARAMS` keys (values parsed as JSON when they are JSON)."""
+    Options are :data:`DEFAULT_PARAMS` keys (values parsed as JSON when they are JSON:
+    :func:`streamad.base.parse_options`)."""
     import json
     from pathlib import Path
 
-    params: dict[str, Any] = {}
-    for key, value in getattr(args, "option", None) or []:
-        try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
+    params: dict[str, Any] = dict(args.option)  # parsed by the runner: JSON values, else strings
     if getattr(args, "seed", None) is not None and "seed" in DEFAULT_PARAMS:
         params.setdefault("seed", args.seed)
     result = run_hpc_sim(params)

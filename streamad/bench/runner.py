@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import ConfigError, StreamadError, warmup_length
+from ..base import ConfigError, StreamadError, parse_options, parse_params, warmup_length
 from . import metrics as M
 from .datasets import Signal, load
 
@@ -416,22 +416,11 @@ def main(args) -> int:
             target = getattr(importlib.import_module(mod), fn)
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"--dataset {args.dataset} is not available in this build ({e})") from None
-        opts = []
-        for item in args.option:
-            k, eq, v = item.partition("=")
-            if not eq or not k:
-                raise ConfigError(f"--option must be KEY=VALUE, got {item!r}")
-            opts.append((k, v))
-        args.option = opts
+        args.option = parse_options(args.option, "--option")
         return target(args) or 0
     if not args.data_dir:
         raise ConfigError(f"--data-dir is required for --dataset {args.dataset}")
-    try:
-        params = json.loads(args.params) if args.params else {}
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--params is not JSON: {e}") from None
-    if not isinstance(params, dict):
-        raise ConfigError("--params must be a JSON object")
+    params = parse_params(args.params, "--params")
     if args.time_limit is not None and args.time_limit <= 0:
         raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
     result = run(args.dataset, args.data_dir, args.detector, params=params, signals=args.signals,
