@@ -284,7 +284,8 @@ class BaseDetector:
     def explain(self, x: Mapping[str, float]) -> list[tuple[str, float]]:
         """What makes the score of ``x`` (scored as the next record, changing nothing):
         ``(part, contribution)`` pairs, largest first, where a part is a feature's name or
-        ``"feature:aspect"`` (records: ``"cpu:level"``). Incident messages carry them.
+        ``"feature:aspect"`` (records: ``"cpu:level"``). Incident messages carry them. A
+        :class:`StreamadError` when it cannot explain yet (node-ae before it has trained).
         Default: ``[]``, for a detector that does not explain its scores."""
         return []
 
