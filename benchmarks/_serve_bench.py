@@ -121,8 +121,9 @@ def _consumer_settings(client: str) -> dict:
 
 
 def _pipeline(args, detector: str, client: str, scores: bool, topic: str, commit_mode: str = "wait"):
-    from connectors.kafka import DeadLetterSink, make_sink, make_source
+    from connectors.kafka import make_sink, make_source
     from streamad.service import Pipeline, ServiceConfig
+    from streamad.service.deadletter import DeadLetterSink
 
     run = uuid.uuid4().hex[:6]
     state = _trained_state(detector) if detector in TRAINED else ""

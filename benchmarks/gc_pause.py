@@ -4,7 +4,7 @@
     python benchmarks/gc_pause.py --keys 1000     # one size
 
 `streamad serve` runs the cyclic garbage collector itself, between batches, with a full
-collection once a minute (``Pipeline._collect_garbage``). A full collection scans every
+collection once a minute (``streamad/service/gctuning.py``). A full collection scans every
 tracked object, and most of them are per-key state (detectors and thresholds), so its pause
 grows with the keys. Since 2db0d39 (2026-11-24) what survives a full collection is frozen, and the next
 one scans only what is new; a deep collection (after a rebalance, and every 30 minutes)

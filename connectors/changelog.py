@@ -40,10 +40,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from streamad import _state
-from streamad.base import StateError
+from streamad.base import StateError, TransportError
 from streamad.service.transport import TopicPartition
 
-from .kafka import TransportError, _construct, _kafka_error, split_config
+from .kafka import _construct, _kafka_error, split_config
 
 __all__ = ["KafkaStateStore", "changelog_topic", "latest_checkpoints"]
 

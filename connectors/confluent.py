@@ -12,8 +12,8 @@ import logging
 import time
 from typing import Any
 
-from streamad.base import ConfigError, StreamadError
-from streamad.service.transport import AssignCallback, Message, TopicPartition
+from streamad.base import CommitError, ConfigError, DeliveryError, TransportError
+from streamad.service.transport import AssignCallback, BaseSource, Message, TopicPartition
 
 __all__ = ["ConfluentOutputLog", "ConfluentSink", "ConfluentSource", "EMBEDDED_BROKER_CONSUMER"]
 
@@ -44,7 +44,7 @@ def _translate(config: dict[str, Any] | None) -> dict[str, Any]:
     return {_RENAMED.get(k, k.replace("_", ".")): v for k, v in (config or {}).items()}
 
 
-class ConfluentSource:
+class ConfluentSource(BaseSource):
     def __init__(self, bootstrap: str, group_id: str, config: dict[str, Any] | None = None):
         ck = _ck()
         self._ck = ck
@@ -151,7 +151,8 @@ class ConfluentSource:
             self._consumer.commit(offsets=[ck.TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                                   asynchronous=asynchronous)
         except ck.KafkaException as e:
-            raise StreamadError(f"offset commit failed: {e}") from e
+            # not retried by the service (as a rejected commit): a later commit covers these offsets
+            raise CommitError(f"offset commit failed: {e}", retriable=False) from e
 
     def committed(self, tp: TopicPartition) -> int | None:
         (res,) = self._consumer.committed([self._ck.TopicPartition(*tp)], timeout=10)
@@ -237,7 +238,7 @@ class ConfluentOutputLog:
             return {p: int(self._consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=5)[1])
                     for p in sorted(meta.partitions)}
         except ck.KafkaException as e:
-            raise StreamadError(f"cannot read the end offsets of {topic}: {e}") from e
+            raise TransportError(f"cannot read the end offsets of {topic}: {e}") from e
 
     def read(self, topic: str, starts: dict[int, int]) -> list[Message]:
         import time
@@ -255,7 +256,7 @@ class ConfluentOutputLog:
             deadline = time.monotonic() + self.timeout_s
             while any(pos[p] < end for p, end in todo.items()):
                 if time.monotonic() > deadline:
-                    raise StreamadError(f"reading {topic} back took over {self.timeout_s:g} s")
+                    raise TransportError(f"reading {topic} back took over {self.timeout_s:g} s")
                 for m in consumer.consume(num_messages=1000, timeout=0.2):
                     if m.error() is not None or m.partition() not in todo:
                         continue
@@ -263,7 +264,7 @@ class ConfluentOutputLog:
                     if m.offset() < todo[m.partition()]:
                         out.append(Message(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
         except ck.KafkaException as e:
-            raise StreamadError(f"cannot read {topic} back: {e}") from e
+            raise TransportError(f"cannot read {topic} back: {e}") from e
         finally:
             consumer.unassign()
         return out
@@ -317,27 +318,30 @@ class ConfluentSink:
         self._producer.poll(0)
         return not self._errors and (not self._open or min(self._open) > token)
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
         group = self._group
         self._open[group] = self._open.get(group, 0) + 1
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
+                self._producer.produce(topic, value, key, on_delivery=self._on_delivery, headers=headers)
                 break
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self._producer.poll(0.05)
             except self._ck.KafkaException as e:  # permanent for this message, e.g. too large
                 self._delivered(group, None, None)  # not in flight: no callback will come
-                raise StreamadError(f"cannot send to {topic}: {e.args[0].str()}") from e
+                raise TransportError(f"cannot send to {topic}: {e.args[0].str()}", retriable=False) from e
         self._producer.poll(0)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         remaining = self._producer.flush(timeout_s)
         if remaining:
-            raise StreamadError(f"{remaining} messages not acknowledged within {timeout_s:.0f} s")
+            raise DeliveryError(f"{remaining} messages not acknowledged within {timeout_s:.0f} s", [], retriable=True)
         if self._errors:
             errs, self._errors = self._errors, []
-            raise StreamadError(f"{len(errs)} messages failed delivery, first: {errs[0]}")
+            # retriable as before the error tree (the service flushes again), although librdkafka,
+            # which retried them itself, does not keep these messages for the next flush
+            raise DeliveryError(f"{len(errs)} messages failed delivery, first: {errs[0]}", [], retriable=True)
 
     def close(self, timeout_s: float | None = None) -> None:
         self._producer.flush(10 if timeout_s is None else timeout_s)

@@ -3,8 +3,10 @@
 :class:`KafkaSource` is a consumer-group member with manual offset commits,
 pause/resume backpressure and cheap per-partition lag; :class:`KafkaSink` is a producer with
 ``acks="all"`` whose :meth:`~KafkaSink.flush` raises if anything sent since the last flush
-was not acknowledged; :class:`DeadLetterSink` writes malformed input, with its original bytes
-and source coordinates, to a dead-letter topic.
+was not acknowledged. They raise the transport errors of :mod:`streamad.base`
+(:class:`~streamad.base.TransportError`, :class:`~streamad.base.CommitError`,
+:class:`~streamad.base.DeliveryError`), which say whether trying again may work; dead letters
+go through :class:`streamad.service.deadletter.DeadLetterSink` like any other output.
 
 Every client-specific line lives in this module. Use :func:`make_source` / :func:`make_sink`
 to build them; ``client="confluent"`` returns the confluent-kafka classes of
@@ -21,89 +23,33 @@ gets the options it understands, and a name no client knows is a :class:`ConfigE
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from streamad.base import ConfigError, StreamadError
-from streamad.service.transport import Message, TopicPartition
+from streamad.base import CommitError, ConfigError, DeliveryError, FailedSend, TransportError
+from streamad.service.transport import BaseSource, Message, TopicPartition
 
 __all__ = [
     "CLIENTS",
     "CONSUMER_DEFAULTS",
     "EMBEDDED_GROUP_TIMEOUTS",
     "PRODUCER_DEFAULTS",
-    "CommitError",
-    "DeadLetterSink",
-    "DeliveryError",
-    "FailedSend",
     "KafkaOutputLog",
     "KafkaSink",
     "KafkaSource",
-    "TransportError",
-    "dead_letter_record",
     "ensure_topics",
     "for_embedded_broker",
     "make_output_log",
     "make_sink",
     "make_source",
-    "read_dead_letter",
     "split_config",
 ]
 
 log = logging.getLogger(__name__)
-
-# -- errors ---------------------------------------------------------------------------
-
-
-class TransportError(StreamadError):
-    """The message system cannot be reached or refused an operation.
-
-    ``retriable`` is True when doing the same thing again later may succeed (broker down,
-    timeout, leader moving); False when it cannot (bad credentials, partition lost).
-    """
-
-    def __init__(self, message: str, retriable: bool = True):
-        super().__init__(message)
-        self.retriable = retriable
-
-
-class CommitError(TransportError):
-    """Offsets could not be committed. Nothing is lost: the records will be read again."""
-
-
-@dataclass(frozen=True, slots=True)
-class FailedSend:
-    topic: str
-    key: bytes | None
-    value: bytes
-    error: str
-    retriable: bool
-    headers: list | None = None
-
-
-class DeliveryError(TransportError):
-    """Some messages sent since the last flush were not acknowledged.
-
-    ``failed`` lists them. Retriable ones are kept by the sink and sent again by the next
-    :meth:`KafkaSink.flush`, so a caller that does not commit its input offsets and calls
-    ``flush`` again later keeps at-least-once delivery. Permanent failures (a message larger
-    than the broker accepts, an unknown topic with auto-creation off) are dropped from the
-    sink and reported once, here.
-    """
-
-    def __init__(self, message: str, failed: list[FailedSend], retriable: bool):
-        super().__init__(message, retriable=retriable)
-        self.failed = failed
-
 
 # -- configuration ----------------------------------------------------------------------
 
@@ -287,7 +233,7 @@ def _log_failed_commit(offsets, response) -> None:
         log.warning("asynchronous offset commit failed: %s", response)
 
 
-class KafkaSource:
+class KafkaSource(BaseSource):
     """A consumer-group member that reads telemetry topics; offsets are committed by hand.
 
     Parameters
@@ -706,54 +652,6 @@ class KafkaSink:
         self.close()
 
 
-# -- dead letters ---------------------------------------------------------------------
-
-#: Original values above this size are cut in the DLQ record (with their size and SHA-256),
-#: so a dead letter always fits a default 1 MB Kafka message; the coordinates point to the
-#: full original.
-DLQ_MAX_ORIGINAL_BYTES = 256 * 1024
-
-
-def _b64(b: bytes | None) -> str | None:
-    return None if b is None else base64.b64encode(b).decode("ascii")
-
-
-def dead_letter_record(message: Message, reason: str, kind: str = "decode",
-                       max_original_bytes: int = DLQ_MAX_ORIGINAL_BYTES) -> bytes:
-    """The dead-letter JSON for ``message``: why it failed, where it came from, its bytes.
-
-    >>> m = Message("telemetry", 2, 41, b"pump-7", b"\\xff{not json")
-    >>> rec = read_dead_letter(dead_letter_record(m, "not UTF-8 JSON"))
-    >>> rec["reason"], rec["source"]["partition"], rec["source"]["offset"], rec["value"]
-    ('not UTF-8 JSON', 2, 41, b'\\xff{not json')
-    """
-    value = message.value
-    size = None if value is None else len(value)
-    truncated = size is not None and size > max_original_bytes
-    doc = {
-        "reason": reason,
-        "kind": kind,
-        "source": {"topic": message.topic, "partition": message.partition, "offset": message.offset,
-                   "timestamp_ms": message.timestamp_ms},
-        "key": None if message.key is None else message.key.decode("utf-8", "replace"),
-        "key_b64": _b64(message.key),
-        "value_b64": _b64(value[:max_original_bytes] if truncated else value),
-        "value_size": size,
-        "value_truncated": truncated,
-        "value_sha256": None if value is None else hashlib.sha256(value).hexdigest(),
-        "dead_lettered_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-    }
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def read_dead_letter(data: bytes) -> dict[str, Any]:
-    """Parse a dead-letter record; adds ``key_bytes`` and ``value`` (the original bytes)."""
-    doc = json.loads(data)
-    doc["key_bytes"] = None if doc.get("key_b64") is None else base64.b64decode(doc["key_b64"])
-    doc["value"] = None if doc.get("value_b64") is None else base64.b64decode(doc["value_b64"])
-    return doc
-
-
 class KafkaOutputLog:
     """Reads back a topic the service publishes to (:class:`~streamad.service.transport.OutputLog`):
     a consumer outside any group, assigned the topic's partitions only while it reads."""
@@ -820,28 +718,6 @@ def make_output_log(bootstrap: str, config: Mapping[str, Any] | None = None, cli
 
         return ConfluentOutputLog(bootstrap, dict(config or {}))
     return KafkaOutputLog(bootstrap, config)
-
-
-class DeadLetterSink:
-    """Routes rejected input to ``topic`` through a sink, keyed like the original, with the
-    reason and coordinates also as Kafka headers (when the sink takes headers)."""
-
-    def __init__(self, sink, topic: str, max_original_bytes: int = DLQ_MAX_ORIGINAL_BYTES):
-        self.sink, self.topic, self.max_original_bytes = sink, topic, max_original_bytes
-        self.count = 0
-
-    def send(self, message: Message, reason: str, kind: str = "decode") -> None:
-        value = dead_letter_record(message, reason, kind, self.max_original_bytes)
-        if isinstance(self.sink, KafkaSink):
-            headers = [("streamad.reason", reason.encode()[:1024]), ("streamad.kind", kind.encode()),
-                       ("streamad.source", f"{message.topic}/{message.partition}/{message.offset}".encode())]
-            self.sink.send(self.topic, message.key, value, headers)
-        else:
-            self.sink.send(self.topic, message.key, value)
-        self.count += 1
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        self.sink.flush(timeout_s)
 
 
 # -- topics and factories ------------------------------------------------------------------

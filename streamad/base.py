@@ -14,10 +14,22 @@ one type. Subclasses say what went wrong::
     ├── NotFittedError     a model was asked to score before it learned anything it needs
     ├── ConfigError        a bad parameter, config file or CLI argument
     ├── DataError          a dataset file is missing or malformed
-    └── NotBuiltError      a subcommand or feature that does not exist yet
+    ├── NotBuiltError      a subcommand or feature that does not exist yet
+    ├── TransportError     the message system cannot be reached or refused an operation
+    │   ├── CommitError    input offsets could not be committed
+    │   └── DeliveryError  output messages were not acknowledged
+    ├── ServiceError       the streaming service cannot go on
+    └── Rejected           a federated message was refused
+
+Every error says whether trying the same thing again later may work (``retriable``): the
+service retries those and stops on the others. It is False by default; a transport error is
+retriable unless it says otherwise (a broker that is away comes back, bad credentials do not
+get better).
 
 >>> issubclass(DecodeError, StreamadError) and issubclass(DecodeError, ValueError)
 True
+>>> TransportError("broker away").retriable, ConfigError("bad flag").retriable
+(True, False)
 """
 
 from __future__ import annotations
@@ -30,17 +42,23 @@ import numpy as np
 
 __all__ = [
     "BaseDetector",
+    "CommitError",
     "ConfigError",
     "DataError",
     "Decision",
     "DecodeError",
+    "DeliveryError",
     "Detector",
     "DimensionError",
+    "FailedSend",
     "NotBuiltError",
     "NotFittedError",
+    "Rejected",
+    "ServiceError",
     "StateError",
     "StreamadError",
     "Threshold",
+    "TransportError",
     "parse_options",
     "parse_params",
     "warmup_length",
@@ -49,6 +67,10 @@ __all__ = [
 
 class StreamadError(Exception):
     """Root of every error streamad raises on purpose."""
+
+    #: Whether doing the same thing again later may succeed (a broker that is away, a
+    #: timeout); False when it cannot (bad input, bad configuration, a refused commit).
+    retriable: bool = False
 
 
 class DecodeError(StreamadError, ValueError):
@@ -81,6 +103,66 @@ class DataError(StreamadError):
 
 class NotBuiltError(StreamadError):
     """A feature that is planned but not built yet."""
+
+
+class TransportError(StreamadError):
+    """The message system cannot be reached or refused an operation.
+
+    ``retriable`` is True when doing the same thing again later may succeed (broker down,
+    timeout, leader moving); False when it cannot (bad credentials, partition lost).
+    """
+
+    def __init__(self, message: str, retriable: bool = True):
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class CommitError(TransportError):
+    """Offsets could not be committed. Nothing is lost: the records will be read again."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailedSend:
+    """One message a sink could not deliver, and whether sending it again may work."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    error: str
+    retriable: bool
+    headers: list | None = None
+
+
+class DeliveryError(TransportError):
+    """Some messages sent since the last flush were not acknowledged.
+
+    ``failed`` lists them. Retriable ones are kept by the sink and sent again by its next
+    ``flush``, so a caller that does not commit its input offsets and calls ``flush`` again
+    later keeps at-least-once delivery. Permanent failures (a message larger than the broker
+    accepts, an unknown topic with auto-creation off) are dropped from the sink and reported
+    once, here.
+    """
+
+    def __init__(self, message: str, failed: list[FailedSend], retriable: bool):
+        super().__init__(message, retriable=retriable)
+        self.failed = failed
+
+
+class ServiceError(StreamadError):
+    """The service cannot continue (e.g. the sink keeps failing to deliver); ``retriable``
+    when trying again later may work."""
+
+    def __init__(self, message: str, retriable: bool = False):
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class Rejected(StreamadError):
+    """A federated message was refused; ``reason`` says why (logged by the receiver)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

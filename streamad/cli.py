@@ -62,63 +62,21 @@ def _add_serve(sub) -> Handler:
                                    "(open, update, close); at-least-once, checkpointed. Flags override the TOML "
                                    "config.")
     p.add_argument("--config", help="TOML config file (see examples/serve.toml)")
-    p.add_argument("--bootstrap", help="Kafka bootstrap servers host:port[,...]")
-    p.add_argument("--group", help="consumer group id")
-    p.add_argument("--topic", action="append", dest="input_topics", help="input topic (repeatable)")
-    p.add_argument("--anomalies-topic", dest="anomalies_topic", help="topic for incidents (and anomaly events)")
-    p.add_argument("--scores-topic", dest="scores_topic", help="topic for one score per input record")
-    p.add_argument("--publish", choices=["incidents", "records", "both"],
-                   help="to the anomalies topic: incident messages (default), one event per flagged record, or both")
-    p.add_argument("--incident-gap", dest="incident_gap",
-                   help="an incident closes after this many records without a flag, or this long: 10m, 90s "
-                        "(default: 100 records)")
-    p.add_argument("--update-interval", dest="update_interval",
-                   help="at most one incident_update per this many records, or this long (default: 100 records)")
-    p.add_argument("--dead-letter-topic", dest="dead_letter_topic", help="topic for malformed records")
-    p.add_argument("--detector", help="detector name (default: records)")
-    p.add_argument("--params", help="detector parameters as a JSON object")
-    p.add_argument("--detector-state", dest="detector_state",
-                   help="trained detector (streamad detect --save-state FILE) every key starts from")
-    p.add_argument("--threshold", help="threshold name: auto (the detector's own), spot, quantile, fixed, likelihood, "
-                                       "dspot (default: auto)")
-    p.add_argument("--checkpoint-dir", dest="checkpoint_dir", help="directory for per-partition state")
-    p.add_argument("--state-store", dest="state_store", choices=["file", "kafka"],
-                   help="where per-partition state goes: files under --checkpoint-dir (default), or a "
-                        "compacted changelog topic GROUP.changelog (instances need no shared disk)")
-    p.add_argument("--shutdown-timeout", dest="shutdown_timeout_s", type=float,
-                   help="seconds from SIGTERM to exit, broker or not (default: 20)")
-    p.add_argument("--http-port", dest="http_port", type=int, help="port of /metrics and /healthz (0 = off)")
-    p.add_argument("--kafka-client", dest="client", help="kafka-python (default) or confluent")
-    p.add_argument("--log-format", dest="log_format", choices=["kv", "json"], help="structured log style")
-    p.add_argument("--commit-mode", dest="commit_mode", choices=["wait", "pipelined"],
-                   help="wait for output acknowledgements after each batch (default), or commit "
-                        "acknowledged offsets while the next batches run")
+    from .service.config import ServiceConfig
+
+    ServiceConfig.add_arguments(p)  # one flag per setting that has one, declared with the setting
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this long (default: run until signalled)")
 
     def run(args):
-        import json
         import logging
 
-        from connectors.kafka import DeadLetterSink, make_output_log, make_sink, make_source
+        from connectors.kafka import make_output_log, make_sink, make_source
 
-        from .base import ConfigError
         from .service.app import configure_logging, serve
         from .service.config import load_config
+        from .service.deadletter import DeadLetterSink
 
-        params = None
-        if args.params:
-            try:
-                params = json.loads(args.params)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"--params is not a JSON object: {e}") from None
-            if not isinstance(params, dict):
-                raise ConfigError("--params must be a JSON object")
-        flags = {k: getattr(args, k) for k in ("bootstrap", "group", "input_topics", "anomalies_topic",
-                                               "scores_topic", "dead_letter_topic", "detector", "detector_state",
-                                               "threshold", "checkpoint_dir", "http_port", "client", "log_format",
-                                               "commit_mode", "publish", "incident_gap", "update_interval",
-                                               "state_store", "shutdown_timeout_s")}
-        cfg = load_config(args.config, detector_params=params, **flags)
+        cfg = load_config(args.config, **ServiceConfig.flags(args))
         configure_logging(cfg.log_format, logging.DEBUG if args.verbose > 1 else logging.INFO)
         store = None
         if cfg.state_store == "kafka":
@@ -148,7 +106,7 @@ def _add_serve(sub) -> Handler:
             if store is not None:
                 store.close()
             raise
-        dlq = DeadLetterSink(sink, cfg.dead_letter_topic)
+        dlq = DeadLetterSink(sink, cfg.dead_letter_topic)  # originals cut to fit a Kafka message
         pipeline = serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True,
                          state_store=store, outputs=outputs)
         # 1: stopped, but the outputs, checkpoints or final commit did not all go through (the
@@ -444,12 +402,13 @@ def _add_fed_client(sub) -> Handler:
 
     def run(args):
         from connectors.fedkafka import KafkaFedChannel
-        from connectors.kafka import DeadLetterSink, ensure_topics, make_sink, make_source
+        from connectors.kafka import ensure_topics, make_sink, make_source
 
         from .base import ConfigError
         from .federated.client import ClientConfig, FedClient
         from .federated.protocol import KeyRing
         from .service.app import configure_logging
+        from .service.deadletter import DeadLetterSink
 
         if not 0.5 <= args.quantile < 1.0:
             raise ConfigError(f"--quantile must be in [0.5, 1), got {args.quantile}")

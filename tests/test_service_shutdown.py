@@ -67,7 +67,7 @@ class NoCommitSource(MemorySource):
         if self.down:
             if timeout_s:
                 time.sleep(min(timeout_s, 0.2))
-            from connectors.kafka import CommitError
+            from streamad.base import CommitError
             raise CommitError("commit failed: broker unreachable", retriable=True)
         super().commit(offsets)
 

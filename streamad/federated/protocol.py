@@ -23,7 +23,7 @@ a client's copy holds only ``server`` and its own entry.
 >>> gate.check(sign_update(msg, ring), expected_round=3)
 Traceback (most recent call last):
 ...
-streamad.federated.protocol.Rejected: replayed nonce 'n1' from client 'gw1'
+streamad.base.Rejected: replayed nonce 'n1' from client 'gw1'
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..base import ConfigError, StreamadError
+from ..base import ConfigError, Rejected
 
 __all__ = [
     "GlobalModel",
@@ -58,14 +58,6 @@ __all__ = [
 log = logging.getLogger("streamad.federated")
 
 _SIG_LEN = 64  # hex chars of a SHA-256 HMAC
-
-
-class Rejected(StreamadError):
-    """A federated message was refused; ``reason`` says why (logged by the receiver)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 # -- keys ------------------------------------------------------------------------------

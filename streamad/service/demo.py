@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .config import ServiceConfig
+from .deadletter import DeadLetterSink
 
 __all__ = ["DemoResult", "run_demo", "score_incidents"]
 
@@ -131,7 +132,7 @@ def run_demo(*, broker_factory, kafka, n_keys: int = 6, n_points: int = 2000, se
              threshold_params: dict | None = None, max_seconds: float = 45.0, out_dir: str | None = "out",
              plot: str | None = None, out=sys.stdout, threshold_factory=None) -> DemoResult:
     """Run the demo. ``kafka`` is ``connectors.kafka`` (make_source, make_sink, ensure_topics,
-    for_embedded_broker, DeadLetterSink); ``broker_factory()`` returns an unstarted broker.
+    for_embedded_broker); ``broker_factory()`` returns an unstarted broker.
     ``detector`` None: :func:`demo_detector`. Writes ``out_dir/summary.json`` (None: no file)
     and the plot (``plot``; default ``out_dir/demo.png``, "" for none)."""
     from ..records import Record, encode
@@ -177,7 +178,7 @@ def run_demo(*, broker_factory, kafka, n_keys: int = 6, n_points: int = 2000, se
                             kafka_settings=settings, poll_timeout_s=0.2)
         source = kafka.make_source(bootstrap, cfg.group, settings)
         out_sink = kafka.make_sink(bootstrap, settings)
-        dlq = kafka.DeadLetterSink(out_sink, cfg.dead_letter_topic)
+        dlq = DeadLetterSink(out_sink, cfg.dead_letter_topic)
         pipeline = Pipeline(source, out_sink, cfg, dead_letter=dlq.send, threshold_factory=threshold_factory)
         messages: list[dict] = []
         pipeline.on_event = messages.append

@@ -3,17 +3,24 @@
 The pipeline (``streamad.service``) only sees these protocols; ``connectors.kafka``
 implements them for Kafka, and :class:`MemoryBroker` implements them in memory for unit
 tests. Offsets follow Kafka's convention: a committed offset is the *next* offset to read.
+
+Optional parts have defaults, so the pipeline calls them without asking first: a source
+derived from :class:`BaseSource` commits and waits where it cannot commit asynchronously
+(:func:`commits_asynchronously`) and cannot tell a partition's end offset unless it knows
+how. A sink that reports acknowledgements without a flush (:class:`AcknowledgingSink`) is
+what commit mode "pipelined" needs.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["MemoryBroker", "MemoryOutputLog", "MemorySink", "MemorySource", "Message", "OutputLog", "Sink", "Source",
-           "TopicPartition"]
+__all__ = ["AcknowledgingSink", "BaseSource", "MemoryBroker", "MemoryOutputLog", "MemorySink", "MemorySource", "Message",
+           "OutputLog", "Sink", "Source", "TopicPartition", "commits_asynchronously"]
 
 TopicPartition = tuple[str, int]
 
@@ -44,6 +51,11 @@ class Source(Protocol):
         """Commit and wait for the broker's answer (at most ``timeout_s``: None, the source's own)."""
         ...
 
+    def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit without waiting for the broker's answer, where the source can (see
+        :class:`BaseSource`)."""
+        ...
+
     def committed(self, tp: TopicPartition) -> int | None: ...
 
     def seek(self, tp: TopicPartition, offset: int) -> None: ...
@@ -71,20 +83,62 @@ class Source(Protocol):
     def close(self, timeout_s: float | None = None) -> None: ...
 
 
+class BaseSource:
+    """Defaults for the optional parts of :class:`Source` (the in-memory and Kafka sources
+    derive from it)."""
+
+    def commit(self, offsets: dict[TopicPartition, int], timeout_s: float | None = None) -> None:
+        raise NotImplementedError
+
+    def commit_async(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit and wait: this source cannot commit without waiting. A source that can
+        overrides this method (:func:`commits_asynchronously`)."""
+        self.commit(offsets)
+
+    def end_offset(self, tp: TopicPartition) -> int | None:
+        """None: this source cannot tell."""
+        return None
+
+
+@functools.cache
+def commits_asynchronously(cls: type) -> bool:
+    """Whether sources of class ``cls`` commit without waiting for the broker's answer in
+    :meth:`~Source.commit_async` (they have their own, not :class:`BaseSource`'s), so that a
+    commit is confirmed only by a later one that waits.
+
+    >>> commits_asynchronously(MemorySource)
+    False
+    """
+    return cls.commit_async is not BaseSource.commit_async
+
+
 @runtime_checkable
 class Sink(Protocol):
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+    def send(self, topic: str, key: bytes | None, value: bytes,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Queue a message; ``headers`` go with it where the message system has them."""
+        ...
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Block until every message sent so far is acknowledged; raise on delivery failure."""
+        """Block until every message sent so far is acknowledged; raise on delivery failure
+        (a :class:`~streamad.base.DeliveryError` says whether flushing again may deliver)."""
 
     def close(self, timeout_s: float | None = None) -> None: ...
 
-    # Optional, for the service's commit_mode "pipelined" (all sinks here have them):
-    #   mark() -> token: closes the group of messages sent since the previous mark.
-    #   acked(token) -> bool: without blocking, True once every message sent before the
-    #     mark ``token`` is acknowledged; False while any is pending or has failed (flush()
-    #     then reports the failure).
+
+@runtime_checkable
+class AcknowledgingSink(Sink, Protocol):
+    """A sink that tells, without blocking, which messages are acknowledged: what the
+    service's commit mode "pipelined" needs (every sink here is one)."""
+
+    def mark(self) -> Any:
+        """Close the group of messages sent since the previous mark; returns its token."""
+        ...
+
+    def acked(self, token: Any) -> bool:
+        """True once every message sent before the mark ``token`` is acknowledged; False while
+        any is pending or has failed (:meth:`flush` then reports the failure)."""
+        ...
 
 
 @runtime_checkable
@@ -144,7 +198,7 @@ class MemoryBroker:
             return [m for p in self.topics.get(topic, []) for m in p]
 
 
-class MemorySource:
+class MemorySource(BaseSource):
     """Single-member consumer group over a :class:`MemoryBroker` (all partitions assigned)."""
 
     def __init__(self, broker: MemoryBroker, group_id: str = "streamad") -> None:
@@ -226,7 +280,9 @@ class MemorySink:
         self._pending: list[tuple[str, bytes | None, bytes]] = []
         self._marks = 0
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes,
+             headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Queue a message (the memory broker keeps no headers)."""
         self._pending.append((topic, key, value))
 
     def flush(self, timeout_s: float = 30.0) -> None:

@@ -25,8 +25,9 @@ FLEET = {"n_nodes": 3, "n_metrics": 24, "days": 5, "seed": 6, "faults": ("dead_s
 
 def test_fleet_events_name_the_faulty_node_and_metric(bootstrap, monkeypatch):
     import connectors.replay as rp
-    from connectors.kafka import DeadLetterSink, make_sink, make_source
+    from connectors.kafka import make_sink, make_source
     from streamad.service import Pipeline, ServiceConfig
+    from streamad.service.deadletter import DeadLetterSink
 
     run = uuid.uuid4().hex[:6]
     names = {"input": f"nodes-{run}", "anomalies": f"anomalies-{run}", "dlq": f"dlq-{run}"}

@@ -6,16 +6,15 @@ import uuid
 import pytest
 
 from connectors.kafka import (
-    DeadLetterSink,
-    DeliveryError,
     KafkaSink,
     KafkaSource,
     ensure_topics,
     for_embedded_broker,
     make_sink,
     make_source,
-    read_dead_letter,
 )
+from streamad.base import DeliveryError
+from streamad.service.deadletter import DeadLetterSink, read_dead_letter
 from streamad.service.transport import Message, Sink, Source
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from connectors.kafka import (
-    DeadLetterSink,
     ensure_topics,
     for_embedded_broker,
     make_sink,
@@ -22,6 +21,7 @@ from connectors.kafka import (
 )
 from streamad.records import Record, encode
 from streamad.service import Pipeline, ServiceConfig
+from streamad.service.deadletter import DeadLetterSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -20,7 +20,6 @@ import pytest
 
 from connectors.broker import regrow_topic
 from connectors.kafka import (
-    DeadLetterSink,
     ensure_topics,
     for_embedded_broker,
     make_sink,
@@ -28,6 +27,7 @@ from connectors.kafka import (
 )
 from streamad.records import Record, encode
 from streamad.service import Pipeline
+from streamad.service.deadletter import DeadLetterSink
 from streamad.service.metrics import Metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
