@@ -40,7 +40,7 @@ def _raw(job):
     import torch
 
     from streamad import detectors
-    from streamad.bench.runner import _score, _signature
+    from streamad.bench.runner import _signature
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -48,7 +48,7 @@ def _raw(job):
     kw = {"seed": seed} if "seed" in _signature(detectors, detector) else {}
     det = detectors.make(detector, **kw)
     t0 = time.perf_counter()
-    raw = _score(det, np.asarray(sig.values, dtype=np.float64), learn=True)
+    raw = det.process_many(np.asarray(sig.values, dtype=np.float64), learn=True)
     dt = time.perf_counter() - t0
     return sig.name, {lk: nab.unit_scores(det, raw, lk) for lk in (False, True)}, dt, int(det.warmup_scores_)
 

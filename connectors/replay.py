@@ -13,111 +13,49 @@ through any :class:`~streamad.service.transport.Sink` in the message format of D
 
 from __future__ import annotations
 
-import csv
-import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from streamad import io as sio
 from streamad.base import ConfigError, DataError
 from streamad.records import Record, encode
 
 __all__ = ["ReplayStats", "TokenBucket", "read_csv", "read_nab", "read_npy", "read_synthetic", "read_synthetic_hpc", "read_yahoo",
            "replay"]
 
-#: Column names taken as the timestamp, in order of preference.
-TIMESTAMP_COLUMNS = ("timestamp", "timestamps", "ts", "time", "datetime", "date")
 #: Column names taken as labels or generator components, never published as features.
-LABEL_COLUMNS = frozenset({"label", "labels", "is_anomaly", "anomaly", "changepoint", "trend", "noise"})
+LABEL_COLUMNS = frozenset({*sio.LABEL_COLUMNS, "labels", "changepoint", "trend", "noise"})
 KEY_COLUMNS = ("key", "id", "sensor", "device")
-
-
-def _parse_ts(text: str, where: str) -> float:
-    s = text.strip()
-    try:
-        t = float(s)
-    except ValueError:
-        pass
-    else:
-        if math.isfinite(t):
-            return t
-        raise DataError(f"{where}: timestamp is not finite: {text!r}")
-    if s.endswith(("Z", "z")):
-        s = s[:-1] + "+00:00"
-    try:
-        d = datetime.fromisoformat(s)
-    except ValueError:
-        raise DataError(f"{where}: timestamp is neither a number nor ISO-8601: {text!r}") from None
-    return (d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp()
-
-
-def _open(path: str | Path | TextIO) -> tuple[TextIO, str, str]:
-    if not isinstance(path, str | Path):
-        return path, "<stream>", "series"
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    try:
-        return p.open(newline="", encoding="utf-8"), str(p), p.stem
-    except OSError as e:
-        raise DataError(f"{p}: cannot read: {e.strerror}") from None
 
 
 def read_csv(path: str | Path | TextIO, key: str | None = None, *,
              columns: Iterable[str] | None = None) -> Iterator[Record]:
-    """Records from a CSV with a header: a timestamp column (``timestamp``/``ts``/... or the
-    first column), an optional key column, numeric feature columns. Label columns
-    (``label``, ``is_anomaly``, ...) are left out. ``key`` defaults to the key column, else
-    the file name. ``columns`` restricts the features published."""
-    f, where, stem = _open(path)
-    try:
-        reader = csv.reader(f)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise DataError(f"{where}: empty file") from None
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise DataError(f"{where}: not a CSV file: {e}") from None
-        lower = [h.lower() for h in header]
-        ts_col = next((lower.index(c) for c in TIMESTAMP_COLUMNS if c in lower), 0)
-        key_col = next((lower.index(c) for c in KEY_COLUMNS if c in lower), None)
+    """Records from a CSV with a header (:mod:`streamad.io`'s rules, read row by row): a
+    timestamp column (one of :data:`streamad.io.TIMESTAMP_COLUMNS`, else the first column), an
+    optional key column, numeric feature columns. Label columns (``label``, ``is_anomaly``, ...)
+    are left out. ``key`` defaults to the key column, else the file name. ``columns`` restricts
+    the features published."""
+    with sio.CsvFile(path) as f:
+        header = f.header
+        ts_col = f.column(*sio.TIMESTAMP_COLUMNS)
+        ts_col = 0 if ts_col is None else ts_col
+        key_col = f.column(*KEY_COLUMNS)
         wanted = set(columns) if columns is not None else None
-        feats = [(i, h) for i, h in enumerate(header)
-                 if i not in (ts_col, key_col) and lower[i] not in LABEL_COLUMNS
+        feats = [i for i, h in enumerate(header)
+                 if i not in (ts_col, key_col) and h.lower() not in LABEL_COLUMNS
                  and (wanted is None or h in wanted)]
-        if wanted is not None and (missing := wanted - {h for _, h in feats}):
-            raise DataError(f"{where}: no column(s) {', '.join(sorted(missing))}")
+        if wanted is not None and (missing := wanted - {header[i] for i in feats}):
+            raise DataError(f"{f.where}: no column(s) {', '.join(sorted(missing))} to publish "
+                            f"(columns: {', '.join(header)})")
         if not feats:
-            raise DataError(f"{where}: no feature columns besides the timestamp (header: {','.join(header)})")
-        for line, row in enumerate(_rows(reader, where), start=2):
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise DataError(f"{where}:{line}: {len(row)} fields, the header has {len(header)}")
-            values = {}
-            for i, name in feats:
-                try:
-                    x = float(row[i])
-                except ValueError:
-                    raise DataError(f"{where}:{line}: column {name!r} is not a number: {row[i]!r}") from None
-                if not math.isfinite(x):
-                    raise DataError(f"{where}:{line}: column {name!r} is not finite: {row[i]!r}")
-                values[name] = x
-            k = key or (row[key_col] if key_col is not None else stem)
-            yield Record(k, _parse_ts(row[ts_col], f"{where}:{line}"), values)
-    finally:
-        if isinstance(path, str | Path):
-            f.close()
-
-
-def _rows(reader, where: str) -> Iterator[list[str]]:
-    try:
-        yield from reader
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise DataError(f"{where}: not a CSV file: {e}") from None
+            raise DataError(f"{f.where}: no feature columns besides the timestamp (header: {','.join(header)})")
+        for line, row in f.rows():
+            values = {header[i]: f.number(row[i], line, i) for i in feats}
+            k = key or (row[key_col] if key_col is not None else f.stem)
+            yield Record(k, f.timestamp(row[ts_col], line)[0], values)
 
 
 def read_nab(path: str | Path | TextIO, key: str | None = None) -> Iterator[Record]:

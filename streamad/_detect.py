@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import DataError
+from .base import DataError, warmup_length
+from .io import LABEL_COLUMNS, TIMESTAMP_COLUMNS, read_table
 
 __all__ = ["Series", "detect", "read_csv", "run"]
 
-_TS_NAMES = ("timestamp", "time", "ts", "date", "datetime")
-_LABEL_NAMES = ("label", "is_anomaly", "anomaly")
 MIN_ROWS = 20
 
 
@@ -49,85 +46,34 @@ class Series:
     iso: bool
 
 
-def _parse_ts(text: str) -> tuple[float, bool]:
-    try:
-        v = float(text)
-        if math.isfinite(v):
-            return v, False
-    except ValueError:
-        pass
-    t = text.strip()
-    if t.endswith("Z"):
-        t = t[:-1] + "+00:00"
-    d = datetime.fromisoformat(t)  # ValueError when not a date
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=UTC)
-    return d.timestamp(), True
-
-
 def read_csv(path: str | Path, label_column: str | None = None) -> Series:
-    """Read ``timestamp,value[,more values][,label]``; any problem is a one-line DataError."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: no such file")
-    if p.is_dir():
-        raise DataError(f"{p}: is a directory, not a CSV file")
-    try:
-        with p.open(newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    except UnicodeDecodeError:
-        raise DataError(f"{p}: not a text CSV file (not UTF-8)") from None
-    except csv.Error as e:
-        raise DataError(f"{p}: not a valid CSV file ({e})") from None
-    if not rows:
-        raise DataError(f"{p}: file is empty")
-    header = [h.strip() for h in rows[0]]
+    """Read ``timestamp,value[,more values][,label]`` (:mod:`streamad.io`'s rules): the
+    timestamp column is the first of :data:`~streamad.io.TIMESTAMP_COLUMNS` in the header, else
+    the first column; the label column ``label_column``, else the first of
+    :data:`~streamad.io.LABEL_COLUMNS`, if any (non-zero = anomalous); every other column is a
+    value. Any problem is a one-line DataError."""
+    table = read_table(path)
+    p, header = table.where, table.header
     if len(header) < 2:
         raise DataError(f"{p}: need a header with a timestamp column and at least one value column, "
                         f"got {header!r}")
-    lower = [h.lower() for h in header]
-    ts_col = next((i for i, h in enumerate(lower) if h in _TS_NAMES), 0)
+    ts_col = table.column(*TIMESTAMP_COLUMNS)
+    ts_col = 0 if ts_col is None else ts_col
     if label_column is not None:
         if label_column not in header:
             raise DataError(f"{p}: no label column {label_column!r} (columns: {', '.join(header)})")
         label_col: int | None = header.index(label_column)
     else:
-        label_col = next((i for i, h in enumerate(lower) if h in _LABEL_NAMES), None)
+        label_col = table.column(*LABEL_COLUMNS)
     value_cols = [i for i in range(len(header)) if i not in (ts_col, label_col)]
     if not value_cols:
         raise DataError(f"{p}: no value column besides {header[ts_col]!r}")
-    data = rows[1:]
-    if len(data) < MIN_ROWS:
-        raise DataError(f"{p}: too short: {len(data)} data rows, need at least {MIN_ROWS}")
-    n = len(data)
-    ts = np.empty(n)
-    values = np.empty((n, len(value_cols)))
-    labels = np.zeros(n, dtype=bool) if label_col is not None else None
-    iso = False
-    for r, row in enumerate(data):
-        line = r + 2
-        if len(row) != len(header):
-            raise DataError(f"{p}: line {line} has {len(row)} fields, the header has {len(header)}")
-        try:
-            ts[r], is_iso = _parse_ts(row[ts_col])
-        except ValueError:
-            raise DataError(f"{p}: line {line}: timestamp {row[ts_col]!r} is neither a number nor an "
-                            f"ISO date") from None
-        iso = iso or is_iso
-        for j, c in enumerate(value_cols):
-            try:
-                v = float(row[c])
-            except ValueError:
-                raise DataError(f"{p}: line {line}: column {header[c]!r} is not numeric: {row[c]!r}") from None
-            if not math.isfinite(v):
-                raise DataError(f"{p}: line {line}: column {header[c]!r} is {row[c]!r} (NaN/inf not allowed)")
-            values[r, j] = v
-        if labels is not None:
-            try:
-                labels[r] = float(row[label_col]) != 0
-            except ValueError:
-                raise DataError(f"{p}: line {line}: label {row[label_col]!r} is not 0/1") from None
-    return Series(ts, [row[ts_col] for row in data], values, [header[c] for c in value_cols], labels, iso)
+    if len(table) < MIN_ROWS:
+        raise DataError(f"{p}: too short: {len(table)} data rows, need at least {MIN_ROWS}")
+    ts, iso = table.timestamps(ts_col)
+    values = np.column_stack([table.numbers(c) for c in value_cols])
+    labels = table.numbers(label_col) != 0 if label_col is not None else None
+    return Series(ts, table.texts(ts_col), values, [header[c] for c in value_cols], labels, iso)
 
 
 def detect(series: Series, detector: str = "records", params: dict[str, Any] | None = None,
@@ -142,24 +88,10 @@ def detect(series: Series, detector: str = "records", params: dict[str, Any] | N
 
     det = detectors.make(detector, **(params or {}))
     n = len(series.values)
-    X = series.values
     t0 = time.perf_counter()
-    if hasattr(det, "process_many"):
-        scores = np.asarray(det.process_many(X, learn=True), dtype=np.float64)
-    else:  # any River-style detector
-        names = series.columns
-        scores = np.empty(n)
-        for i, row in enumerate(X):
-            x = dict(zip(names, row.tolist(), strict=True))
-            scores[i] = det.score_one(x)
-            det.learn_one(x)
+    scores = np.asarray(det.process_many(series.values, learn=True), dtype=np.float64)
     detect_s = time.perf_counter() - t0
-    if warmup is None:
-        window = getattr(det, "window", 0)
-        window = window if isinstance(window, int) else 0
-        warmup = min(max(2 * window, 50), n // 10)
-    # the scores a detector gave before it had a model (HypAD's warm-up) are never thresholded
-    warmup = min(n, max(warmup, getattr(det, "warmup_scores_", 0)))
+    warmup = warmup_length(det, n, warmup)
     scores = np.where(np.isfinite(scores), scores, 0.0)
     scores[:warmup] = np.where(np.isfinite(scores[:warmup]), scores[:warmup], 0.0)
     th = np.full(n, np.inf)
@@ -260,14 +192,14 @@ def run(args) -> int:
     from .base import parse_params
 
     params = parse_params(args.params, "--params")
-    tparams = parse_params(getattr(args, "threshold_params", None), "--threshold-params")
+    tparams = parse_params(args.threshold_params, "--threshold-params")
     series = read_csv(args.file, label_column=args.label_column)
     from . import detectors
 
     detectors.make(args.detector, **params)  # fail on a bad name/params before any work
     from .service.config import ServiceConfig
 
-    gap = ServiceConfig.incident_gap if getattr(args, "incident_gap", None) is None else args.incident_gap
+    gap = ServiceConfig.incident_gap if args.incident_gap is None else args.incident_gap
     policy = ServiceConfig(incident_gap=gap).incident_policy
     result = detect(series, args.detector, params, args.threshold, policy=policy, threshold_params=tparams)
     args.threshold = result["threshold_rule"][0]  # what "auto" resolved to, for the report
@@ -295,7 +227,7 @@ def run(args) -> int:
             "incident_gap": None if args.threshold == "orion" else str(policy.gap), "n_points": len(series.ts), "warmup": result["warmup"], "detect_s": round(result["detect_s"], 3),
             "intervals": iv}
     (out / "intervals.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if getattr(args, "save_state", None):
+    if args.save_state:
         from . import _state
 
         try:
@@ -309,5 +241,5 @@ def run(args) -> int:
     for r in iv:
         print(f"  {r['start']}  ->  {r['end']}  severity {r['severity']:.3f}")
     print(f"wrote {out}/scores.csv, intervals.csv, intervals.json" + ("" if args.no_plot else ", plot.png")
-          + (f", detector state {args.save_state}" if getattr(args, "save_state", None) else ""))
+          + (f", detector state {args.save_state}" if args.save_state else ""))
     return 0

@@ -42,7 +42,6 @@ import numpy as np
 
 __all__ = [
     "BaseDetector",
-    "parse_params",
     "CommitError",
     "ConfigError",
     "DataError",
@@ -60,6 +59,9 @@ __all__ = [
     "StreamadError",
     "Threshold",
     "TransportError",
+    "parse_options",
+    "parse_params",
+    "warmup_length",
 ]
 
 
@@ -219,12 +221,33 @@ class BaseDetector:
     - ``process_many(X, learn=True)`` is the streaming (prequential) loop: score each row,
       then learn it; with ``learn=False`` the model is frozen and only the context window
       advances (``observe_one``), which is how a fitted model detects over a test series.
+
+    Optional capabilities are declared here, each with a default that is right for a
+    detector without it, so that the service, ``streamad detect`` and ``streamad bench`` use
+    them without probing: ``window``, ``features_``, ``warmup_scores_``, ``default_threshold``,
+    :meth:`unit_score`, :meth:`explain`, :meth:`process_keys`, :meth:`share_model`, and the
+    batch protocol of Orion's benchmark (``whole_series``, :meth:`fit`, :meth:`score_series`).
+    :mod:`streamad.checks` checks every one of them on every registered detector.
     """
 
-    #: Name used in the registry, configs and result files.
+    #: Name used in the registry, configs and result files. Giving a class in a private
+    #: module of :mod:`streamad.detectors` a ``name`` registers it.
     name: str = "base"
 
+    #: The feature names, sorted, that the columns of ``X`` follow: set by the first record
+    #: learned or scored (its keys) or the first array (``x0``, ``x1``, ... or ``value``).
     features_: list[str] | None = None
+
+    #: Records each score looks at: the detector's window (0 for a detector of single
+    #: records). ``streamad detect`` and ``streamad bench --protocol streaming`` leave twice as
+    #: many first scores unthresholded (:func:`warmup_length`).
+    window: int = 0
+
+    #: Whether :meth:`score_series` scores a series as a whole rather than prequentially (a
+    #: score may look ahead): ``streamad bench --protocol orion`` then trains the detector with
+    #: :meth:`fit` on the training part before :meth:`score_series`, as Orion's benchmark does
+    #: (HypAD, TadGAN, AER); other detectors learn the training part as a stream.
+    whole_series: bool = False
 
     #: The streaming threshold (registry name, parameters) that ``streamad serve``, ``streamad
     #: detect`` and ``streamad bench --protocol streaming`` use with this detector unless told
@@ -327,6 +350,27 @@ class BaseDetector:
             step(v)
         return out
 
+    def fit(self, X: np.ndarray) -> Any:
+        """Train on the rows of ``X`` as one training set (a fleet's healthy days, a benchmark's
+        training part). Default: learn them as a stream (``learn_many``). Detectors that train
+        in one batch override it: PCA fits its subspace once, node-ae trains from scratch, the
+        window reconstructors train now rather than after their warm-up."""
+        self.learn_many(X)
+
+    def score_series(self, X: np.ndarray) -> np.ndarray:
+        """A score for every row of the series ``X``. Default: the prequential scores
+        (``process_many``: each row is scored, then learned); a ``whole_series`` detector
+        scores the series as a whole with the model it has, learning nothing."""
+        return self.process_many(X, learn=True)
+
+    def explain(self, x: Mapping[str, float]) -> list[tuple[str, float]]:
+        """What makes the score of ``x`` (scored as the next record, changing nothing):
+        ``(part, contribution)`` pairs, largest first, where a part is a feature's name or
+        ``"feature:aspect"`` (records: ``"cpu:level"``). Incident messages carry them. A
+        :class:`StreamadError` when it cannot explain yet (node-ae before it has trained).
+        Default: ``[]``, for a detector that does not explain its scores."""
+        return []
+
     @classmethod
     def process_keys(cls, jobs: list[tuple[BaseDetector, np.ndarray]]) -> list[np.ndarray]:
         """``process_many`` for several detectors of this class at once (the service calls it
@@ -334,17 +378,18 @@ class BaseDetector:
         override it; the results are those of calling ``process_many`` on each."""
         return [det.process_many(X) for det, X in jobs]
 
-    def explain(self, x: Mapping[str, float]) -> list[tuple[str, float]]:
-        """The features that make ``x``'s score, largest contribution first, as ``(name,
-        contribution)`` (the service adds them to its anomaly events and incidents); ``[]``
-        for detectors that do not explain their scores."""
-        return []
-
     def share_model(self, other: BaseDetector, only_if_equal: bool = False) -> None:
         """Use ``other``'s trained model instead of an own copy where that is safe (it is never
         changed in place); with ``only_if_equal``, only when the two models hold the same
         weights (a key restored from a checkpoint). A no-op for detectors whose models learn
         in place."""
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        """Small parameters the conformance suite (``tests/test_conformance.py``) builds this
+        detector with: quick to train, yet enough to exercise its model. Default: none (the
+        constructor's defaults)."""
+        return {}
 
     # -- hooks for subclasses ----------------------------------------------------------
     def _learn(self, v: np.ndarray) -> None:
@@ -405,6 +450,43 @@ class BaseDetector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
         return f"{type(self).__name__}({args})"
+
+
+def warmup_length(detector: BaseDetector, n: int, rows: int | None = None) -> int:
+    """How many first scores of a series of ``n`` records ``streamad detect`` and ``streamad
+    bench --protocol streaming`` never threshold (nor flag): ``rows``, or by default twice the
+    detector's ``window``, at least 50 and at most a tenth of the series; and always the
+    scores it gave before it had a model (``warmup_scores_``), after scoring the series.
+
+    >>> warmup_length(BaseDetector(), 10_000), warmup_length(BaseDetector(), 300)
+    (50, 30)
+    """
+    if rows is None:
+        window = detector.window if isinstance(detector.window, int) else 0
+        rows = min(max(2 * window, 50), n // 10)
+    return min(n, max(rows, detector.warmup_scores_))
+
+
+def parse_options(items: list[str], flag: str) -> dict[str, Any]:
+    """Repeated ``NAME=VALUE`` command-line options (``--kafka-option``, ``--option``) as a
+    dict: a value that reads as JSON (a number, ``true``) is that, any other is the string;
+    an item without ``=`` is a one-line :class:`ConfigError` naming the flag.
+
+    >>> parse_options(["linger_ms=5", "acks=all"], "--kafka-option")
+    {'linger_ms': 5, 'acks': 'all'}
+    """
+    import json
+
+    options: dict[str, Any] = {}
+    for item in items:
+        name, eq, text = item.partition("=")
+        if not eq or not name:
+            raise ConfigError(f"{flag} must be NAME=VALUE, got {item!r}")
+        try:
+            options[name] = json.loads(text)
+        except ValueError:
+            options[name] = text
+    return options
 
 
 def parse_params(text: str | None, flag: str = "--params") -> dict[str, Any]:

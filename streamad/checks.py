@@ -2,7 +2,10 @@
 
 Each check takes a zero-argument factory that builds a fresh detector (same parameters, same
 seed every time) and raises ``AssertionError`` with a sentence when the detector breaks the
-contract of :class:`streamad.base.BaseDetector`. :func:`check_detector` runs them all;
+contract of :class:`streamad.base.BaseDetector`: the protocol (learning, scoring, state) and
+each optional capability the service and the benchmark use (``features_``, ``window``,
+``warmup_scores_``, ``default_threshold``, ``unit_score``, ``explain``, ``process_keys``,
+``share_model``, ``fit`` / ``score_series``). :func:`check_detector` runs them all;
 ``tests/test_conformance.py`` runs each check for every registered detector, with the
 small parameters its class returns from ``_unit_test_params()``.
 
@@ -184,9 +187,145 @@ def check_causal(factory: Factory) -> None:
         assert not len(bad), f"the score of row {bad[0]} changed when rows after {t} changed"
 
 
+# -- the optional capabilities ----------------------------------------------------------
+def check_features(factory: Factory) -> None:
+    """``features_`` is None until the first record, then its keys sorted (or, from an array,
+    ``x0``, ``x1``, ... and ``value`` for one column); ``window`` is a whole number >= 0."""
+    det = factory()
+    assert det.features_ is None, f"features_ is {det.features_!r} before any record"
+    window = det.window
+    assert isinstance(window, int) and not isinstance(window, bool) and window >= 0, \
+        f"window must be a whole number >= 0, got {window!r}"
+    X = sample_stream(n=20)
+    det.learn_one(dict(zip(["temp", "rpm", "amps"], map(float, X[0]), strict=True)))
+    assert det.features_ == ["amps", "rpm", "temp"], f"features_ after a record: {det.features_!r}"
+    for d, names in ((3, ["x0", "x1", "x2"]), (1, ["value"])):
+        det = factory()
+        det.learn_many(sample_stream(n=20, d=d))
+        assert det.features_ == names, f"features_ after a {d}-column array: {det.features_!r}"
+
+
+def check_warmup_scores(factory: Factory) -> None:
+    """``warmup_scores_`` counts a prefix of the stream: after each record it is
+    ``min(records scored, W)`` for one ``W``; scoring row by row or all at once gives the same."""
+    X = sample_stream()
+    det = factory()
+    seen = []
+    for i in range(len(X)):
+        det.process_many(X[i:i + 1], learn=True)
+        seen.append(det.warmup_scores_)
+    w = seen[-1]
+    assert isinstance(w, int | np.integer) and 0 <= w <= len(X), f"warmup_scores_ is {w!r}"
+    want = [min(i + 1, w) for i in range(len(X))]
+    bad = next((i for i, (a, b) in enumerate(zip(seen, want, strict=True)) if a != b), None)
+    assert bad is None, f"warmup_scores_ is {seen[bad]} after {bad + 1} records: not a prefix count (ends at {w})"
+    whole = factory()
+    whole.process_many(X, learn=True)
+    assert whole.warmup_scores_ == w, \
+        f"warmup_scores_ {whole.warmup_scores_} after process_many, {w} after the same rows one by one"
+
+
+def check_default_threshold(factory: Factory) -> None:
+    """``default_threshold`` names a registered streaming threshold with parameters it takes."""
+    from . import thresholds
+
+    det = factory()
+    spec = det.default_threshold
+    assert isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], dict), \
+        f"default_threshold must be (name, parameters), got {spec!r}"
+    name, params = spec
+    assert name in thresholds.REGISTRY, f"default_threshold names {name!r}, not a registered threshold"
+    rule = thresholds.make(name, **params)
+    decision = rule.update(1.0)
+    assert isinstance(decision.is_anomaly, bool | np.bool_), f"{name} decided {decision!r}"
+
+
+def check_unit_score(factory: Factory) -> None:
+    """``unit_score`` maps scores into [0, 1] by one increasing map, the same before and after
+    learning (NAB's result files take scores in [0, 1])."""
+    X = sample_stream()
+    fresh, det = factory(), factory()
+    own = det.process_many(X, learn=True)
+    s = np.sort(np.concatenate([own, [-1.0, 0.0, 0.5, 1.0, 2.0, 10.0, 1e3, 1e9]]))
+    u = np.asarray(det.unit_score(s), dtype=np.float64)
+    assert u.shape == s.shape, f"unit_score returned shape {u.shape} for {s.shape}"
+    assert np.all((u >= 0.0) & (u <= 1.0)), f"unit_score outside [0, 1]: {u[(u < 0) | (u > 1) | np.isnan(u)][:3]}"
+    drop = np.flatnonzero(np.diff(u) < 0)
+    assert not len(drop), f"unit_score decreases: {s[drop[0]]:.6g} -> {u[drop[0]]:.6g}, " \
+                          f"{s[drop[0] + 1]:.6g} -> {u[drop[0] + 1]:.6g}"
+    assert np.array_equal(u, np.asarray(fresh.unit_score(s), dtype=np.float64)), \
+        "unit_score changed with learning: it must be one fixed map"
+
+
+def check_explain(factory: Factory) -> None:
+    """``explain(x)`` is a list of ``(part, contribution)``: a part names a feature (or
+    ``feature:aspect``), contributions are finite floats, largest first; it changes nothing."""
+    X = sample_stream()
+    spike = 3 * len(X) // 4
+    det = _learned(factory, X[:spike - 5])
+    names = det.features_
+    for row in (X[spike], X[spike - 4]):  # the spike, not learned yet; an ordinary record
+        x = dict(zip(names, map(float, row), strict=True))
+        before = det.state_dict()
+        parts = det.explain(x)
+        assert _state.trees_equal(before, det.state_dict()), "explain changed the detector's state"
+        assert isinstance(parts, list), f"explain returned {type(parts).__name__}, not a list"
+        for part in parts:
+            assert isinstance(part, tuple) and len(part) == 2 and isinstance(part[0], str) \
+                and isinstance(part[1], float) and np.isfinite(part[1]), f"explain gave {part!r}"
+            assert part[0].partition(":")[0] in names, f"explain names {part[0]!r}, not one of {names}"
+        values = [v for _, v in parts]
+        assert values == sorted(values, reverse=True), f"explain is not largest first: {parts}"
+
+
+def check_share_model(factory: Factory) -> None:
+    """``share_model`` changes no score: sharing an identically trained detector's model, or
+    (``only_if_equal``) declining another's; and the shared model is never changed in place
+    when its owner goes on learning."""
+    X = sample_stream()
+    train, test = X[:160], X[160:]
+    a, b, twin = (_learned(factory, train) for _ in range(3))
+    want = twin.score_many(test)
+    a.share_model(b, only_if_equal=True)
+    assert np.array_equal(a.score_many(test), want), "sharing an identical model changed the scores"
+    b.learn_many(3.0 * test + 1.0)
+    assert np.array_equal(a.score_many(test), want), "the owner's learning changed a shared model"
+    a.learn_many(test[:40])
+    twin.learn_many(test[:40])
+    assert np.array_equal(a.score_many(test), twin.score_many(test)), "a detector learns differently after sharing"
+    other = _learned(factory, 2.0 * train + 5.0)
+    c = _learned(factory, train)
+    c.share_model(other, only_if_equal=True)
+    assert np.array_equal(c.score_many(test), want), "only_if_equal took a model with other weights"
+
+
+def check_series_protocol(factory: Factory) -> None:
+    """``fit`` then ``score_series`` (``streamad bench --protocol orion``) gives a finite score
+    per row: the prequential scores (``process_many``) unless the detector is ``whole_series``,
+    which scores the series with its model and learns nothing."""
+    X = sample_stream()
+    train, test = X[:160], X[160:]
+    det = factory()
+    det.fit(train)
+    twin = factory()
+    twin.fit(train)
+    if det.whole_series:
+        before = det.state_dict()
+        s = np.asarray(det.score_series(test), dtype=np.float64)
+        assert _state.trees_equal(before, det.state_dict()), "score_series of a whole_series detector learned"
+        want = np.asarray(twin.score_series(test), dtype=np.float64)
+    else:
+        s = np.asarray(det.score_series(test), dtype=np.float64)
+        want = twin.process_many(test, learn=True)
+    assert s.shape == (len(test),), f"score_series returned shape {s.shape}, expected ({len(test)},)"
+    assert np.all(np.isfinite(s)), f"non-finite series scores at rows {np.flatnonzero(~np.isfinite(s))[:5]}"
+    assert np.allclose(s, want, rtol=1e-5, atol=1e-8), f"score_series {s[:4]} != {want[:4]}"
+
+
 CHECKS = [check_state_round_trip, check_score_does_not_learn, check_same_seed_same_scores,
           check_finite_scores, check_many_equals_one, check_keys_equal_many, check_wrong_dimension,
-          check_causal]
+          check_causal, check_features, check_warmup_scores, check_default_threshold, check_unit_score,
+          check_explain, check_share_model, check_series_protocol]
 
 
 def check_detector(factory: Factory) -> None:

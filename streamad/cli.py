@@ -305,20 +305,9 @@ def _add_bench_report(sub) -> Handler:
 
 # -- federated ------------------------------------------------------------------------
 def _kafka_options(items: list[str]) -> dict:
-    import json
+    from .base import parse_options
 
-    from .base import ConfigError
-
-    options = {}
-    for item in items:
-        name, eq, text = item.partition("=")
-        if not eq or not name:
-            raise ConfigError(f"--kafka-option must be NAME=VALUE, got {item!r}")
-        try:  # numbers and booleans as JSON, anything else as a string
-            options[name] = json.loads(text)
-        except ValueError:
-            options[name] = text
-    return options
+    return parse_options(items, "--kafka-option")
 
 
 def _fed_common(p) -> None:

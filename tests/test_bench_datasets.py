@@ -103,11 +103,11 @@ def test_csv_and_orion_loaders(tmp_path):
     ("nab", lambda r: (r / "data" / "realX" / "sig.csv").write_text("timestamp,value\nnot a date,1\n"), "bad timestamp"),
     ("nasa", lambda r: (r / "test" / "P-1.npy").unlink(), "missing .*P-1.npy.*telemanom"),
     ("nasa", lambda r: (r / "labeled_anomalies.csv").write_text("chan_id,spacecraft\nP-1,SMAP\n"),
-     "lacks column.*anomaly_sequences"),
+     "no column.*anomaly_sequences"),
     ("nasa", lambda r: np.save(r / "test" / "P-1.npy", np.zeros((10, 2))), "num_values 600.*10 rows"),
-    ("yahoo", lambda r: (r / "A1Benchmark" / "real_1.csv").write_text("timestamp,value\n1,2\n"), "lacks column.*is_anomaly"),
+    ("yahoo", lambda r: (r / "A1Benchmark" / "real_1.csv").write_text("timestamp,value\n1,2\n"), "no column.*is_anomaly"),
     ("yahoo", lambda r: (r / "A1Benchmark" / "real_1.csv").write_text("timestamp,value,is_anomaly\n1,x,0\n"),
-     "not numeric"),
+     "not a number"),
 ])
 def test_loader_errors_are_one_line_data_errors(tmp_path, dataset, breaks, message):
     root = {"nab": _nab, "nasa": _nasa, "yahoo": _yahoo}[dataset](tmp_path / dataset)

@@ -91,7 +91,7 @@ def test_results_layout_round_trip_and_compare(tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (lambda t: t.replace("anomaly_score", "score"), "needs the columns timestamp and anomaly_score"),
     (lambda t: t.replace(",0.5,", ",1.5,", 1), "outside [0, 1]"),
-    (lambda t: t.replace(",0.5,", ",nan,", 1), "outside [0, 1]"),
+    (lambda t: t.replace(",0.5,", ",nan,", 1), "NaN"),
     (lambda t: t.replace(",0.5,", ",high,", 1), "is not a number"),
     (lambda t: "\n".join(t.splitlines()[:-3]) + "\n", "rows, but the data file"),
 ])

@@ -111,7 +111,7 @@ def test_report_tells_runs_apart_by_mode_seed_and_params():
     (["--dataset", "nab", "--out", "x.json"], "--data-dir is required"),
     (["--dataset", "nope", "--data-dir", ".", "--out", "x.json"], "unknown dataset"),
     (["--dataset", "yahoo", "--data-dir", ".", "--detector", "nope", "--out", "x.json"], "unknown detector"),
-    (["--dataset", "yahoo", "--data-dir", ".", "--params", "{bad", "--out", "x.json"], "--params is not JSON"),
+    (["--dataset", "yahoo", "--data-dir", ".", "--params", "{bad", "--out", "x.json"], "--params is not valid JSON"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys):
     assert main(["bench", *argv]) == 2
@@ -144,9 +144,11 @@ def test_bench_dispatches_generated_and_federated_datasets(tmp_path):
 
 def test_orion_protocol_uses_a_series_level_path(tmp_path, monkeypatch):
     from streamad import detectors
+    from streamad.base import BaseDetector
     from streamad.bench.datasets import load
 
-    class SeriesStandIn:  # fit + score_series, like a batch model (HypAD, TadGAN)
+    class SeriesStandIn(BaseDetector):  # fit + score_series, like a batch model (HypAD, TadGAN)
+        whole_series = True
         fitted = None
 
         def fit(self, X):

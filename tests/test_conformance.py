@@ -4,17 +4,13 @@ import pytest
 import torch
 
 from streamad import checks
-from streamad.detectors import REGISTRY, available, make
+from streamad.detectors import available, detector_class, make
 
 torch.set_num_threads(1)
 
 
 def _factory(name):
-    cls_name, _ = REGISTRY[name]
-    import streamad.detectors as d
-
-    cls = getattr(d, cls_name)
-    params = cls._unit_test_params() if hasattr(cls, "_unit_test_params") else {}
+    params = detector_class(name)._unit_test_params()
     return lambda: make(name, **params)
 
 

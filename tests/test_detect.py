@@ -54,7 +54,7 @@ def test_detect_numeric_timestamps_multiple_columns_no_plot(tmp_path):
 @pytest.mark.parametrize("content,args,needle", [
     (None, [], "no such file"),
     ("", [], "empty"),
-    ("timestamp,value\n" + "".join(f"{i},x{i}\n" for i in range(30)), [], "not numeric"),
+    ("timestamp,value\n" + "".join(f"{i},x{i}\n" for i in range(30)), [], "not a number"),
     ("timestamp,value\n1,2\n2,3\n", [], "too short"),
     ("timestamp,value\n" + "".join(f"{i},{'nan' if i == 5 else i}\n" for i in range(30)), [], "NaN"),
     ("timestamp\n" + "".join(f"{i}\n" for i in range(30)), [], "value column"),

@@ -20,17 +20,17 @@ naming the missing or malformed file and where the data can be obtained.
 from __future__ import annotations
 
 import ast
-import csv
 import fnmatch
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from ..base import ConfigError, DataError
+from ..io import LABEL_COLUMNS, Table, parse_timestamp, read_table
 from .metrics import label_intervals, nab_windows_to_index
 
 __all__ = ["DATASETS", "Signal", "load"]
@@ -66,51 +66,31 @@ def _err(dataset: str, text: str) -> DataError:
     return DataError(f"{text} (the {dataset} data set: {SOURCES[dataset]})")
 
 
-def _epoch(text: str) -> float:
-    text = text.strip()
+def _table(path: Path, dataset: str, need: tuple[str, ...]) -> Table:
+    """``path`` read by the one CSV reader, with at least one data row and the columns ``need``;
+    its errors name the data set's source."""
+    with _about(dataset):
+        table = read_table(path)
+        table.require(*need)
+        if not len(table):
+            raise DataError(f"{path}: no data rows")
+    return table
+
+
+def _timestamp_value(t: Table, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``timestamp`` column in seconds since the epoch and the ``value`` column, (n, 1)."""
+    ts_col, value_col = t.require("timestamp", "value")
+    with _about(dataset):
+        return t.timestamps(ts_col)[0], t.numbers(value_col)[:, None]
+
+
+@contextmanager
+def _about(dataset: str):
+    """A DataError of the CSV reader inside says where the data set comes from."""
     try:
-        return float(text)
-    except ValueError:
-        pass
-    dt = datetime.fromisoformat(text.split(".")[0] if "." in text and "T" not in text else text)
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-
-
-def _read_table(path: Path, dataset: str, need: tuple[str, ...]) -> dict[str, list[str]]:
-    try:
-        with path.open(newline="") as fh:
-            rows = list(csv.reader(fh))
-    except OSError as e:
-        raise _err(dataset, f"cannot read {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise _err(dataset, f"{path} is not a text CSV") from None
-    if len(rows) < 2:
-        raise _err(dataset, f"{path} has no data rows")
-    header = [h.strip() for h in rows[0]]
-    missing = [c for c in need if c not in header]
-    if missing:
-        raise _err(dataset, f"{path} lacks column(s) {', '.join(missing)} (has {', '.join(header)})")
-    cols: dict[str, list[str]] = {h: [] for h in header}
-    for i, r in enumerate(rows[1:], 2):
-        if len(r) != len(header):
-            raise _err(dataset, f"{path}:{i} has {len(r)} fields, the header has {len(header)}")
-        for h, v in zip(header, r, strict=True):
-            cols[h].append(v)
-    return cols
-
-
-def _floats(values: list[str], path: Path, column: str, dataset: str) -> np.ndarray:
-    try:
-        return np.array([float(v) for v in values])
-    except ValueError as e:
-        raise _err(dataset, f"{path}: column {column} is not numeric ({e})") from None
-
-
-def _times(values: list[str], path: Path, dataset: str) -> np.ndarray:
-    try:
-        return np.array([_epoch(v) for v in values])
-    except ValueError as e:
-        raise _err(dataset, f"{path}: bad timestamp ({e})") from None
+        yield
+    except DataError as e:
+        raise _err(dataset, str(e)) from None
 
 
 def _select(names: list[str], signals: str | None) -> list[str]:
@@ -144,11 +124,9 @@ def load_nab(data_dir, signals: str | None = None) -> Iterator[Signal]:
         path = d / "data" / name
         if not path.is_file():
             raise _err("nab", f"missing {path} (listed in {labels_path})")
-        cols = _read_table(path, "nab", ("timestamp", "value"))
-        ts = _times(cols["timestamp"], path, "nab")
-        values = _floats(cols["value"], path, "value", "nab")[:, None]
+        ts, values = _timestamp_value(_table(path, "nab", ("timestamp", "value")), "nab")
         try:
-            wins = [(_epoch(s), _epoch(e)) for s, e in windows[name]]
+            wins = [(parse_timestamp(s)[0], parse_timestamp(e)[0]) for s, e in windows[name]]
         except (ValueError, TypeError) as e:
             raise _err("nab", f"{labels_path}: bad window for {name}: {e}") from None
         yield Signal(name.removesuffix(".csv"), name.split("/")[0], ts, values, nab_windows_to_index(ts, wins),
@@ -163,8 +141,9 @@ def load_nasa(data_dir, signals: str | None = None, mode: str = "univariate") ->
     table = d / "labeled_anomalies.csv"
     if not table.is_file():
         raise _err("nasa", f"missing {table}")
-    cols = _read_table(table, "nasa", ("chan_id", "spacecraft", "anomaly_sequences", "class", "num_values"))
-    rows = list(zip(cols["chan_id"], cols["spacecraft"], cols["anomaly_sequences"], cols["num_values"], strict=True))
+    t = _table(table, "nasa", ("chan_id", "spacecraft", "anomaly_sequences", "class", "num_values"))
+    rows = list(zip(*(t.texts(c) for c in t.require("chan_id", "spacecraft", "anomaly_sequences", "num_values")),
+                    strict=True))
     for chan, craft, seqs, num in sorted(rows):
         if _select([chan], signals) == []:
             continue
@@ -218,10 +197,10 @@ def load_yahoo(data_dir, signals: str | None = None) -> Iterator[Signal]:
             if _select([name], signals) == []:
                 continue
             found = True
-            cols = _read_table(path, "yahoo", (ts_col, "value", label_col))
-            ts = _floats(cols[ts_col], path, ts_col, "yahoo")
-            values = _floats(cols["value"], path, "value", "yahoo")[:, None]
-            labels = _floats(cols[label_col], path, label_col, "yahoo")
+            t = _table(path, "yahoo", (ts_col, "value", label_col))
+            with _about("yahoo"):  # A1's integer timestamps are hours: kept as numbers
+                ts, values, labels = (t.numbers(c) for c in t.require(ts_col, "value", label_col))
+            values = values[:, None]
             if not np.isin(labels, (0, 1)).all():
                 raise _err("yahoo", f"{path}: column {label_col} must be 0 or 1")
             yield Signal(name, group, ts, values, label_intervals(labels > 0))
@@ -239,11 +218,12 @@ def load_csv(data_dir, signals: str | None = None) -> Iterator[Signal]:
     if not files:
         raise _err("csv", f"no .csv files{' matching ' + signals if signals else ''} in {d}")
     for path in files:
-        cols = _read_table(path, "csv", ("timestamp", "value"))
-        label = next((c for c in ("label", "is_anomaly", "anomaly") if c in cols), None)
-        labels = _floats(cols[label], path, label, "csv") if label else np.zeros(len(cols["value"]))
-        yield Signal(path.stem, "csv", _times(cols["timestamp"], path, "csv"),
-                     _floats(cols["value"], path, "value", "csv")[:, None], label_intervals(labels > 0))
+        t = _table(path, "csv", ("timestamp", "value"))
+        label = t.column(*LABEL_COLUMNS)
+        with _about("csv"):
+            labels = t.numbers(label) if label is not None else np.zeros(len(t))
+        ts, values = _timestamp_value(t, "csv")
+        yield Signal(path.stem, "csv", ts, values, label_intervals(labels > 0))
 
 
 def load_orion(data_dir, signals: str | None = None) -> Iterator[Signal]:
@@ -251,9 +231,9 @@ def load_orion(data_dir, signals: str | None = None) -> Iterator[Signal]:
     table = d / "anomalies.csv"
     if not table.is_file():
         raise _err("orion", f"missing {table} (columns signal,events)")
-    cols = _read_table(table, "orion", ("signal", "events"))
+    t = _table(table, "orion", ("signal", "events"))
     events = {}
-    for sig, ev in zip(cols["signal"], cols["events"], strict=True):
+    for sig, ev in zip(*(t.texts(c) for c in t.require("signal", "events")), strict=True):
         try:
             events[sig] = [(float(s), float(e)) for s, e in ast.literal_eval(ev)]
         except (ValueError, SyntaxError, TypeError) as e:
@@ -262,10 +242,8 @@ def load_orion(data_dir, signals: str | None = None) -> Iterator[Signal]:
         path = d / f"{sig}.csv"
         if not path.is_file():
             raise _err("orion", f"missing {path} (listed in {table})")
-        c = _read_table(path, "orion", ("timestamp", "value"))
-        ts = _times(c["timestamp"], path, "orion")
-        yield Signal(sig, "orion", ts, _floats(c["value"], path, "value", "orion")[:, None],
-                     nab_windows_to_index(ts, events[sig]))
+        ts, values = _timestamp_value(_table(path, "orion", ("timestamp", "value")), "orion")
+        yield Signal(sig, "orion", ts, values, nab_windows_to_index(ts, events[sig]))
 
 
 DATASETS = {"nab": load_nab, "nasa": load_nasa, "yahoo": load_yahoo, "csv": load_csv, "orion": load_orion}

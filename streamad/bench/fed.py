@@ -395,7 +395,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def bench_main(args: argparse.Namespace) -> int:
     """Entry point for ``streamad bench --dataset iot23|nsl-kdd`` (and ``main``)."""
-    options = dict(getattr(args, "option", None) or [])
+    options = dict(getattr(args, "option", None) or {})  # streamad bench's --option (parse_options)
     data = LOADERS[args.dataset](args.data_dir)
     kw = {"n_clients": int(options.get("clients", getattr(args, "clients", 20))),
           "k": int(options.get("k", getattr(args, "k", 4))),

@@ -85,13 +85,6 @@ def _scaler(name: str, Xtr: np.ndarray):
     return lambda X: (X - mean) / sd
 
 
-def _fit(det, X: np.ndarray) -> None:
-    if hasattr(det, "fit"):
-        det.fit(X)
-    else:
-        det.learn_many(X)
-
-
 def _split(data: SyntheticData, p: dict[str, Any]):
     """Per node: training rows, test rows and the test labels / fault kinds."""
     rng = np.random.default_rng(int(p["split_seed"]))
@@ -136,10 +129,7 @@ def _thresholds(train_scores: list[np.ndarray], setting: tuple[str, float]) -> l
         for s in train_scores:
             spot = SPOT(q=v)
             spot.fit(np.asarray(s, dtype=np.float64))
-            th = getattr(spot, "threshold_", None)
-            if th is None:  # the threshold a new score would meet
-                th = spot.update(float(np.min(s))).threshold
-            out.append(float(th))
+            out.append(float(spot.threshold_))
         return out
     return [float(np.max(s) * v) for s in train_scores]
 
@@ -250,7 +240,7 @@ def run_hpc_sim(params: dict[str, Any] | None = None,
             det = make()
             Xtr = np.concatenate([fleet.values[k][tr] for k, (tr, _) in split.items()])
             t = time.perf_counter()
-            _fit(det, Xtr)
+            det.fit(Xtr)
             fit_s += time.perf_counter() - t
             t = time.perf_counter()
             train_scores = det.score_many(Xtr)
@@ -268,7 +258,7 @@ def run_hpc_sim(params: dict[str, Any] | None = None,
                 t = time.perf_counter()
                 prep = _scaler(name, fleet.values[k][tr])
                 Xtr = prep(fleet.values[k][tr])
-                _fit(det, Xtr)
+                det.fit(Xtr)
                 fit_s += time.perf_counter() - t
                 t = time.perf_counter()
                 groups.append((det.score_many(Xtr), det.score_many(prep(fleet.values[k][te])),
@@ -337,16 +327,12 @@ def to_markdown(result: dict[str, Any]) -> str:
 def bench_main(args) -> int:
     """``streamad bench --dataset hpc-sim [--seed S] [--option KEY=VALUE ...] --out FILE.json``:
     generate the fleet, run every detector, write the result JSON and a markdown table beside it.
-    Options are :data:`DEFAULT_PARAMS` keys (values parsed as JSON when they are JSON)."""
+    Options are :data:`DEFAULT_PARAMS` keys (values parsed as JSON when they are JSON:
+    :func:`streamad.base.parse_options`)."""
     import json
     from pathlib import Path
 
-    params: dict[str, Any] = {}
-    for key, value in getattr(args, "option", None) or []:
-        try:
-            params[key] = json.loads(value)
-        except ValueError:
-            params[key] = value
+    params: dict[str, Any] = dict(args.option)  # parsed by the runner: JSON values, else strings
     if getattr(args, "seed", None) is not None and "seed" in DEFAULT_PARAMS:
         params.setdefault("seed", args.seed)
     result = run_hpc_sim(params)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..base import DataError
+from ..io import read_table
 from . import metrics as M
 
 __all__ = ["PROFILES", "NabRun", "compare", "file_scores", "optimise", "read_results", "sweep",
@@ -201,32 +202,13 @@ def read_results(root: str | Path, detector: str, signals) -> list[NabRun]:
         path = _path(root, detector, sig.name)
         if not path.is_file():
             raise DataError(f"{path}: missing results file for {sig.name}")
-        try:
-            with path.open(newline="", encoding="utf-8") as f:
-                reader = csv.reader(f)
-                header = [h.strip() for h in next(reader, [])]
-                if "anomaly_score" not in header or "timestamp" not in header:
-                    raise DataError(f"{path}: needs the columns timestamp and anomaly_score, got "
-                                    f"{','.join(header) or 'no header'}")
-                col = header.index("anomaly_score")
-                vcol = header.index("value") if "value" in header else None
-                scores, values = [], []
-                for line, row in enumerate(reader, start=2):
-                    if not row:
-                        continue
-                    try:
-                        s = float(row[col])
-                    except (ValueError, IndexError):
-                        raise DataError(f"{path}: line {line}: anomaly_score "
-                                        f"{row[col] if col < len(row) else ''!r} is not a number") from None
-                    if not 0.0 <= s <= 1.0:  # also rejects NaN
-                        raise DataError(f"{path}: line {line}: anomaly_score {row[col]} is outside [0, 1]")
-                    scores.append(s)
-                    values.append(float(row[vcol]) if vcol is not None and vcol < len(row) else math.nan)
-        except UnicodeDecodeError:
-            raise DataError(f"{path}: not a text CSV file (not UTF-8)") from None
-        except csv.Error as e:
-            raise DataError(f"{path}: not a valid CSV file ({e})") from None
+        t = read_table(path)
+        if "anomaly_score" not in t.header or "timestamp" not in t.header:
+            raise DataError(f"{path}: needs the columns timestamp and anomaly_score, got {','.join(t.header)}")
+        scores = t.numbers(t.header.index("anomaly_score"))
+        if len(bad := np.flatnonzero((scores < 0.0) | (scores > 1.0))):
+            raise DataError(f"{path}:{t.lines[bad[0]]}: anomaly_score {scores[bad[0]]:g} is outside [0, 1]")
+        values = t.numbers(t.header.index("value")) if "value" in t.header else np.full(len(t), math.nan)
         if len(scores) != sig.n:
             raise DataError(f"{path}: {len(scores)} rows, but the data file of {sig.name} has {sig.n}")
         runs.append(NabRun(sig.name, np.asarray(sig.timestamps, dtype=np.float64), np.asarray(values),
@@ -286,10 +268,8 @@ def score_signal(sig, det, likelihood: bool = False) -> dict:
     (rows of the probationary period are 0: NAB never counts them)."""
     import time
 
-    from .runner import _score
-
     t0 = time.perf_counter()
-    raw = _score(det, np.asarray(sig.values, dtype=np.float64), learn=True)
+    raw = np.asarray(det.process_many(np.asarray(sig.values, dtype=np.float64), learn=True), dtype=np.float64)
     scores = unit_scores(det, raw, likelihood)
     detect_s = time.perf_counter() - t0
     scores[:_probation(sig.n)] = 0.0

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import ConfigError, StreamadError
+from ..base import ConfigError, StreamadError, parse_options, parse_params, warmup_length
 from . import metrics as M
 from .datasets import Signal, load
 
@@ -49,25 +49,6 @@ __all__ = ["EXTERNAL", "aggregate", "evaluate", "orion_intervals", "run", "run_s
 EXTERNAL = {"hpc-sim": "streamad.bench.hpc:bench_main", "iot23": "streamad.bench.fed:bench_main",
             "nsl-kdd": "streamad.bench.fed:bench_main"}
 PROTOCOLS = ("orion", "streaming", "nab")
-
-
-def _warmup(det, n: int) -> int:
-    window = getattr(det, "window", 0)
-    window = window if isinstance(window, int) else 0
-    return min(max(2 * window, 50), n // 10)
-
-
-def _score(det, X: np.ndarray, learn: bool = True) -> np.ndarray:
-    if hasattr(det, "process_many"):
-        return np.asarray(det.process_many(X, learn=learn), dtype=np.float64)
-    names = [f"x{j}" for j in range(X.shape[1])]
-    out = np.empty(len(X))
-    for i, row in enumerate(X):
-        x = dict(zip(names, row.tolist(), strict=True))
-        out[i] = det.score_one(x)
-        if learn:
-            det.learn_one(x)
-    return out
 
 
 def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str, seed: int = 0,
@@ -95,14 +76,12 @@ def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str
     t0 = time.perf_counter()
     if protocol == "orion":
         train = sig.train if sig.train is not None else X
-        batch = hasattr(det, "score_series")
-        # a series-level detector may offer fit(); otherwise training can be lazy (HypAD
-        # trains on first score), and its cost then shows in detect_s
-        (det.fit if batch and callable(getattr(det, "fit", None)) else det.learn_many)(train)
+        # a whole-series detector trains now; an online one learns the training part as a
+        # stream, then scores the signal prequentially
+        (det.fit if det.whole_series else det.learn_many)(train)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        scores = (np.asarray(det.score_series(X), dtype=np.float64) if batch
-                  else _score(det, X, learn=True))
+        scores = np.asarray(det.score_series(X), dtype=np.float64)
         scores = np.where(np.isfinite(scores), scores, 0.0)
         intervals = orion_intervals(scores)
     elif protocol == "nab":
@@ -110,10 +89,9 @@ def run_signal(sig: Signal, detector: str, params: dict[str, Any], protocol: str
 
         return nab.score_signal(sig, det, likelihood=likelihood)
     elif protocol == "streaming":
-        scores = _score(det, X, learn=True)
+        scores = np.asarray(det.process_many(X, learn=True), dtype=np.float64)
         scores = np.where(np.isfinite(scores), scores, 0.0)
-        # and never the scores a detector gave before it had a model (HypAD's warm-up)
-        skip = min(n, max(_warmup(det, n), getattr(det, "warmup_scores_", 0)))
+        skip = warmup_length(det, n)
         from ..thresholds import resolve
 
         intervals = streaming_intervals(scores, skip, ts=sig.timestamps, threshold=resolve("auto", {}, detector))
@@ -189,8 +167,8 @@ def _signature(detectors, name: str) -> set[str]:
     """Constructor parameter names of a registered detector (empty if unknown)."""
     import inspect
     try:
-        cls = getattr(detectors, detectors.REGISTRY[name][0])
-    except (KeyError, AttributeError, ImportError):
+        cls = detectors.detector_class(name)
+    except ConfigError:
         return set()
     return set(inspect.signature(cls).parameters)
 
@@ -438,22 +416,11 @@ def main(args) -> int:
             target = getattr(importlib.import_module(mod), fn)
         except (ImportError, AttributeError) as e:
             raise ConfigError(f"--dataset {args.dataset} is not available in this build ({e})") from None
-        opts = []
-        for item in args.option:
-            k, eq, v = item.partition("=")
-            if not eq or not k:
-                raise ConfigError(f"--option must be KEY=VALUE, got {item!r}")
-            opts.append((k, v))
-        args.option = opts
+        args.option = parse_options(args.option, "--option")
         return target(args) or 0
     if not args.data_dir:
         raise ConfigError(f"--data-dir is required for --dataset {args.dataset}")
-    try:
-        params = json.loads(args.params) if args.params else {}
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--params is not JSON: {e}") from None
-    if not isinstance(params, dict):
-        raise ConfigError("--params must be a JSON object")
+    params = parse_params(args.params, "--params")
     if args.time_limit is not None and args.time_limit <= 0:
         raise ConfigError(f"--time-limit must be positive, got {args.time_limit}")
     result = run(args.dataset, args.data_dir, args.detector, params=params, signals=args.signals,

@@ -6,10 +6,9 @@ error is their hyperbolic distance, and the norm of ``h(reconstruction)`` is the
 certainty (near the border = certain). The anomaly score is ``critic score * reconstruction
 error * certainty``, so errors the model is unsure about raise fewer false alarms.
 
-What HypAD shares with TadGAN and AER (windows, training schedule, streaming scores, state)
-is :class:`._reconstructor.WindowReconstructor`; the critics are :mod:`._critics`.
-``TadGAN`` and ``AER`` are importable from here too, because the detector registry
-(``detectors/__init__.py``) names this module for all three.
+What HypAD shares with TadGAN (:mod:`._tadgan`) and AER (:mod:`._aer`) (windows, training
+schedule, streaming scores, state) is :class:`._reconstructor.WindowReconstructor`; the critics
+are :mod:`._critics`.
 """
 
 from __future__ import annotations
@@ -20,11 +19,9 @@ import torch
 from torch import nn
 
 from . import _hypad_scores as sc
-from ._aer import AER
 from ._reconstructor import WindowReconstructor
-from ._tadgan import TadGAN
 
-__all__ = ["AER", "HypAD", "TadGAN"]
+__all__ = ["HypAD"]
 
 
 class _MobiusLinear(nn.Module):

@@ -216,6 +216,8 @@ class WindowReconstructor(BaseDetector):
         Everything random (initialisation, batches, latent samples) derives from it.
     """
 
+    #: Orion's protocol: trained with :meth:`fit`, then :meth:`score_series` over a whole series.
+    whole_series = True
     #: The whole-series rules the model accepts.
     _scorings: tuple[str, ...] = ("mult", "sum", *sc.AER_RULES)
     #: Rules that score whole windows from per-window values, needing no reconstructed windows.

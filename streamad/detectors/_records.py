@@ -425,9 +425,8 @@ class RecordExperts(BaseDetector):
         self._count_warmup()
 
     def _count_warmup(self) -> None:
-        n = self._feats[0].n
-        if n <= self.warmup:
-            self.warmup_scores_ = n
+        # min, not "n while n <= warmup": one process_many call may take the count past warmup
+        self.warmup_scores_ = min(self._feats[0].n, self.warmup)
 
     def process_many(self, X: np.ndarray, learn: bool = True) -> np.ndarray:
         X = self._mat(X)
