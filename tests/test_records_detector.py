@@ -70,3 +70,85 @@ def test_season_state_survives_a_round_trip():
         twin = RecordExperts()
         twin.load_state_dict(_state.loads(_state.dumps(det.state_dict())))
         assert np.array_equal(det.process_many(X[cut:]), twin.process_many(X[cut:])), f"cut at row {cut}"
+
+
+def _stuck_sensor(n: int = 3000, seed: int = 3) -> np.ndarray:
+    """A noisy cycle whose sensor stops updating at row 2000 (repeats row 1999 for 60 rows)."""
+    t = np.arange(n)
+    x = np.sin(2 * np.pi * t / 96) + 0.05 * np.random.default_rng(seed).normal(size=n)
+    x[2000:2060] = x[1999]
+    return x[:, None]
+
+
+def test_stuck_expert_alarms_at_the_third_identical_value_and_only_on_request():
+    X = _stuck_sensor()
+    on = RecordExperts(stuck=True)
+    on.learn_many(X[:2001])  # rows 1999 and 2000 are equal: the next equal one is the third
+    assert on.explain({"value": float(X[2001, 0])})[0] == ("value:stuck", 0.6667)
+    s_on = RecordExperts(stuck=True, refractory=0).process_many(X)
+    s_off = RecordExperts(refractory=0).process_many(X)
+    assert s_on[2001] >= 0.5 > s_off[2001]
+    assert np.array_equal(s_on[:2001], s_off[:2001])  # a varying stream: nothing else changes
+    # again at each doubling of the run (3, 6, 12, 24, 48 values), each score above the last
+    stuck_rows = [i for i in range(2000, 2060) if s_on[i] != s_off[i]]
+    assert stuck_rows == [1998 + k for k in (3, 6, 12, 24, 48)]
+    assert np.all(np.diff(s_on[stuck_rows]) > 0)
+
+
+def _runs(n: int, longest: int, seed: int = 5) -> np.ndarray:
+    """Integer readings in runs of 1 to ``longest`` equal values, each run unlike the last."""
+    rng = np.random.default_rng(seed)
+    runs = rng.integers(1, longest + 1, size=n)
+    values = np.arange(n) % 37.0
+    return np.repeat(values, runs)[:n]
+
+
+def test_stuck_expert_measures_runs_against_the_longest_run_before():
+    """Readings that repeat in runs of up to 4 alarm at a run of 8, not at a run of 7."""
+    x = _runs(1500, 4)
+    det = RecordExperts(stuck=True)
+    det.learn_many(x[:1200, None])
+    assert det._feats[0].rec_run == 4
+    for length, alarms in ((7, False), (8, True)):
+        y = x.copy()
+        y[1200:1200 + length] = 99.0
+        s = RecordExperts(stuck=True, season_span=0, refractory=0).process_many(y[:, None])
+        base = RecordExperts(season_span=0, refractory=0).process_many(y[:, None])
+        changed = np.flatnonzero(s != base)
+        assert changed.tolist() == ([1207] if alarms else []), length
+    # a stuck run is a record like any other: a later, shorter one does not alarm
+    y = x.copy()
+    y[1200:1230] = 99.0
+    y[1300:1320] = 98.0
+    s = RecordExperts(stuck=True, season_span=0, refractory=0).process_many(y[:, None])
+    base = RecordExperts(season_span=0, refractory=0).process_many(y[:, None])
+    assert s[1207] >= 0.5 and np.array_equal(s[1230:], base[1230:])
+
+
+def test_stuck_expert_finds_the_flatlines_of_the_synthetic_telemetry():
+    """Labelled data: flatlines of the synthetic generator (each 40-100 rows of one feature
+    stuck at its last reading) found by the default threshold, with and without the expert."""
+    from streamad.synthetic import generate
+
+    found = {True: 0, False: 0}
+    total = 0
+    for seed in (1, 2, 3):
+        data = generate(n_keys=4, n_points=2000, n_features=3, seed=seed, anomalies=("flatline",))
+        for key in data.keys:
+            flats = [a for a in data.anomalies if a.key == key]
+            total += len(flats)
+            for stuck in (True, False):
+                s = RecordExperts(stuck=stuck).process_many(data.values[key])
+                found[stuck] += sum(bool((s[a.start:a.end + 10] > 0.07).any()) for a in flats)
+    assert total >= 8
+    assert found[True] >= 0.9 * total and found[False] <= 0.5 * total, (found, total)
+
+
+def test_stuck_state_survives_a_round_trip_inside_a_run():
+    X = _stuck_sensor()
+    for cut in (2000, 2001, 2030):
+        det = RecordExperts(stuck=True)
+        det.learn_many(X[:cut])
+        twin = RecordExperts(stuck=True)
+        twin.load_state_dict(_state.loads(_state.dumps(det.state_dict())))
+        assert np.array_equal(det.process_many(X[cut:]), twin.process_many(X[cut:])), f"cut at row {cut}"

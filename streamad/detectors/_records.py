@@ -1,6 +1,7 @@
 """Record-breaking experts: a streaming detector that needs no threshold tuning per stream.
 
-Each feature of the stream is watched by four small experts, each with one statistic:
+Each feature of the stream is watched by four small experts, and a fifth on request, each
+with one statistic:
 
 ``range``  the value itself, against the range ``[lo, hi]`` of every value seen so far;
 ``level``  the median of the last ``level_short`` values, against the median of the
@@ -16,6 +17,10 @@ Each feature of the stream is watched by four small experts, each with one stati
            period is the lag of the highest autocorrelation of the last ``season_span`` rows past
            its first zero crossing, re-estimated every 256 rows, used only while that
            autocorrelation is at least 0.8 (streams that are not clearly periodic have none).
+``stuck``  (``stuck=True``) the number of identical values in a row, against the longest such run
+           that has ended: a run alarms when it reaches twice that length (and at
+           least ``STUCK_MIN`` values), and again at each doubling. A sensor that stops updating
+           repeats its last reading; in a stream whose values vary, two repeats in a row are that.
 
 An expert is alarmed by a *record*: a statistic larger than the largest it has produced so far
 (the shape expert's record decays with half-life ``shape_halflife`` rows, as patterns change
@@ -55,7 +60,8 @@ from ..base import BaseDetector, ConfigError
 
 __all__ = ["RecordExperts"]
 
-EXPERTS = ("range", "level", "shape", "season")
+EXPERTS = ("range", "level", "shape", "season", "stuck")
+STUCK_MIN = 3           # identical values in a row before the stuck expert may alarm
 SEASON_EVERY = 256      # rows between two estimates of the period
 SEASON_MIN_ACF = 0.8    # autocorrelation at the period below which a stream has no period
 SEASON_SHIFT = 2        # rows by which a window may be out of phase with the period before
@@ -122,10 +128,10 @@ def _kth_deviation(srt: list[float], m: int, med: float, j: int) -> float:
 
 
 class _Feature:
-    """The four experts of one feature, on plain floats (the per-record cost is Python's)."""
+    """The experts of one feature, on plain floats (the per-record cost is Python's)."""
 
     __slots__ = ("det", "n", "lo", "hi", "recent", "sorted", "rec_level", "pool", "buf", "used", "rec_shape",
-                 "hist", "period", "rec_season", "last")
+                 "hist", "period", "rec_season", "last", "run", "rec_run")
 
     def __init__(self, det: RecordExperts) -> None:
         self.det = det
@@ -146,16 +152,18 @@ class _Feature:
         self.hist = np.zeros(det.season_span)  # the last season_span values, row r at r % season_span
         self.period = 0                 # rows (0: no clear period)
         self.rec_season = 0.0           # record of the season statistic
+        self.run = 0                    # identical values in a row, ending at the last learned
+        self.rec_run = 1                # the longest such run that has ended (1: none longer)
         # (n, x, stats) of the last value scored: score_one then learn_one of the same record
         # (the service's per-record path) computes its statistics once
         self.last: tuple | None = None
 
     # -- statistics of a new value x, from the state before it ----------------------------
     def stats(self, x: float) -> tuple:
-        """``(range excess, level, shape, pooled value, season)`` of a new value ``x``."""
+        """``(range excess, level, shape, pooled value, season, run)`` of a new value ``x``."""
         det = self.det
         if self.n == 0:
-            return 0.0, 0.0, 0.0, None, 0.0
+            return 0.0, 0.0, 0.0, None, 0.0, 1
         span = self.hi - self.lo
         # range: how far outside [lo, hi], in units of its width, beyond the tolerance
         out = max(x - self.hi, self.lo - x)
@@ -204,21 +212,34 @@ class _Feature:
                 first = self.used - p - early - (m - 1) * f  # first point of the earliest window
                 past = np.ndarray((m, late + early + 1), np.float64, self.buf, first * 8, (f * 8, 8))
                 season = float(np.abs(past - newest[:, None]).max(axis=0).min())
-        return e_range, level, shape, mean, season
+        run = self.run + 1 if x == self.recent[-1] else 1
+        return e_range, level, shape, mean, season, run
 
-    def excess(self, stats: tuple) -> tuple[float, float, float, float]:
+    def excess(self, stats: tuple) -> tuple[float, float, float, float, float]:
         """The experts' relative excesses over their records (0 when no record is broken)."""
-        e_range, level, shape, _, season = stats
+        e_range, level, shape, _, season, run = stats
         if self.n < self.det.warmup:  # records are still forming
-            return 0.0, 0.0, 0.0, 0.0
+            return 0.0, 0.0, 0.0, 0.0, 0.0
         e_level = level / self.rec_level - 1.0 if self.rec_level > 0 and level > self.rec_level else 0.0
         e_shape = shape / self.rec_shape - 1.0 if self.rec_shape > 0 and shape > self.rec_shape else 0.0
         e_season = season / self.rec_season - 1.0 if self.rec_season > 0 and season > self.rec_season else 0.0
-        return e_range, e_level, e_shape, e_season
+        # stuck: when the run of identical values reaches twice the longest run completed before
+        # it (and at least STUCK_MIN values), and again each time it doubles: a few rows per run,
+        # each above the last (so the refractory period never hides them all)
+        e_stuck = 0.0
+        if self.det.stuck:
+            base = self.stuck_base()
+            if run >= base and run % base == 0 and (run // base) & (run // base - 1) == 0:
+                e_stuck = run / self.rec_run - 1.0
+        return e_range, e_level, e_shape, e_season, e_stuck
+
+    def stuck_base(self) -> int:
+        """The run of identical values at which the stuck expert alarms first."""
+        return max(STUCK_MIN, 2 * self.rec_run)
 
     def learn(self, x: float, stats: tuple) -> None:
         det = self.det
-        _, level, shape, mean, season = stats
+        _, level, shape, mean, season, run = stats
         if self.n == 0:
             self.lo = self.hi = x
         else:
@@ -227,6 +248,9 @@ class _Feature:
             self.rec_level = max(self.rec_level, level)
             self.rec_shape = max(self.rec_shape * det._decay, shape)
             self.rec_season = max(self.rec_season, season)
+        if run == 1:  # a run of identical values ended (or none began): the longest is the record
+            self.rec_run = max(self.rec_run, self.run)
+        self.run = run
         # level window: the value that leaves the next short median's reach joins it
         recent, short = self.recent, det.level_short
         recent.append(x)
@@ -269,7 +293,8 @@ class _Feature:
         return {"n": self.n, "lo": self.lo, "hi": self.hi, "recent": np.array(self.recent, dtype=np.float64),
                 "rec_level": self.rec_level, "pool": np.array(self.pool, dtype=np.float64),
                 "pooled": self.buf[self.used - keep:self.used].copy(), "rec_shape": self.rec_shape,
-                "hist": self._history(), "period": self.period, "rec_season": self.rec_season}
+                "hist": self._history(), "period": self.period, "rec_season": self.rec_season,
+                "run": self.run, "rec_run": self.rec_run}
 
     def set_state(self, st: Mapping[str, Any]) -> None:
         det = self.det
@@ -294,10 +319,11 @@ class _Feature:
         if len(hist):
             self.hist[np.arange(self.n - len(hist), self.n) % det.season_span] = hist
         self.period, self.rec_season = int(st["period"]), float(st["rec_season"])
+        self.run, self.rec_run = int(st.get("run", 1 if self.n else 0)), int(st.get("rec_run", 1))
 
 
 class RecordExperts(BaseDetector):
-    """Four record-breaking experts per feature (range, level, shape, season); score in [0, 1).
+    """Record-breaking experts per feature (range, level, shape, season; stuck on request); score in [0, 1).
 
     See the module's docstring for what each expert watches. ``explain(x)`` names the feature and
     expert behind a score.
@@ -325,6 +351,9 @@ class RecordExperts(BaseDetector):
         Rows learned before any expert may alarm.
     refractory
         Rows after a score during which a score that does not beat it is 0 (0: none).
+    stuck
+        Whether the stuck expert watches for runs of identical values (a dead sensor). Off by
+        default: on NAB it flags data outages that NAB does not label (docs/nab.md).
 
     >>> import numpy as np
     >>> det = RecordExperts()
@@ -344,7 +373,7 @@ class RecordExperts(BaseDetector):
     def __init__(self, tolerance: float = 0.05, level_window: int = 500, level_short: int = 6,
                  shape_window: int = 32, shape_points: int = 8, shape_memory: int = 2000, shape_stride: int = 4,
                  shape_halflife: float = 2000.0, season_span: int = 2048, warmup: int = 150,
-                 refractory: int = 50):
+                 refractory: int = 50, stuck: bool = False):
         for pname, v, lo in (("level_window", level_window, 20), ("level_short", level_short, 1),
                              ("shape_window", shape_window, 2), ("shape_points", shape_points, 1),
                              ("shape_memory", shape_memory, 1), ("shape_stride", shape_stride, 1),
@@ -363,7 +392,9 @@ class RecordExperts(BaseDetector):
         self.tolerance, self.level_window, self.level_short = tolerance, level_window, level_short
         self.shape_window, self.shape_points = shape_window, shape_points
         self.shape_memory, self.shape_stride, self.shape_halflife = shape_memory, shape_stride, shape_halflife
-        self.season_span, self.warmup, self.refractory = season_span, warmup, refractory
+        if not isinstance(stuck, bool):
+            raise ConfigError(f"records stuck must be true or false, got {stuck!r}")
+        self.season_span, self.warmup, self.refractory, self.stuck = season_span, warmup, refractory, stuck
         self._decay = 0.5 ** (1.0 / shape_halflife)
         self._pool = shape_window // shape_points
         self._keep = shape_memory + 2 * shape_window + shape_stride
@@ -397,9 +428,9 @@ class RecordExperts(BaseDetector):
             recent.popleft()
 
     @staticmethod
-    def _combine(ex: tuple[float, float, float, float]) -> float:
-        e_range, e_level, e_shape, e_season = ex
-        s = max(e_level, e_shape, e_season)
+    def _combine(ex: tuple[float, float, float, float, float]) -> float:
+        e_range, e_level, e_shape, e_season, e_stuck = ex
+        s = max(e_level, e_shape, e_season, e_stuck)
         score = s / (1.0 + s)
         if e_range > 0:  # beyond the range: at least 0.5, rising with the excess
             score = max(score, 0.5 + 0.5 * e_range / (e_range + 0.05))
