@@ -197,7 +197,7 @@ def check_features(factory: Factory) -> None:
     assert isinstance(window, int) and not isinstance(window, bool) and window >= 0, \
         f"window must be a whole number >= 0, got {window!r}"
     X = sample_stream(n=20)
-    det.learn_one(dict(zip(["temp", "rpm", "amps"], map(float, X[0]), strict=True)))
+    det.learn_one(_rows(X[:1], ["temp", "rpm", "amps"])[0])
     assert det.features_ == ["amps", "rpm", "temp"], f"features_ after a record: {det.features_!r}"
     for d, names in ((3, ["x0", "x1", "x2"]), (1, ["value"])):
         det = factory()
@@ -264,8 +264,7 @@ def check_explain(factory: Factory) -> None:
     spike = 3 * len(X) // 4
     det = _learned(factory, X[:spike - 5])
     names = det.features_
-    for row in (X[spike], X[spike - 4]):  # the spike, not learned yet; an ordinary record
-        x = dict(zip(names, map(float, row), strict=True))
+    for x in _rows(X[[spike, spike - 4]], names):  # the spike, not learned yet; an ordinary record
         before = det.state_dict()
         parts = det.explain(x)
         assert _state.trees_equal(before, det.state_dict()), "explain changed the detector's state"
