@@ -144,6 +144,22 @@ def wait(cond, timeout_s: float, step_s: float = 0.2) -> float | None:
     return None
 
 
+def inputs_scored(bootstrap: str, topic: str, scores: Tail, timeout_s: float) -> Tail:
+    """Every message of the input ``topic`` (read to its end), once ``scores`` holds a score
+    for each of them or after ``timeout_s`` (:func:`coverage` then counts what was lost)."""
+    inputs = Tail(bootstrap, topic)
+    inputs.drain()
+    wait(lambda: scores.poll() is not None and coverage(inputs.messages, scores.json())["lost"] == 0, timeout_s, 0.5)
+    return inputs
+
+
+def streamad_process(args: list[str], log_file) -> subprocess.Popen:
+    """A `streamad` CLI process of this checkout, its output to ``log_file``, one thread for
+    numpy (the probes' processes share the machine)."""
+    return subprocess.Popen([sys.executable, "-m", "streamad.cli", *args], stdout=log_file, stderr=subprocess.STDOUT,
+                            cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+
+
 def topics(bootstrap: str, partitions: int = 3) -> dict[str, str]:
     run = uuid.uuid4().hex[:8]
     names = {k: f"{k}-{run}" for k in ("telemetry", "anomalies", "scores", "dlq")}
@@ -216,9 +232,7 @@ class Serve:
                                          store=store, port=self.port, **names))
         self.log_path = workdir / f"{name}.log"
         self.log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()/kill()
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamad.cli", "serve", "--config", str(cfg)],
-                                     stdout=self.log_file, stderr=subprocess.STDOUT, cwd=ROOT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+        self.proc = streamad_process(["serve", "--config", str(cfg)], self.log_file)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -308,9 +322,7 @@ def probe_kill(workdir: Path) -> dict:
             kills.append(scores.scored())
             service = Serve(names, cluster.bootstrap, group, workdir, f"kill-{i + 1}", state_dir=state)
         producer.join()
-        inputs = Tail(cluster.bootstrap, names["telemetry"])
-        inputs.drain()
-        wait(lambda: scores.poll() is not None and coverage(inputs.messages, scores.json())["lost"] == 0, 120, 0.5)
+        inputs = inputs_scored(cluster.bootstrap, names["telemetry"], scores, 120)
         scores.drain()
         took, code = service.terminate()
         got = scores.json()
@@ -483,9 +495,7 @@ def probe_sigterm(workdir: Path) -> dict:
         # nothing lost: a restart resumes from the checkpoints and the committed offsets
         total += produce(cluster.bootstrap, names["telemetry"], 10, 100, seed=5, start=total // 10)
         service = Serve(names, cluster.bootstrap, group, workdir, "sigterm-restart", state_dir=workdir / "state")
-        inputs = Tail(cluster.bootstrap, names["telemetry"])
-        inputs.drain()
-        wait(lambda: scores.poll() is not None and coverage(inputs.messages, scores.json())["lost"] == 0, 90, 0.5)
+        inputs = inputs_scored(cluster.bootstrap, names["telemetry"], scores, 90)
         service.terminate()
         out.update(coverage(inputs.messages, scores.drain() and scores.json()))
         inputs.close()
@@ -512,9 +522,7 @@ def probe_outage(workdir: Path) -> dict:
         cluster.proxy.restore()
         healthy_after = wait(lambda: service.healthz()[0] == 200, 60.0, 0.1)
         total += produce(cluster.bootstrap, names["telemetry"], 10, 100, seed=7, start=300)
-        inputs = Tail(cluster.bootstrap, names["telemetry"])
-        inputs.drain()
-        wait(lambda: scores.poll() is not None and coverage(inputs.messages, scores.json())["lost"] == 0, 90, 0.5)
+        inputs = inputs_scored(cluster.bootstrap, names["telemetry"], scores, 90)
         alive = service.proc.poll() is None
         took, code = service.terminate()
         result = {"healthz_before": list(before), "seconds_to_unhealthy": unhealthy_after,
@@ -572,7 +580,6 @@ def probe_partitions(workdir: Path) -> dict:
 
 
 def probe_fed(workdir: Path) -> dict:
-    from connectors.broker import EmbeddedBroker
     from streamad.federated.protocol import write_key_file
 
     broker = EmbeddedBroker(log_path=workdir / "broker-fed.log").start()
@@ -598,8 +605,7 @@ def probe_fed(workdir: Path) -> dict:
 
         def start(args, name):
             out = open(workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed below
-            p = subprocess.Popen([sys.executable, "-m", "streamad.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                                 cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+            p = streamad_process(args, out)
             p.log_file, p.log_path = out, workdir / f"{name}.log"
             procs.append(p)
             return p
@@ -672,9 +678,7 @@ def probe_scaleout(workdir: Path) -> dict:
         survivors = [s for s in procs if s is not victim]
         total += produce(cluster.bootstrap, names["telemetry"], 12, 500, seed=11, start=500)
         moved = wait(lambda: set().union(*(owned(s) for s in survivors)) == set(range(6)), 90, 0.5)
-        inputs = Tail(cluster.bootstrap, names["telemetry"])
-        inputs.drain()
-        wait(lambda: scores.poll() is not None and coverage(inputs.messages, scores.json())["lost"] == 0, 120, 0.5)
+        inputs = inputs_scored(cluster.bootstrap, names["telemetry"], scores, 120)
         codes = [s.terminate()[1] for s in survivors]
         got = scores.drain() and scores.json()
         logs = "\n".join(s.log() for s in survivors)

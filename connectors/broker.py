@@ -138,10 +138,6 @@ class BrokerProxy:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @property
-    def up(self) -> bool:
-        return self._listener is not None
-
     def start(self, target_port: int) -> BrokerProxy:
         """Forward connections to ``target_port`` (the broker's own port)."""
         self.target_port = target_port

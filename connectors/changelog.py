@@ -248,7 +248,6 @@ class KafkaStateStore:
             if self._consumer is None:
                 options = {**split_config(self.config, "consumer"), "enable_auto_commit": False,
                            "max_partition_fetch_bytes": max(self.chunk_bytes + 4096, 1 << 20)}
-                options.pop("group_id", None)
                 self._consumer = _construct(KafkaConsumer, "changelog consumer", self.bootstrap,
                                             {**options, "group_id": None})
             ktp = TP(self.topic, self._partition(tp))

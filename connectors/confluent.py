@@ -241,8 +241,6 @@ class ConfluentOutputLog:
             raise TransportError(f"cannot read the end offsets of {topic}: {e}") from e
 
     def read(self, topic: str, starts: dict[int, int]) -> list[Message]:
-        import time
-
         ck = self._ck
         ends = self.end_offsets(topic)
         todo = {p: end for p, end in ends.items() if starts.get(p, 0) < end}

@@ -235,10 +235,7 @@ class FedClient:
         if self.sent_round < g.round:
             return g.idle and det.moments_.n > self.sent_samples and self._answer(g)
         if self.sent_round == g.round and time.monotonic() - self._sent_at >= self.config.resend_after_s:
-            mom = det.moments_
-            upd = Update(g.round, self.config.client_id, new_nonce(), self.U, int(mom.n), mom.mean, mom.var)
-            self.channel.send_update(sign_update(upd, self.ring))
-            self._sent_at, self.sent_samples = time.monotonic(), int(mom.n)
+            self._send_update(g.round)
             log.warning("event=fed_update_resent round=%d client=%s waited_s=%.0f", g.round, self.config.client_id,
                         self.config.resend_after_s)
             return True
@@ -261,14 +258,20 @@ class FedClient:
                                      weight=g.dual_scale.get(me, 1.0))
             self.U = fedpg_local(self.U, det.local_covariance(), Z, self.Y, step=self.config.step,
                                  rho=self.config.rho, local_steps=self.config.local_steps)
-        mom = det.moments_
-        upd = Update(g.round, self.config.client_id, new_nonce(), self.U, int(mom.n), mom.mean, mom.var)
-        self.channel.send_update(sign_update(upd, self.ring))
+        self._send_update(g.round)
         self.sent_round, self.prev_global = g.round, Z
-        self._sent_at, self.sent_samples = time.monotonic(), int(mom.n)
         self.rounds += 1
-        log.info("event=fed_update_sent round=%d client=%s n_samples=%d", g.round, self.config.client_id, mom.n)
+        log.info("event=fed_update_sent round=%d client=%s n_samples=%d", g.round, self.config.client_id,
+                 self.sent_samples)
         return True
+
+    def _send_update(self, round_: int) -> None:
+        """Sign and send the update for ``round_``: the local subspace and moments as they are
+        now, under a fresh nonce (a resent update is a new message to the gate)."""
+        mom = self.detector.moments_
+        upd = Update(round_, self.config.client_id, new_nonce(), self.U, int(mom.n), mom.mean, mom.var)
+        self.channel.send_update(sign_update(upd, self.ring))
+        self._sent_at, self.sent_samples = time.monotonic(), int(mom.n)
 
     def run(self, max_seconds: float | None = None) -> None:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
