@@ -109,9 +109,11 @@ class IncidentPolicy:
     update_interval: Span = Span(100, True)
 
     @classmethod
-    def parse(cls, gap: Any = 100, update_interval: Any = 100) -> IncidentPolicy:
-        return cls(parse_span(gap, "incident gap"),
-                   parse_span(update_interval, "incident update_interval", allow_zero=True))
+    def parse(cls, gap: Any = 100, update_interval: Any = 100, where: str = "incident") -> IncidentPolicy:
+        """The policy of two config values (:func:`parse_span`); a bad one is a
+        :class:`ConfigError` that names it as ``where`` + ``gap`` / ``update_interval``."""
+        return cls(parse_span(gap, f"{where} gap"),
+                   parse_span(update_interval, f"{where} update_interval", allow_zero=True))
 
 
 def _num(x: float) -> float | None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base import ConfigError
-from ..incidents import IncidentPolicy, parse_span
+from ..incidents import IncidentPolicy
 
 __all__ = ["PUBLISH", "ServiceConfig", "load_config", "setting"]
 
@@ -244,9 +244,7 @@ class ServiceConfig:
     @property
     def incident_policy(self) -> IncidentPolicy:
         """The incident state machine's settings (a ConfigError names a bad one)."""
-        return IncidentPolicy(parse_span(self.incident_gap, "config [incidents] gap"),
-                              parse_span(self.update_interval, "config [incidents] update_interval",
-                                         allow_zero=True))
+        return IncidentPolicy.parse(self.incident_gap, self.update_interval, where="config [incidents]")
 
     def override(self, **flags: Any) -> ServiceConfig:
         """A copy with every non-None flag applied (flags use the attribute names)."""

@@ -42,6 +42,15 @@ def _flush_again(e: Exception) -> bool:
     return getattr(e, "retriable", True)
 
 
+def _back_off(attempt: int, deadline: float | None) -> None:
+    """Wait before retry number ``attempt`` (1, 2, ...): 0.2 s, doubling up to 5 s, and never
+    past ``deadline``."""
+    pause = min(5.0, 0.2 * 2 ** (attempt - 1))
+    if deadline is not None:
+        pause = min(pause, max(0.0, deadline - time.monotonic()))
+    time.sleep(pause)
+
+
 class Delivery:
     """Flushes, commits and the pipelined commit points of one pipeline (module doc).
 
@@ -173,10 +182,7 @@ class Delivery:
                 attempt += 1
                 if deadline is None and self.stopping():
                     break
-                pause = min(5.0, 0.2 * 2 ** (attempt - 1))
-                if deadline is not None:
-                    pause = min(pause, max(0.0, deadline - time.monotonic()))
-                time.sleep(pause)
+                _back_off(attempt, deadline)
         if attempt:
             self.source.resume()
         if delivered:
@@ -216,7 +222,4 @@ class Delivery:
                     if self.stopping():
                         return False
                     raise ServiceError(f"cannot commit offsets: {e}") from e
-                pause = min(5.0, 0.2 * 2 ** (attempt - 1))
-                if deadline is not None:
-                    pause = min(pause, max(0.0, deadline - time.monotonic()))
-                time.sleep(pause)
+                _back_off(attempt, deadline)

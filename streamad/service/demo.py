@@ -210,7 +210,7 @@ def run_demo(*, broker_factory, kafka, n_keys: int = 6, n_points: int = 2000, se
         broker.stop()
         say("broker stopped")
 
-    m = score_incidents(data, [(k, s, e) for k, s, e, _ in incidents])
+    m = score_incidents(data, incidents)
     records = n_keys * n_points
     result = DemoResult(records=records, true_anomalies=m["true_anomalies"], incidents=m["incidents"],
                         found=m["found"], false_incidents=m["false_incidents"],
@@ -244,13 +244,13 @@ def run_demo(*, broker_factory, kafka, n_keys: int = 6, n_points: int = 2000, se
     return result
 
 
-def _incidents(messages: list[dict], pipeline) -> list[tuple[str, float, float, float]]:
-    """``(key, start ts, end ts, open ts)`` of every incident the run published: closed ones
+def _incidents(messages: list[dict], pipeline) -> list[tuple[str, float, float]]:
+    """``(key, start ts, end ts)`` of every incident the run published: closed ones
     from their close, those still open at the end from the pipeline's state (the stream
     stopped before their gap passed)."""
-    out = [(m["key"], m["start"], m["end"], m["start"]) for m in messages if m["type"] == "incident_close"]
+    out = [(m["key"], m["start"], m["end"]) for m in messages if m["type"] == "incident_close"]
     for part in pipeline.partitions.values():
-        out += [(key, inc.start_ts, inc.end_ts, inc.start_ts) for key, inc in part.incidents.items()]
+        out += [(key, inc.start_ts, inc.end_ts) for key, inc in part.incidents.items()]
     return sorted(out, key=lambda x: (x[0], x[1]))
 
 
@@ -273,7 +273,7 @@ def _plot(data, incidents, path: str) -> None:
             if a.key == key:
                 ax.axvspan(a.start, a.end, color="tab:green", alpha=0.2, lw=0)
         opens = []
-        for k, s, e, _ in incidents:
+        for k, s, e in incidents:
             if k == key and float(s) in index and float(e) in index:
                 i, j = index[float(s)], index[float(e)]
                 ax.axvspan(i, max(j, i + 3), color="tab:red", alpha=0.35, lw=0)
