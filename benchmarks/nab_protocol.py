@@ -69,7 +69,7 @@ def run_detector(sigs, nab_dir, detector: str, workers: int, seed: int) -> list[
         for name, units, dt, warm in out:
             s = by[name]
             scores = units[lk].copy()
-            scores[:nab._probation(s.n)] = 0.0
+            scores[:nab.M._probation(s.n)] = 0.0
             rows.append({"signal": name, "group": s.group, "n_points": s.n, "n_anomalies": len(s.anomalies),
                          "fit_s": 0.0, "detect_s": round(dt, 4), "warmup": warm, "_unit": scores})
         extra = nab.finish(rows, sigs, detector)
