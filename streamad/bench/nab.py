@@ -267,10 +267,15 @@ def score_signal(sig, det, likelihood: bool = False) -> dict:
     t0 = time.perf_counter()
     raw = np.asarray(det.process_many(np.asarray(sig.values, dtype=np.float64), learn=True), dtype=np.float64)
     scores = unit_scores(det, raw, likelihood)
-    detect_s = time.perf_counter() - t0
+    return unit_row(sig, scores, time.perf_counter() - t0, int(det.warmup_scores_))
+
+
+def unit_row(sig, scores: np.ndarray, detect_s: float, warmup: int) -> dict:
+    """One signal's row with its [0, 1] ``scores`` under ``_unit``, for :func:`finish`; the
+    rows of the probationary period are set to 0 in place (NAB never counts them)."""
     scores[:M._probation(sig.n)] = 0.0
     return {"signal": sig.name, "group": sig.group, "n_points": sig.n, "n_anomalies": len(sig.anomalies),
-            "fit_s": 0.0, "detect_s": round(detect_s, 4), "warmup": int(det.warmup_scores_), "_unit": scores}
+            "fit_s": 0.0, "detect_s": round(detect_s, 4), "warmup": warmup, "_unit": scores}
 
 
 def rows_from_results(root, detector: str, signals) -> list[dict]:
