@@ -65,19 +65,11 @@ def run_detector(sigs, nab_dir, detector: str, workers: int, seed: int) -> list[
     docs = []
     by = {s.name: s for s in sigs}
     for lk in (False, True):
-        rows = []
-        for name, units, dt, warm in out:
-            s = by[name]
-            scores = units[lk].copy()
-            scores[:nab._probation(s.n)] = 0.0
-            rows.append({"signal": name, "group": s.group, "n_points": s.n, "n_anomalies": len(s.anomalies),
-                         "fit_s": 0.0, "detect_s": round(dt, 4), "warmup": warm, "_unit": scores})
+        rows = [nab.unit_row(by[name], units[lk], dt, warm) for name, units, dt, warm in out]
         extra = nab.finish(rows, sigs, detector)
         for r in rows:
             r.pop("detected", None)
-        agg = aggregate(rows)
-        for where, value in extra.items():
-            (agg["overall"] if where == "overall" else agg["groups"].setdefault(where, {}))["nab_protocol"] = value
+        agg = aggregate(rows, nab_protocol=extra)
         docs.append(_clean({"meta": {"dataset": "nab", "data_dir": str(nab_dir), "detector": detector, "params": {},
                                      "protocol": "nab", "signals": None, "seed": seed, "likelihood": lk,
                                      "workers": workers, "versions": _versions(), "machine": _machine(),

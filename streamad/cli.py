@@ -69,6 +69,7 @@ def _add_serve(sub) -> Handler:
 
     def run(args):
         import logging
+        from contextlib import ExitStack
 
         from connectors.kafka import make_output_log, make_sink, make_source
 
@@ -78,34 +79,22 @@ def _add_serve(sub) -> Handler:
 
         cfg = load_config(args.config, **ServiceConfig.flags(args))
         configure_logging(cfg.log_format, logging.DEBUG if args.verbose > 1 else logging.INFO)
-        store = None
-        if cfg.state_store == "kafka":
-            from connectors.changelog import KafkaStateStore
+        with ExitStack() as opened:  # when one fails to open, those opened before it are closed
+            store = None
+            if cfg.state_store == "kafka":
+                from connectors.changelog import KafkaStateStore
 
-            store = KafkaStateStore(cfg.bootstrap, cfg.group, cfg.kafka_settings, input_topics=cfg.input_topics,
-                                    chunk_bytes=cfg.state_chunk_bytes)
-        try:
+                store = KafkaStateStore(cfg.bootstrap, cfg.group, cfg.kafka_settings, input_topics=cfg.input_topics,
+                                        chunk_bytes=cfg.state_chunk_bytes)
+                opened.callback(store.close)
             sink = make_sink(cfg.bootstrap, cfg.kafka_settings, client=cfg.client)
-        except BaseException:
-            if store is not None:
-                store.close()
-            raise
-        try:
+            opened.callback(sink.close)
             source = make_source(cfg.bootstrap, cfg.group, cfg.kafka_settings, client=cfg.client)
-        except BaseException:
-            sink.close()
-            if store is not None:
-                store.close()
-            raise
-        try:  # with checkpoints, a restart reads back what it published since (no repeated messages)
+            opened.callback(source.close)
+            # with checkpoints, a restart reads back what it published since (no repeated messages)
             outputs = make_output_log(cfg.bootstrap, cfg.kafka_settings, client=cfg.client) \
                 if cfg.checkpoints else None
-        except BaseException:
-            source.close()
-            sink.close()
-            if store is not None:
-                store.close()
-            raise
+            opened.pop_all()  # all open: the pipeline owns them now
         dlq = DeadLetterSink(sink, cfg.dead_letter_topic)  # originals cut to fit a Kafka message
         pipeline = serve(cfg, source, sink, dead_letter=dlq.send, max_seconds=args.max_seconds, own_process=True,
                          state_store=store, outputs=outputs)

@@ -181,6 +181,11 @@ NAB_PROFILES: dict[str, dict[str, float]] = {
 _PROBATION_FRACTION = 0.15
 
 
+def _probation(n: int) -> int:
+    """The rows NAB never scores at the start of a file of ``n`` rows: 15%, at most 750."""
+    return int(min(math.floor(_PROBATION_FRACTION * n), _PROBATION_FRACTION * 5000))
+
+
 def _scaled_sigmoid(x: float) -> float:
     if x > 3.0:
         return -1.0
@@ -248,7 +253,7 @@ def nab_file_score(n_or_index: int | Sequence, detections: Sequence[bool] | np.n
     w = _profile(profile)
     tp_w, fp_w, fn_w = w["tp_weight"], w["fp_weight"], w["fn_weight"]
     wins = sorted((int(s), int(e)) for s, e in windows)
-    probation = min(math.floor(_PROBATION_FRACTION * n), _PROBATION_FRACTION * 5000)
+    probation = _probation(n)
     max_tp = _scaled_sigmoid(-1.0)
     raw = 0.0
     tp = fp = fn = 0

@@ -39,7 +39,7 @@ __all__ = ["PROFILES", "NabRun", "compare", "file_scores", "optimise", "read_res
            "write_results"]
 
 PROFILES = tuple(M.NAB_PROFILES)
-_MAX_TP = 2.0 / (1.0 + math.exp(-5.0)) - 1.0  # the scaled sigmoid at -1: a window's first row
+_MAX_TP = M._scaled_sigmoid(-1.0)  # a window's first row
 
 
 @dataclass
@@ -71,16 +71,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x > 3.0, -1.0, out)
 
 
-def _probation(n: int) -> int:
-    return int(min(math.floor(M._PROBATION_FRACTION * n), M._PROBATION_FRACTION * 5000))
-
-
 def _events(run: NabRun, weights) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, deltas)``: how the file's raw score changes as the threshold falls past each
     score. Starts from the null detector's score (every window missed)."""
     tp_w, fp_w, fn_w = weights["tp_weight"], weights["fp_weight"], weights["fn_weight"]
     n, s = run.n, np.asarray(run.scores, dtype=np.float64)
-    p = _probation(n)
+    p = M._probation(n)
     wins = sorted((int(a), int(b)) for a, b in run.windows)
     idx = np.arange(n)
     inside = np.zeros(n, dtype=bool)
@@ -271,10 +267,15 @@ def score_signal(sig, det, likelihood: bool = False) -> dict:
     t0 = time.perf_counter()
     raw = np.asarray(det.process_many(np.asarray(sig.values, dtype=np.float64), learn=True), dtype=np.float64)
     scores = unit_scores(det, raw, likelihood)
-    detect_s = time.perf_counter() - t0
-    scores[:_probation(sig.n)] = 0.0
+    return unit_row(sig, scores, time.perf_counter() - t0, int(det.warmup_scores_))
+
+
+def unit_row(sig, scores: np.ndarray, detect_s: float, warmup: int) -> dict:
+    """One signal's row with its [0, 1] ``scores`` under ``_unit``, for :func:`finish`; the
+    rows of the probationary period are set to 0 in place (NAB never counts them)."""
+    scores[:M._probation(sig.n)] = 0.0
     return {"signal": sig.name, "group": sig.group, "n_points": sig.n, "n_anomalies": len(sig.anomalies),
-            "fit_s": 0.0, "detect_s": round(detect_s, 4), "warmup": int(det.warmup_scores_), "_unit": scores}
+            "fit_s": 0.0, "detect_s": round(detect_s, 4), "warmup": warmup, "_unit": scores}
 
 
 def rows_from_results(root, detector: str, signals) -> list[dict]:
@@ -303,7 +304,7 @@ def finish(rows: list[dict], signals, detector: str, results_dir=None) -> dict:
     for r, run, fs in zip(ok, runs, file_scores(runs, thresholds), strict=True):
         r["nab"] = {p: fs[p] for p in PROFILES}
         r["nab_score"] = M.nab_normalized([M.NabFileScore(**fs["standard"])])
-        p = _probation(run.n)
+        p = M._probation(run.n)
         det = M.nab_detections(run.scores, thresholds["standard"])
         det[:p] = False
         intervals = M.label_intervals(det)

@@ -185,8 +185,10 @@ def _clean(v):
     return v
 
 
-def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Micro-averaged scores per group and overall, NAB normalised scores, medians of time."""
+def aggregate(rows: list[dict[str, Any]], nab_protocol: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Micro-averaged scores per group and overall, NAB normalised scores, medians of time;
+    with ``nab_protocol`` (the corpus figures of :func:`streamad.bench.nab.finish`, overall and
+    per category) each under its key ``nab_protocol``."""
     ok = [r for r in rows if "error" not in r]
 
     def summary(part):
@@ -215,8 +217,11 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "false_per_10k": 1e4 * false / n if n else None}
 
     groups = sorted({r["group"] for r in ok})
-    return {"groups": {g: summary([r for r in ok if r["group"] == g]) for g in groups},
-            "overall": summary(ok) if ok else {}, "failed": len(rows) - len(ok)}
+    out = {"groups": {g: summary([r for r in ok if r["group"] == g]) for g in groups},
+           "overall": summary(ok) if ok else {}, "failed": len(rows) - len(ok)}
+    for where, value in (nab_protocol or {}).items():
+        (out["overall"] if where == "overall" else out["groups"].setdefault(where, {}))["nab_protocol"] = value
+    return out
 
 
 def _versions() -> dict[str, str]:
@@ -310,10 +315,7 @@ def run(dataset: str, data_dir: str, detector: str, *, params: dict | None = Non
         extra = nab.finish(rows, sigs, detector, results_dir=results_dir)
     for r in rows:
         r.pop("_scores", None)
-    aggregates = aggregate(rows)
-    for where, value in extra.items():  # the corpus-level NAB protocol figures
-        (aggregates["overall"] if where == "overall" else aggregates["groups"].setdefault(where, {}))[
-            "nab_protocol"] = value
+    aggregates = aggregate(rows, nab_protocol=extra)
     return _clean({
         "meta": {"dataset": dataset, "data_dir": str(data_dir), "detector": detector, "params": params or {},
                  "protocol": protocol, "signals": signals, "seed": seed, "time_limit_s": time_limit,
