@@ -36,8 +36,8 @@ import numpy as np
 
 from .base import ConfigError, StateError
 
-__all__ = ["SCHEMA_VERSION", "Incident", "IncidentPolicy", "IncidentTracker", "Span", "parse_span",
-           "track_series"]
+__all__ = ["SCHEMA_VERSION", "Incident", "IncidentPolicy", "IncidentTracker", "Span", "add_top_features",
+           "parse_span", "track_series"]
 
 #: The ``"schema"`` of every message on the anomalies topic.
 SCHEMA_VERSION = 1
@@ -128,6 +128,15 @@ def _severity(score: float, threshold: float) -> float:
     return (score - threshold) / max(abs(threshold), 1e-12)
 
 
+def add_top_features(msg: dict[str, Any], explain: Callable[[], list] | None) -> None:
+    """Put the features' contributions (``explain()``, computed only now) into an anomaly
+    message as ``top_features``, when there are any."""
+    if explain is not None:
+        top = explain()
+        if top:
+            msg["top_features"] = top
+
+
 class IncidentTracker:
     """The incident state machine of one key.
 
@@ -203,7 +212,7 @@ class IncidentTracker:
         self.flagged, self.quiet, self.since_message = 1, 0, 0
         msg = self._message("incident_open", ts, offset)
         msg["score"], msg["threshold"] = _num(score), _num(threshold)
-        self._explain(msg, explain)
+        add_top_features(msg, explain)
         return msg
 
     def _take(self, score: float, threshold: float, ts: float, offset: int) -> None:
@@ -218,7 +227,7 @@ class IncidentTracker:
                 self.since_message, ts - self.message_ts):
             msg = self._message("incident_update", ts, offset)
             msg.update(self._summary())
-            self._explain(msg, explain)
+            add_top_features(msg, explain)
             self.reported_peak, self.since_message, self.message_ts = self.peak, 0, ts
             out.append(msg)
 
@@ -243,13 +252,6 @@ class IncidentTracker:
     def _message(self, kind: str, ts: float | None, offset: int | None) -> dict[str, Any]:
         return {"schema": SCHEMA_VERSION, "type": kind, "id": self.id, "key": self.key, **self.context,
                 "ts": ts, "offset": offset}
-
-    @staticmethod
-    def _explain(msg: dict, explain) -> None:
-        if explain is not None:
-            top = explain()
-            if top:
-                msg["top_features"] = top
 
     # -- state ----------------------------------------------------------------------------
     _STATE = ("id", "start_ts", "start_offset", "end_ts", "end_offset", "peak", "peak_ts", "peak_offset",

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import _state
 from ..base import BaseDetector, ConfigError, Decision, DecodeError, StateError, StreamadError
-from ..incidents import IncidentTracker
+from ..incidents import IncidentTracker, add_top_features
 from ..records import decode
 from .config import ServiceConfig
 from .transport import Message, Sink, TopicPartition
@@ -454,10 +454,7 @@ class Scorer:
                      "score": score if math.isfinite(score) else None,
                      "threshold": float(decision.threshold), "is_anomaly": True, "detector": self.config.detector,
                      "topic": m.topic, "partition": m.partition, "offset": m.offset}
-            if explain is not None:
-                top = explain()
-                if top:
-                    event["top_features"] = top
+            add_top_features(event, explain)
             sent += self._publish(part, event)
         if not self._track:
             return None, sent
